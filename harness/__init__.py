@@ -1,0 +1,1 @@
+"""Evaluate 8-bit quantized LLMs against their bf16 originals."""
