@@ -39,16 +39,28 @@ class PromptMismatch(UsageError):
     """Two variants were given different prompts for the same document."""
 
 
+class UnpairedDocuments(UsageError):
+    """A document-by-document comparison was required but the documents do not pair up."""
+
+
 @dataclass
 class Variant:
-    """One variant's results as read from a results folder (this run's or an older one)."""
+    """One variant's results as read from a results folder (this run's or an older one).
+
+    name is its folder in the run; label names its columns in the table, and differs
+    from name only when the same variant of two runs is compared (gate --against).
+    """
 
     name: str
     status: str
     error: str | None
     results: dict
     store: RunStore
+    label: str = ""
     _samples: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.label = self.label or self.name
 
     @property
     def scores(self) -> dict:
@@ -71,13 +83,26 @@ class Variant:
         return self._samples[task]
 
 
-def load_variant(store: RunStore, name: str) -> Variant:
+def load_variant(store: RunStore, name: str, label: str = "") -> Variant:
     if not store.manifest_path(name).exists():
-        return Variant(name, MISSING, f"no {store.manifest_path(name)}", {}, store)
+        return Variant(
+            name, MISSING, f"no {store.manifest_path(name)}", {}, store, label
+        )
     manifest = store.read_manifest(name)
     status = manifest.get("status", RUNNING)
     results = store.read_results(name) if status == COMPLETE else {}
-    return Variant(name, status, manifest.get("error"), results, store)
+    return Variant(name, status, manifest.get("error"), results, store, label)
+
+
+def lower_is_better(variants: list[Variant]) -> list[tuple[str, str]]:
+    """(task, metric) pairs lm-eval marks as better when lower (perplexity and the like)."""
+    pairs = set()
+    for variant in variants:
+        for task, directions in variant.results.get("higher_is_better", {}).items():
+            for metric in variant.scores.get(task, {}):
+                if directions.get(metric.split(",", 1)[0]) is False:
+                    pairs.add((task, metric))
+    return sorted(pairs)
 
 
 def is_metric_key(key: str, value: object) -> bool:
@@ -121,27 +146,36 @@ def leaf_tasks(task: str, children: dict[str, list[str]]) -> list[str]:
 
 
 def join_scores(
-    task: str, metric: str, reference: Variant, candidate: Variant
+    task: str, metric: str, reference: Variant, candidate: Variant, require_pairs: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | str:
     """Per-document scores of both variants over the leaves of task, aligned on doc_id.
 
     Returns (reference, candidate, leaf index) or a reason why there is no pairing.
     Different prompts for the same document raise PromptMismatch: the two variants did not
-    answer the same question, and comparing them would silently mislead.
+    answer the same question, and comparing them would silently mislead. With
+    require_pairs, missing samples or different document sets raise UnpairedDocuments.
     """
     ref_scores, cand_scores, leaf_index = [], [], []
     for index, leaf in enumerate(leaf_tasks(task, reference.children)):
         ref_docs, cand_docs = reference.samples(leaf), candidate.samples(leaf)
+        problem = None
         if ref_docs is None or cand_docs is None:
-            return f"no samples for {leaf}"
-        if ref_docs.keys() != cand_docs.keys():
-            return f"{leaf}: the variants answered different documents"
+            problem = f"no samples for {leaf}"
+        elif ref_docs.keys() != cand_docs.keys():
+            problem = f"{leaf}: the variants answered different documents"
+        if problem and require_pairs:
+            raise UnpairedDocuments(
+                f"{problem} ({candidate.label} in {candidate.store.root}, "
+                f"{reference.label} in {reference.store.root})"
+            )
+        if problem:
+            return problem
         for doc_id in sorted(ref_docs):
             ref_doc, cand_doc = ref_docs[doc_id], cand_docs[doc_id]
             if ref_doc.get("prompt_hash") != cand_doc.get("prompt_hash"):
                 raise PromptMismatch(
-                    f"{leaf} doc {doc_id}: prompt of {candidate.name} "
-                    f"({candidate.store.root}) differs from {reference.name} "
+                    f"{leaf} doc {doc_id}: prompt of {candidate.label} "
+                    f"({candidate.store.root}) differs from {reference.label} "
                     f"({reference.store.root})"
                 )
             if metric not in ref_doc["scores"] or metric not in cand_doc["scores"]:
@@ -182,10 +216,10 @@ def aggregate_weights(
 
 
 def paired_stats(
-    task: str, metric: str, reference: Variant, candidate: Variant
+    task: str, metric: str, reference: Variant, candidate: Variant, require_pairs: bool
 ) -> stats.PairedStats | str:
     """Paired statistics of candidate vs reference for one row, or why there are none."""
-    joined = join_scores(task, metric, reference, candidate)
+    joined = join_scores(task, metric, reference, candidate, require_pairs)
     if isinstance(joined, str):
         return joined
     ref_scores, cand_scores, leaf_index = joined
@@ -281,6 +315,7 @@ def compare_variants(
     requested_tasks: list[str],
     card: dict[tuple[str, str], float] | None = None,
     repeat: str | None = None,
+    require_pairs: bool = False,
 ) -> pd.DataFrame:
     """The table of every candidate against reference; repeat names the noise-floor one.
 
@@ -309,22 +344,26 @@ def compare_variants(
             if has_card:
                 row["card"] = card.get((task, metric), np.nan)
             for variant in variants:
-                row.update(variant_cells(task, metric, variant, reference, row, notes))
+                row.update(
+                    variant_cells(
+                        task, metric, variant, reference, row, notes, require_pairs
+                    )
+                )
             if repeat is not None:
                 floor = noise_floor(row, repeat)
                 for variant in candidates:
-                    if variant.name != repeat:
-                        row[f"{variant.name} within noise"] = within_noise(
-                            row[f"{variant.name} delta"], floor
+                    if variant.label != repeat:
+                        row[f"{variant.label} within noise"] = within_noise(
+                            row[f"{variant.label} delta"], floor
                         )
             rows.append(row)
     columns = ["task", "metric", "n"] + (["card"] if has_card else [])
     for variant in variants:
         columns += variant_columns(
-            variant.name,
+            variant.label,
             variant is reference,
             has_card,
-            repeat is not None and variant is not reference and variant.name != repeat,
+            repeat is not None and variant is not reference and variant.label != repeat,
         )
     df = pd.DataFrame(rows, columns=columns)
     df["n"] = df["n"].astype("Int64")
@@ -332,10 +371,14 @@ def compare_variants(
         if " flips R>W" in column or " flips W>R" in column:
             df[column] = df[column].astype("Int64")
     df.attrs.update(
-        reference=reference.name,
-        candidates=[v.name for v in candidates],
-        status={v.name: v.status for v in variants},
-        errors={v.name: v.error for v in variants if v.error},
+        reference=reference.label,
+        candidates=[v.label for v in candidates],
+        status={v.label: v.status for v in variants},
+        errors={v.label: v.error for v in variants if v.error},
+        subtasks=sorted(
+            {t for v in variants for ts in v.children.values() for t in ts}
+        ),
+        lower_is_better=lower_is_better(variants),
         repeat=repeat,
         notes=notes,
     )
@@ -358,8 +401,9 @@ def variant_cells(
     reference: Variant,
     row: dict,
     notes: list[str],
+    require_pairs: bool = False,
 ) -> dict:
-    name = variant.name
+    name = variant.label
     values = variant.scores.get(task, {})
     has_metric = variant.status == COMPLETE and metric in values
     cells = {
@@ -375,7 +419,7 @@ def variant_cells(
         cells[f"{name} vs card"] = cells[f"{name} score"] - row["card"]
     if variant is reference:
         return cells
-    base = row[f"{reference.name} score"]
+    base = row[f"{reference.label} score"]
     score = cells[f"{name} score"]
     cells[f"{name} delta"] = score - base
     cells[f"{name} recovery %"] = score / base * 100 if base else np.nan
@@ -385,15 +429,15 @@ def variant_cells(
         and reference.status == COMPLETE
         and metric in reference.scores.get(task, {})
     ):
-        paired = paired_stats(task, metric, reference, variant)
+        paired = paired_stats(task, metric, reference, variant, require_pairs)
         if isinstance(paired, str):
             notes.append(f"{task} {metric}, {name}: no paired statistics ({paired})")
             paired = None
-    cells.update(paired_cells(name, paired, row["n"]))
+    cells.update(paired_cells(name, paired))
     return cells
 
 
-def paired_cells(name: str, paired: stats.PairedStats | None, n: int | None) -> dict:
+def paired_cells(name: str, paired: stats.PairedStats | None) -> dict:
     if paired is None:
         keys = [
             "delta CI low",
