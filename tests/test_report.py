@@ -1,0 +1,200 @@
+import base64
+import io
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+from runfixtures import alternating, write_run
+
+from harness import cli
+
+BASE = {"t_a": alternating(40), "t_b": alternating(30, 3)}
+WORSE = {"t_a": alternating(40)[:-5] + [0.0] * 5, "t_b": alternating(30, 3)}
+PLOTS = ["scores", "deltas", "flips", "tradeoff"]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    store = write_run(
+        tmp_path / "run",
+        {"bf16": BASE, "bf16~repeat": BASE, "fp8": WORSE},
+        groups={"g": ["t_a", "t_b"]},
+        failed={"int8": "engine crashed: OOM"},
+        noise_floor=True,
+        config_path="configs/demo.yaml",
+    )
+    return store.root
+
+
+@pytest.fixture
+def report_dir(run_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli.main(["report", str(run_dir), "--out", str(out)]) == 0
+    assert f"wrote {out / 'report.html'}" in capsys.readouterr().out
+    return out
+
+
+def decode_png(data: bytes):
+    assert data.startswith(PNG_MAGIC)
+    return matplotlib.image.imread(io.BytesIO(data), format="png")
+
+
+def test_report_writes_markdown_html_and_valid_pngs(report_dir):
+    for name in PLOTS:
+        image = decode_png((report_dir / f"{name}.png").read_bytes())
+        height, width = image.shape[:2]
+        assert height > 100 and width > 100
+        assert image[..., :3].std() > 0  # something is drawn
+    md = (report_dir / "report.md").read_text()
+    for name in PLOTS:
+        assert f"]({name}.png)" in md
+
+
+def test_report_html_is_self_contained_with_tables_and_embedded_images(report_dir):
+    page = (report_dir / "report.html").read_text()
+    images = re.findall(r"<img [^>]*src='data:image/png;base64,([^']+)'", page)
+    assert len(images) == len(PLOTS)
+    for data in images:
+        decode_png(base64.b64decode(data))
+    assert page.count("<table>") == 3  # variants, comparison, provenance
+    assert "<th>fp8 delta [95% CI]</th>" in page
+    assert "<td>-5.00 [-12.50, +0.00]</td>" in page
+    assert "src='http" not in page and "<link" not in page
+
+
+def test_report_names_the_source_of_every_number(report_dir):
+    md = (report_dir / "report.md").read_text()
+    assert "## Provenance (run.json and <variant>/manifest.json)" in md
+    assert "| run.config_path | configs/demo.yaml |" in md
+    for field in [
+        "git_sha",
+        "versions.vllm",
+        "hardware.cpu",
+        "datasets.demo_task",
+        "task_versions.demo_task",
+        "data_source",
+        "quantization.weight_bytes",
+    ]:
+        assert f"| {field} |" in md
+    assert md.count("Source: ") == len(PLOTS)
+    assert "| int8 | failed | engine crashed: OOM |" in md
+
+
+def test_report_of_a_missing_run_is_bad_input(tmp_path, capsys):
+    assert cli.main(["report", str(tmp_path / "nope")]) == 2
+    assert "no such run folder" in capsys.readouterr().err
+
+
+def test_compare_gate_report_run_without_vllm_or_torch(run_dir, tmp_path):
+    # A finder that refuses vllm and torch makes them look uninstalled to every import.
+    script = textwrap.dedent(
+        f"""
+        import sys
+
+        class Uninstalled:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in ("vllm", "torch"):
+                    raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+
+        sys.meta_path.insert(0, Uninstalled())
+        from harness import cli
+        codes = [
+            cli.main(["compare", {str(run_dir)!r}]),
+            cli.main(["gate", {str(run_dir)!r}, "--max-drop", "100"]),
+            cli.main(["report", {str(run_dir)!r}, "--out", {str(tmp_path / "r")!r}]),
+        ]
+        assert not {{"vllm", "torch"}} & set(sys.modules)
+        print("codes", codes)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    # gate fails (exit 1) only because int8 failed; nothing needed vllm or torch.
+    assert "codes [0, 1, 0]" in result.stdout
+    assert "FAIL int8: variant failed" in result.stdout
+    assert (tmp_path / "r" / "report.html").is_file()
+
+
+# Records, once the page has loaded, what each image decoded to.
+PROBE = """<script>
+window.addEventListener('load', () => {
+  const sizes = Array.from(document.images).map(i => i.complete ? i.naturalWidth : -1);
+  document.body.setAttribute('data-image-widths', sizes.join(','));
+});
+</script>"""
+
+
+def chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        pytest.skip(
+            "chromium not installed (Debian: apt-get install chromium chromium-driver)"
+        )
+    return path
+
+
+def run_chromium(
+    browser: str, profile: Path, *args: str
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_report_html_renders_in_headless_chromium(report_dir, tmp_path):
+    browser = chromium()
+    probed = tmp_path / "probed.html"
+    page = (report_dir / "report.html").read_text()
+    probed.write_text(page.replace("</body>", PROBE + "</body>"))
+    dom = run_chromium(
+        browser,
+        tmp_path / "profile-dom",
+        "--virtual-time-budget=10000",
+        "--dump-dom",
+        probed.as_uri(),
+    )
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    widths = re.search(r'data-image-widths="([^"]*)"', dom.stdout)
+    assert widths, "the load handler never ran"
+    assert [int(w) > 0 for w in widths.group(1).split(",")] == [True] * len(PLOTS)
+    assert dom.stdout.count("<table>") == 3
+    assert "engine crashed: OOM" in dom.stdout
+
+    screenshot = tmp_path / "shot.png"
+    shot = run_chromium(
+        browser,
+        tmp_path / "profile-shot",
+        "--window-size=1400,2400",
+        f"--screenshot={screenshot}",
+        (report_dir / "report.html").as_uri(),
+    )
+    assert shot.returncode == 0, shot.stderr[-2000:]
+    image = decode_png(screenshot.read_bytes())
+    assert image.shape[:2] == (2400, 1400)
+    assert image[..., :3].std() > 0.05  # text, tables and plots, not a blank page
