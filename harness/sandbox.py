@@ -351,12 +351,37 @@ def _spawn_and_wait(iso, workdir, payload, deadline, errors) -> tuple[bytes, boo
         return raw, timed_out
     finally:
         os.close(result_r)
-        # Also after a normal exit: without a PID namespace, stray children may remain.
+        _stop(process, bool(iso.prefix))
+
+
+def _stop(process: subprocess.Popen, forked: bool) -> None:
+    if forked:
+        # Kill unshare's child first and let unshare reap it: the kernel finishes that only
+        # once every process of the PID namespace is gone, so no job's processes (and no
+        # share of the sandbox uid's process count) outlive it.
+        for child in _children(process.pid):
+            try:
+                os.kill(child, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
+            process.wait(5)
+        except subprocess.TimeoutExpired:
             pass
-        process.wait()
+    # Also after a normal exit: without a PID namespace, stray children may remain.
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    process.wait()
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
 
 
 def _read_until(fd: int, deadline: float) -> tuple[bytes, bool]:
