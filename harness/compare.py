@@ -437,6 +437,10 @@ def variant_cells(
     return cells
 
 
+def nan_if_none(value: float | None) -> float:
+    return np.nan if value is None else value
+
+
 def paired_cells(name: str, paired: stats.PairedStats | None) -> dict:
     if paired is None:
         keys = [
@@ -456,14 +460,10 @@ def paired_cells(name: str, paired: stats.PairedStats | None) -> dict:
         f"{name} delta CI low": 100 * paired.ci_low,
         f"{name} delta CI high": 100 * paired.ci_high,
         f"{name} delta lower bound": 100 * paired.lower_bound,
-        f"{name} flips R>W": np.nan
-        if paired.right_to_wrong is None
-        else paired.right_to_wrong,
-        f"{name} flips W>R": np.nan
-        if paired.wrong_to_right is None
-        else paired.wrong_to_right,
+        f"{name} flips R>W": nan_if_none(paired.right_to_wrong),
+        f"{name} flips W>R": nan_if_none(paired.wrong_to_right),
         f"{name} flips %": flips,
-        f"{name} McNemar p": np.nan if paired.mcnemar_p is None else paired.mcnemar_p,
+        f"{name} McNemar p": nan_if_none(paired.mcnemar_p),
     }
 
 
@@ -490,7 +490,8 @@ def build_comparison(store: RunStore, baseline: str | None = None) -> pd.DataFra
         [v for name, v in variants.items() if name != baseline],
         run.get("tasks", []),
         card=card,
-        repeat=repeat if repeat != baseline else None,
+        # The floor is the baseline against itself: meaningless against another reference.
+        repeat=repeat if baseline == run["baseline"] else None,
     )
     df.attrs.update(
         run_id=run.get("run_id", store.root.name), card_name=run.get("card")

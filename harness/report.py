@@ -293,7 +293,11 @@ def provenance_table(run: dict, manifests: dict[str, dict]) -> Table:
             if section in manifest:
                 for key, value in flatten(manifest[section], section).items():
                     fields.setdefault(key, {})[name] = value
-    rows = [["run.config_path", *[str(run.get("config_path") or "")] * len(manifests)]]
+    # Run-level fields hold for every variant; repeated so each column reads on its own.
+    rows = [
+        [f"run.{key}", *[str(run.get(key) or "")] * len(manifests)]
+        for key in ("config_path", "created", "data_source")
+    ]
     rows += [
         [key, *(values.get(n, "") for n in manifests)] for key, values in fields.items()
     ]

@@ -223,3 +223,14 @@ def test_comparison_csv_reads_back_with_the_same_numbers(tmp_path):
         df["fp8 delta"].tolist(), rel=1e-5
     )
     assert RunStore(store.root).read_run()["variants"] == ["bf16", "fp8"]
+
+
+def test_noise_floor_is_dropped_when_another_variant_is_the_reference(tmp_path):
+    store = write_run(
+        tmp_path / "run",
+        {"bf16": BASE, "bf16~repeat": BASE, "fp8": WORSE},
+        noise_floor=True,
+    )
+    df = build_comparison(store, baseline="fp8")
+    assert not any(column.endswith("within noise") for column in df.columns)
+    assert row(df, "t_a")["bf16 delta"] == pytest.approx(5.0)

@@ -82,6 +82,7 @@ def test_report_names_the_source_of_every_number(report_dir):
     md = (report_dir / "report.md").read_text()
     assert "## Provenance (run.json and <variant>/manifest.json)" in md
     assert "| run.config_path | configs/demo.yaml |" in md
+    assert "| run.created | 2025-01-01T00:00:00+00:00 |" in md
     for field in [
         "git_sha",
         "versions.vllm",
