@@ -11,7 +11,7 @@ Two processes per job:
   the trusted setup and test code with the candidate function replaced by a proxy that
   calls into the worker. Only if the test script returns normally, after at least one call,
   does it write the nonce with passed=true to the result pipe.
-- worker (untrusted, unprivileged uid where possible): executes the generated program and
+- worker (untrusted, unprivileged uid where possible, no_new_privs): executes the generated program and
   answers calls with plain data (None, bool, int, float, str, bytes, complex, list, tuple,
   set, frozenset, dict). It never holds the nonce or the result pipe, and shares no memory
   with the checker, so exiting early, patching builtins, or returning objects whose
@@ -137,11 +137,21 @@ def _set_limits(limits):
         resource.setrlimit(which, (value, value))
 
 
+def _forbid_new_privileges():
+    # Set-uid binaries (su, mount, ...) then run without their privileges.
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS, 1) failed")
+
+
 def worker_main(request_fd, reply_fd):
     requests = os.fdopen(request_fd, "rb")
     replies = os.fdopen(reply_fd, "wb")
     setup = _receive(requests)
     _set_limits(setup["limits"])
+    _forbid_new_privileges()
     import resource
 
     # Facts are gathered before any untrusted code runs, so they can be trusted.

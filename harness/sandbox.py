@@ -12,7 +12,8 @@ Each job gets its own processes, started through `unshare` where the kernel allo
   its own /proc, and a mount namespace with private tmpfs over /tmp, /var/tmp, /dev/shm and
   /run/lock;
 - the generated code runs as uid/gid 65534 (nobody) with no supplementary groups when the
-  harness runs as root, or as the mapped user of a user namespace otherwise;
+  harness runs as root, or as the mapped user of a user namespace otherwise, with
+  no_new_privs set (set-uid binaries gain nothing);
 - a fresh working directory (removed afterwards), stdin from /dev/null, stdout and stderr
   discarded, a minimal environment (no variable of the parent is passed on), and rlimits
   on CPU time, address space, file size, process count, open files and core dumps.
@@ -252,7 +253,7 @@ def _described(candidate: Isolation, facts: dict, host: dict) -> Isolation:
         "private_tmp": facts.get("private_tmp", []),
         "python": f"{worker['executable']} {worker['python']}",
         "unshare": " ".join(candidate.prefix[1:]) or None,
-        "checker": "non-dumpable, holds the nonce; candidate runs in a separate worker",
+        "pass_channel": "nonce from a separate non-dumpable checker process",
     }
     return Isolation(candidate.prefix, candidate.uid, candidate.gid, candidate.worker_python,
                      candidate.private_tmp, report)

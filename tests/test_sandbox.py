@@ -179,6 +179,9 @@ def test_report_matches_what_the_program_sees(iso):
     if report["pid"] == "pidns":
         assert run("import os\ndef f():\n    return [p for p in os.listdir('/proc') "
                    "if p.isdigit()]\n", test="assert len(f()) <= 3\n").passed
+    assert run("def f():\n    status = open('/proc/self/status').read()\n"
+               "    return status.split('NoNewPrivs:')[1].split()[0]\n",
+               test="assert f() == '1'\n").passed
     limits = run("import resource\ndef f():\n"
                  "    return resource.getrlimit(resource.RLIMIT_NPROC)\n",
                  test=f"assert f() == ({FAST.processes}, {FAST.processes})\n")
