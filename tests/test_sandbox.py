@@ -64,6 +64,14 @@ def test_correct_and_wrong(iso):
     assert wrong.status == "failed" and "AssertionError" in wrong.detail
 
 
+def test_working_dir_is_writable_and_fresh(iso):
+    program = ("import os\nfresh = os.listdir('.') == []\n"
+               "open('out.txt', 'w').write('x')\n"
+               "def f():\n    return [fresh, open('out.txt').read()]\n")
+    assert run(program, test="assert f() == [True, 'x']\n").passed
+    assert run(program, test="assert f() == [True, 'x']\n").passed
+
+
 def test_test_must_call_the_candidate(iso):
     outcome = run("def f():\n    return 1\n", test="assert True\n")
     assert outcome.status == "failed" and "never called" in outcome.detail
@@ -373,3 +381,17 @@ def test_deep_recursion(iso):
     contained("def g(n):\n    return g(n + 1)\ndef f():\n    return g(0)\n")
     contained("import sys\nsys.setrecursionlimit(10**8)\n"
               "def g(n):\n    return g(n + 1)\ndef f():\n    return g(0)\n")
+
+
+def test_weaker_fallback_without_unshare(iso, monkeypatch):
+    # Where unshare is missing, the probe must settle for less and say so.
+    real_which = sandbox.shutil.which
+    monkeypatch.setattr(sandbox.shutil, "which", lambda name, path=None:
+                        None if name == "unshare" else real_which(name, path=path))
+    monkeypatch.setattr(sandbox, "_probed", None)
+    report = sandbox.isolation(FAST)
+    assert report["network"] == "host" and report["pid"] == "host"
+    assert report["unshare"] is None and report["private_tmp"] == []
+    if os.geteuid() == 0:
+        assert report["user"] == "uid 65534"
+    contained("import os\ndef f():\n    return os.getuid()\n", test="assert f() == 0\n")
