@@ -23,6 +23,10 @@ from harness.errors import UsageError
 
 ENV_VAR = "HARNESS_DATA_DIR"
 
+# Mirrors active inside use_data_dirs, for task helpers that read non-dataset files
+# (AGIEval's few-shot CSV).
+_ACTIVE: list[Path] = []
+
 # Where a needed split was found.
 IN_DIR, IN_CACHE, ON_HUB, MISSING = "dir", "cache", "hub", "missing"
 
@@ -75,10 +79,18 @@ def use_data_dirs(dirs: Iterable[str | Path]) -> Iterator[None]:
         return original(str(local), *args, **kwargs)
 
     datasets.load_dataset = load_dataset
+    before = list(_ACTIVE)
+    _ACTIVE[:0] = dirs
     try:
         yield
     finally:
         datasets.load_dataset = original
+        _ACTIVE[:] = before
+
+
+def active_dirs() -> list[Path]:
+    """The mirrors of the innermost active use_data_dirs (empty outside one)."""
+    return list(_ACTIVE)
 
 
 # --------------------------------------------------------------------------- what tasks need
@@ -161,7 +173,10 @@ def locate(need: Need, dirs: Iterable[Path]) -> Need:
 
     local = local_copy(need.path, dirs)
     if local is not None:
-        splits = _mirror_splits(local).get(need.name or "default", set())
+        configs = _mirror_splits(local)
+        if need.name is None and len(configs) == 1:  # load_dataset picks the only config
+            configs = {"default": next(iter(configs.values()))}
+        splits = configs.get(need.name or "default", set())
         if need.split in splits:
             return replace(need, status=IN_DIR, where=str(local))
         return replace(need, status=MISSING, where=str(local))

@@ -128,3 +128,178 @@ def test_gsm8k_answer_extraction(manager, response, strict, flexible):
     norm = {k: v.replace(",", "").replace("$", "").rstrip(".") for k, v in got.items()}
     assert norm["strict-match"] == strict
     assert norm["flexible-extract"] == flexible
+
+
+# ------------------------------------------------------------------ every suite task
+
+ALL_TASKS = [
+    "llama3_mmlu", "llama3_agieval_en", "llama3_commonsense_qa_cot", "llama3_winogrande",
+    "llama3_bbh_cot", "llama3_triviaqa_wiki", "llama3_squad_v2", "llama3_quac",
+    "llama3_boolq", "llama3_drop", "llama3_mmlu_instruct", "llama3_gpqa_main",
+]
+# One representative subtask per group keeps the snapshots short.
+SNAPSHOT_OF = {"llama3_mmlu": "mmlu_anatomy", "llama3_mmlu_instruct": "mmlu_llama_anatomy",
+               "llama3_agieval_en": "llama3_agieval_lsat_ar",
+               "llama3_bbh_cot": "bbh_cot_fewshot_boolean_expressions"}
+
+
+@pytest.mark.parametrize("name", ALL_TASKS)
+def test_prompt_snapshot(manager, name):
+    tasks = load(manager, [name])
+    task = tasks[SNAPSHOT_OF.get(name, name)]
+    check_golden(name, render(task))
+
+
+def test_math_builds_when_its_scoring_deps_are_installed(manager):
+    pytest.importorskip("math_verify")
+    tasks = load(manager, ["llama3_math"])
+    assert len(tasks) == 7
+    check_golden("llama3_math", render(tasks["minerva_math_algebra"], limit=1))
+
+
+@pytest.mark.parametrize("name, count", [("llama3_mmlu", 57), ("llama3_mmlu_instruct", 57),
+                                         ("llama3_bbh_cot", 27), ("llama3_agieval_en", 8)])
+def test_group_sizes_and_shots(manager, name, count):
+    tasks = load(manager, [name])
+    assert len(tasks) == count
+    shots = {t.config.num_fewshot for t in tasks.values()}
+    assert shots == {"llama3_mmlu": {5}, "llama3_mmlu_instruct": {5}, "llama3_bbh_cot": {3},
+                     "llama3_agieval_en": {3, 5}}[name]
+
+
+def test_mmlu_reports_macro_and_micro(manager):
+    from harness.suites import task_configs
+
+    cfg = task_configs(["llama3_mmlu"])["mmlu_anatomy"]
+    assert [f["name"] for f in cfg["filter_list"]] == ["macro", "micro"]
+    task = load(manager, ["llama3_mmlu"])["mmlu_anatomy"]
+    task.build_all_requests(limit=1, rank=0, world_size=1)
+    assert [i.args[1] for i in task.instances] == [" A", " B", " C", " D"]
+
+
+def test_letter_tasks_score_single_letters(manager):
+    for name in ["llama3_gpqa_main", "llama3_agieval_lsat_ar", "llama3_boolq"]:
+        task = next(iter(load(manager, [name]).values()))
+        task.build_all_requests(limit=1, rank=0, world_size=1)
+        conts = [i.args[1] for i in task.instances]
+        assert all(c.startswith(" ") and len(c.split()) == 1 for c in conts), (name, conts)
+
+
+def test_gpqa_option_order_is_fixed_by_record_id(manager):
+    a = load(manager, ["llama3_gpqa_main"])["llama3_gpqa_main"].test_docs()
+    b = load(manager, ["llama3_gpqa_main"])["llama3_gpqa_main"].test_docs()
+    assert [d["options"] for d in a] == [d["options"] for d in b]
+    assert all(d["options"][d["gold"]] == d["Correct Answer"] for d in a)
+
+
+def test_squad_history_and_unanswerable(manager):
+    docs = load(manager, ["llama3_squad_v2"])["llama3_squad_v2"].validation_docs()
+    assert [len(d["history"]) for d in docs] == [0, 1, 2, 0]  # restarts per passage
+    assert docs[2]["golds"] == ["unanswerable"]
+    assert docs[1]["history"] == [["What is glass made from?", "sand"]]
+
+
+def test_quac_one_doc_per_turn(manager):
+    docs = load(manager, ["llama3_quac"])["llama3_quac"].validation_docs()
+    assert len(docs) == 3
+    assert docs[2]["history"][1][0] == "How many albums did they make?"
+    assert docs[2]["golds"] == ["CANNOTANSWER"]
+
+
+def test_drop_shot_targets_are_answers_not_keys(manager):
+    task = load(manager, ["llama3_drop"])["llama3_drop"]
+    task.build_all_requests(limit=1, rank=0, world_size=1)
+    ctx = task.instances[0].args[0]
+    assert "number,date,spans" not in ctx
+    assert "field goal? 40" in ctx or "Which fruit sold best? apples" in ctx
+
+
+def test_csqa_shots_are_the_papers(manager):
+    task = load(manager, ["llama3_commonsense_qa_cot"])["llama3_commonsense_qa_cot"]
+    task.build_all_requests(limit=1, rank=0, world_size=1)
+    ctx = task.instances[0].args[0]
+    assert ctx.count("So the answer is (") == 7
+    assert ctx.startswith("Q: What do people use to absorb extra ink from a fountain pen?\n")
+
+
+@pytest.mark.parametrize(
+    "response, expected",
+    [(" The answer must be cold. So the answer is (b).", "b"),
+     (" So the answer is (B).", "B"),
+     (" I think (c) but So the answer is (e). Also (a).", "e"),
+     (" The answer is b.", "[invalid]"),
+     ("", "[invalid]")],
+)
+def test_csqa_extraction(manager, response, expected):
+    task = load(manager, ["llama3_commonsense_qa_cot"])["llama3_commonsense_qa_cot"]
+    doc = task.validation_docs()[0]
+    resps = [[response]]
+    for f in task._filters[0].filters:
+        resps = f().apply(resps, [doc])
+    assert next(iter(resps)) == expected
+
+
+# ------------------------------------------------------------------ QA metrics
+
+
+def qa():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("qa", TASKS / "llama3_base" / "qa" / "qa.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    "pred, golds, em, f1",
+    [
+        ("The Eiffel Tower", ["Eiffel Tower"], 1.0, 1.0),  # article dropped
+        ("eiffel tower!", ["Eiffel Tower"], 1.0, 1.0),  # case, punctuation
+        ("the tower", ["Eiffel Tower"], 0.0, 2 / 3),
+        ("Paris, France", ["France", "Paris"], 0.0, 2 / 3),  # best gold wins
+        ("", ["unanswerable"], 0.0, 0.0),
+        ("", [""], 1.0, 1.0),  # both empty: a match
+        ("a an the", ["the"], 1.0, 1.0),  # only articles: both normalise to empty
+        ("42", [], 0.0, 0.0),  # no golds
+        ("  three   albums ", ["three albums"], 1.0, 1.0),
+    ],
+)
+def test_qa_metrics(pred, golds, em, f1):
+    m = qa()
+    assert m.exact_match(pred, golds) == em
+    assert m.f1(pred, golds) == pytest.approx(f1)
+
+
+def test_qa_scores_first_line_only():
+    m = qa()
+    doc = {"golds": ["sand"]}
+    assert m.squad_process_results(doc, [" sand\nQ: next question"]) == {"exact_match": 1.0,
+                                                                           "f1": 1.0}
+
+
+# ------------------------------------------------------------------ AGIEval shots
+
+
+def test_agieval_shots_from_csv(manager):
+    task = load(manager, ["llama3_agieval_sat_math"])["llama3_agieval_sat_math"]
+    task.build_all_requests(limit=1, rank=0, world_size=1)
+    ctx = task.instances[0].args[0]
+    assert ctx.count("the answer is ") == 5  # 5 shots with their letter
+    assert ctx.endswith("Answer Choices: (A)1.5 hours (B)2 hours (C)2.5 hours (D)3 hours "
+                        "(E)3.5 hours\nA: Among A through E, the answer is")
+
+
+def test_agieval_csv_missing_offline(monkeypatch, tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "agieval_fewshot", TASKS / "llama3_base" / "agieval" / "fewshot.py")
+    fewshot = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fewshot)
+    monkeypatch.delenv("HARNESS_AGIEVAL_FEWSHOT", raising=False)
+    monkeypatch.setattr(fewshot, "CACHE", tmp_path / "absent.csv")
+    from harness import data
+
+    with data.use_data_dirs([tmp_path]), pytest.raises(FileNotFoundError, match="offline"):
+        fewshot.csv_path()

@@ -1,0 +1,156 @@
+"""The benchmark suites (lm-eval groups under tasks/) and what each benchmark is set to.
+
+Settings are read from the task YAMLs (resolved like lm-eval does, without loading any
+data), so this listing cannot drift from what runs. Only the card's benchmark names and the
+metric the card reports live here, in ``BENCHMARKS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from functools import lru_cache
+from pathlib import Path
+
+TASKS_DIR = Path(__file__).resolve().parent.parent / "tasks"
+
+SUITES = {
+    "llama3_base": "Llama 3 pretrained model card (11 benchmarks)",
+    "llama3_instruct": "Llama 3 instruction-tuned model card (5 benchmarks)",
+}
+
+# Card benchmark -> (suite member: task or group, lm-eval result key the card number is
+# compared with). Order is the card's.
+BENCHMARKS = {
+    "llama3_base": [
+        ("MMLU", "llama3_mmlu", "acc,macro"),
+        ("AGIEval English", "llama3_agieval_en", "acc,none"),
+        ("CommonSenseQA", "llama3_commonsense_qa_cot", "exact_match,strict-match"),
+        ("Winogrande", "llama3_winogrande", "acc,none"),
+        ("BIG-Bench Hard", "llama3_bbh_cot", "exact_match,get-answer"),
+        ("ARC-Challenge", "llama3_arc_challenge", "acc,none"),
+        ("TriviaQA-Wiki", "llama3_triviaqa_wiki", "exact_match,remove_whitespace"),
+        ("SQuAD", "llama3_squad_v2", "exact_match,none"),
+        ("QuAC", "llama3_quac", "f1,none"),
+        ("BoolQ", "llama3_boolq", "acc,none"),
+        ("DROP", "llama3_drop", "f1,none"),
+    ],
+    "llama3_instruct": [
+        ("MMLU", "llama3_mmlu_instruct", "exact_match,macro"),
+        ("GPQA", "llama3_gpqa_main", "acc,none"),
+        ("HumanEval", "llama3_humaneval", "pass@1,create_test"),
+        ("GSM-8K", "llama3_gsm8k_cot", "exact_match,strict-match"),
+        ("MATH", "llama3_math", "exact_match,none"),
+    ],
+}
+
+
+@lru_cache(maxsize=4)
+def task_index(tasks_dir: Path = TASKS_DIR) -> dict:
+    """lm-eval's index of built-in tasks plus ours (YAML parsed, nothing loaded)."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=str(tasks_dir)).task_index
+
+
+def _load(entry) -> dict:
+    from copy import deepcopy
+
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    if entry.yaml_path:
+        return dict(load_yaml(entry.yaml_path, resolve_func=False))
+    return deepcopy(entry.cfg or {})
+
+
+_GROUP_KEYS = {"group", "group_alias", "task", "aggregate_metric_list", "metadata"}
+
+
+def task_configs(names: list[str], tasks_dir: Path = TASKS_DIR) -> dict[str, dict]:
+    """{leaf task: resolved config} for task/group/tag names, with group overrides applied.
+
+    Mirrors lm-eval's TaskFactory (group keys that are not group fields override member
+    task keys) but never builds a task, so no dataset is loaded.
+    """
+    index = task_index(tasks_dir)
+    out: dict[str, dict] = {}
+
+    def visit(name: str, overrides: dict) -> None:
+        entry = index.get(name)
+        if entry is None:
+            raise KeyError(f"unknown task or group {name!r}")
+        kind = entry.kind.name
+        if kind == "TAG":
+            for member in sorted(entry.tags):
+                visit(member, overrides)
+            return
+        cfg = _load(entry)
+        if kind == "GROUP":
+            inner = {k: v for k, v in cfg.items() if k not in _GROUP_KEYS}
+            merged = {**inner, **overrides}
+            for member in cfg.get("task") or []:
+                if isinstance(member, dict):
+                    member = dict(member)
+                    name = member.pop("task", None) or member.pop("group")
+                    visit(name, {**merged, **member})
+                else:
+                    visit(member, merged)
+            return
+        cfg = {**cfg, **overrides}
+        cfg["task"] = name
+        out[name] = cfg
+
+    for n in names:
+        visit(n, {})
+    return out
+
+
+def suite_tasks(name: str) -> list[str]:
+    """The lm-eval task/group names the runner passes for a suite (the suite's own group)."""
+    if name not in SUITES:
+        raise KeyError(f"unknown suite {name!r}; known: {', '.join(SUITES)}")
+    return [name]
+
+
+def benchmark_settings(member: str, tasks_dir: Path = TASKS_DIR) -> dict:
+    """Shots, max gen tokens and subtask count of one card benchmark, from its YAMLs."""
+    cfgs = task_configs([member], tasks_dir)
+    first = next(iter(cfgs.values()))
+    shots = sorted({c.get("num_fewshot") or 0 for c in cfgs.values()})
+    gen = first.get("generation_kwargs") or {}
+    return {
+        "subtasks": len(cfgs),
+        "shots": f"{shots[0]}-{shots[-1]}" if len(shots) > 1 else str(shots[0]),
+        "max_gen": gen.get("max_gen_toks", 256) if first.get("output_type") == "generate_until" else "-",
+        "output_type": first.get("output_type"),
+    }
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--suite", choices=list(SUITES), help="list one suite only")
+    parser.add_argument(
+        "--data-dir", action="append", default=[], metavar="DIR",
+        help="also report which datasets are missing from these mirrors / the HF cache",
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    from harness import data
+
+    dirs = data.data_dirs_from(args.data_dir) if args.data_dir else None
+    for suite in [args.suite] if args.suite else list(SUITES):
+        print(f"{suite}: {SUITES[suite]}")
+        print(f"  {'benchmark':16} {'task':28} {'shots':>5} {'max gen':>7} {'n':>3}  metric")
+        for bench, member, metric in BENCHMARKS[suite]:
+            try:
+                s = benchmark_settings(member)
+            except KeyError:
+                print(f"  {bench:16} {member:28} (task not installed)")
+                continue
+            print(f"  {bench:16} {member:28} {s['shots']:>5} {s['max_gen']!s:>7} "
+                  f"{s['subtasks']:>3}  {metric}")
+        if dirs is not None:
+            missing = [n for n in data.check(suite, dirs) if not n.available]
+            for n in missing:
+                print(f"  missing: {n.describe()} (task {n.task})")
+            print(f"  {len(missing)} dataset splits missing")
+    return 0
