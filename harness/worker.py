@@ -1,0 +1,159 @@
+"""Evaluate one variant of a run, in a process of its own (`python -m harness.worker RUN VARIANT`).
+
+One process per variant means one vLLM engine per process, and all of its memory goes back to
+the system when the variant ends, whatever happened inside vLLM.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from harness import data, provenance
+from harness.config import PROJECT_ROOT, RunConfig, TaskSpec
+from harness.models import resolve_model
+from harness.store import COMPLETE, FAILED, RUNNING, RunStore
+
+log = logging.getLogger("harness.worker")
+TASKS_DIR = PROJECT_ROOT / "tasks"
+
+
+def evaluate_variant(store: RunStore, name: str) -> bool:
+    run = store.read_run()
+    config = RunConfig.model_validate(run["config"])
+    variant = config.variant(name)
+    engine_args = config.engine_args(variant)
+    model = variant.model or config.model
+    manifest = {
+        "variant": name,
+        "status": RUNNING,
+        "error": None,
+        "model": model,
+        "engine_args": engine_args,
+        "quantization": {"requested": engine_args.get("quantization"), "prequantized": bool(variant.model)},
+        "versions": provenance.package_versions(),
+        "git_sha": provenance.git_sha(),
+        "hardware": provenance.hardware(),
+        "data_dirs": run["data_dirs"],
+        "data_source": run["data_source"],
+        "timings": {},
+    }
+    store.write_manifest(name, manifest)
+    start = time.perf_counter()
+    try:
+        model_path = resolve_model(model)
+        manifest["model_path"] = model_path
+        _run_tasks(store, config, variant.name, model_path, engine_args, manifest)
+    except Exception as e:  # the variant fails alone; its error is kept for the comparison
+        log.error("variant %s failed: %s", name, e)
+        manifest.update(status=FAILED, error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
+        return False
+    else:
+        manifest["status"] = COMPLETE
+        return True
+    finally:
+        manifest["timings"]["total_s"] = round(time.perf_counter() - start, 2)
+        store.write_manifest(name, manifest)
+
+
+def _run_tasks(store, config: RunConfig, name, model_path, engine_args, manifest) -> None:
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    from harness.engine import VLLMEngine
+    from harness.quantization import check_quantized
+
+    t0 = time.perf_counter()
+    engine = VLLMEngine(model_path, engine_args, seed=config.seed)
+    manifest["timings"]["engine_start_s"] = round(time.perf_counter() - t0, 2)
+    manifest["engine_args"] = engine.engine_args
+    weights = engine.describe_weights()
+    manifest["quantization"].update(weights)
+    store.write_manifest(name, manifest)
+    check_quantized(weights, engine_args.get("quantization"), bool(config.variant(name).model))
+    log.info("variant %s: %d of %d linear layers quantized, %.1f MB of weights", name,
+             weights["quantized_layers"], weights["linear_layers"], weights["weight_bytes"] / 1e6)
+
+    manager = TaskManager(include_path=str(TASKS_DIR))
+    with data.use_data_dirs([Path(d) for d in store.read_run()["data_dirs"]]):
+        tasks, leaves = _load_tasks(manager, config)
+        t1 = time.perf_counter()
+        results = simple_evaluate(
+            model=engine,
+            tasks=tasks,
+            limit=config.limit,
+            task_manager=manager,
+            log_samples=True,
+            apply_chat_template=config.apply_chat_template,
+            fewshot_as_multiturn=config.fewshot_as_multiturn,
+            system_instruction=config.system_instruction,
+            bootstrap_iters=config.bootstrap_iters,
+            random_seed=config.seed,
+            numpy_random_seed=config.seed,
+            torch_random_seed=config.seed,
+            fewshot_random_seed=config.seed,
+            confirm_run_unsafe_code=config.allow_code_execution,
+        )
+    manifest["timings"]["evaluate_s"] = round(time.perf_counter() - t1, 2)
+    manifest["timings"]["requests_s"] = round(engine.stats.engine_seconds, 2)
+    manifest["throughput"] = engine.stats.as_dict()
+    manifest["datasets"] = data.fingerprints(leaves)
+    manifest["task_versions"] = results.get("versions", {})
+    samples = results.pop("samples", {})
+    for task, records in samples.items():
+        store.write_samples(name, task, _sample_records(task, records))
+    results.pop("configs", None)  # the task configs hold callables; versions carry the identity
+    store.write_results(name, results)
+
+
+def _load_tasks(manager, config: RunConfig) -> tuple[list, dict]:
+    """Build task objects once, applying per-task shot counts to every leaf task.
+
+    Returns the top-level tasks/groups to evaluate and all leaf tasks by name.
+    """
+    objects, leaves = [], {}
+    for spec in config.tasks or [TaskSpec(name=config.suite)]:
+        loaded = manager.load([spec.name])
+        top = loaded["groups"].get(spec.name) or loaded["tasks"][spec.name]
+        if (shots := spec.num_fewshot) is not None:
+            for task in loaded["tasks"].values():
+                task.set_config(key="num_fewshot", value=shots)
+        objects.append(top)
+        leaves.update(loaded["tasks"])
+    return objects, leaves
+
+
+def _sample_records(task: str, logged: list[dict]) -> list[dict]:
+    """lm-eval logs one entry per (doc, filter); we keep one record per doc, keyed by doc_id."""
+    by_doc: dict[int, dict] = {}
+    for entry in logged:
+        record = by_doc.setdefault(entry["doc_id"], {
+            "task": task,
+            "doc_id": entry["doc_id"],
+            "doc_hash": entry["doc_hash"],
+            "prompt_hash": entry["prompt_hash"],
+            "target": entry["target"],
+            "prompt": entry["arguments"][0][0] if entry["arguments"] else None,
+            "response": entry["resps"],
+            "extracted": {},
+            "scores": {},
+        })
+        record["extracted"][entry["filter"]] = entry["filtered_resps"]
+        for metric in entry["metrics"]:
+            value = entry[metric]
+            if isinstance(value, bool | int | float):
+                record["scores"][f"{metric},{entry['filter']}"] = float(value)
+    return [by_doc[k] for k in sorted(by_doc)]
+
+
+def main(argv: list[str]) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    run_dir, name = argv
+    return 0 if evaluate_variant(RunStore(run_dir), name) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
