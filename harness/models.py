@@ -30,6 +30,21 @@ def cache_root() -> Path:
     return Path(os.environ.get("HARNESS_CACHE", Path.home() / ".cache" / "harness"))
 
 
+def check_model(model: str, where: str) -> None:
+    """Fail fast on a model that cannot load: a missing folder, or the demo without its package."""
+    try:
+        if model == DEMO:
+            demo_gguf()
+        elif Path(model).expanduser().exists() or _looks_like_path(model):
+            resolve_model(model)
+    except UsageError as e:
+        raise UsageError(f"{where}: {e}") from None
+
+
+def _looks_like_path(model: str) -> bool:
+    return model.startswith((".", "/", "~")) or model.count("/") != 1
+
+
 def resolve_model(model: str) -> str:
     """Return a local path or hub id for vLLM; convert the demo model on first use."""
     if model == DEMO:
@@ -39,13 +54,9 @@ def resolve_model(model: str) -> str:
         if not (path / "config.json").is_file():
             raise UsageError(f"model {model!r}: folder has no config.json")
         return str(path.resolve())
-    if model.startswith((".", "/", "~")) or model.count("/") != 1:
+    if _looks_like_path(model):
         raise UsageError(f"model {model!r}: no such folder, and not a hub id (org/name)")
     return model
-
-
-def is_local(model: str) -> bool:
-    return model == DEMO or Path(model).expanduser().exists()
 
 
 def demo_gguf() -> Path:

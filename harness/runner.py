@@ -18,9 +18,10 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from harness import compare, data
+from harness import compare, data, suites
 from harness.config import DEMO_CONFIG, PROJECT_ROOT, RunConfig, load_config
 from harness.errors import EXIT_FAILED, EXIT_OK, UsageError
+from harness.models import check_model
 from harness.store import COMPLETE, FAILED, RUNNING, RunStore, StoreError
 
 log = logging.getLogger("harness.run")
@@ -36,10 +37,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, help="documents per task (overrides the config)")
     p.add_argument("--allow-code-execution", action="store_true",
                    help="let code tasks (HumanEval) run model-written code in the sandbox")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="finish an interrupted run: complete variants are kept, finished requests reused")
 
 
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.resume:
+        return resume(args)
     config_path = Path(args.config) if args.config else DEMO_CONFIG
     config = load_config(config_path)
     overrides = {}
@@ -54,8 +59,43 @@ def main(args: argparse.Namespace) -> int:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     data_dirs = _data_dirs(config, config_path, args.data_dir)
+    _check_inputs(config, config_path, data_dirs)
     store = _new_run(config, config_path, data_dirs, args)
     return run_variants(store)
+
+
+def resume(args: argparse.Namespace) -> int:
+    """Run again what an interrupted run left unfinished, with the config it started with."""
+    given = [f"--{k.replace('_', '-')}" for k in ("config", "data_dir", "output_dir", "run_id", "limit")
+             if getattr(args, k) is not None]
+    if given:
+        raise UsageError(f"--resume uses the run's own config; drop {', '.join(given)}")
+    store = RunStore(args.resume)
+    try:
+        run = store.read_run()
+    except StoreError as e:
+        raise UsageError(f"--resume: {e}") from None
+    if RunConfig.model_validate(run["config"]).offline:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    run["status"] = RUNNING
+    store.write_run(run)
+    return run_variants(store)
+
+
+def _check_inputs(config: RunConfig, config_path: Path, dirs: list[Path]) -> None:
+    """Models, tasks and data, checked before a run folder or an engine exists."""
+    check_model(config.model, f"{config_path}: model")
+    for i, variant in enumerate(config.variants):
+        if variant.model:
+            check_model(variant.model, f"{config_path}: variants.{i}.model")
+    names = [(f"tasks.{i}.name", t.name) for i, t in enumerate(config.tasks)] or [("suite", config.suite)]
+    for key, name in names:
+        try:
+            suites.task_configs([name])
+        except KeyError:
+            raise UsageError(f"{config_path}: {key}: unknown task, group or suite {name!r}") from None
+    data.require([name for _, name in names], dirs)
 
 
 def _data_dirs(config: RunConfig, config_path: Path, cli_dirs: list[str] | None) -> list[Path]:
@@ -104,12 +144,16 @@ def _new_run(config: RunConfig, config_path: Path, dirs: list[Path], args) -> Ru
 
 
 def run_variants(store: RunStore) -> int:
+    """Evaluate every variant not yet complete; a resumed run skips the finished ones."""
     run = store.read_run()
     print(f"run {run['run_id']}: variants {', '.join(run['variants'])}; tasks {', '.join(run['tasks'])}")
     print(f"data: {run['data_source']}")
     failed = []
     for n, name in enumerate(run["variants"], 1):
         print(f"\n=== variant {n}/{len(run['variants'])}: {name} ===", flush=True)
+        if _status(store, name) == COMPLETE:
+            print(f"variant {name}: complete already, kept")
+            continue
         if not _evaluate_in_child(store, name):
             failed.append(name)
     run["status"] = FAILED if failed else COMPLETE
@@ -157,13 +201,16 @@ def _kill_group(pgid: int) -> None:
         pass
 
 
+def _status(store: RunStore, name: str) -> str | None:
+    try:
+        return store.read_manifest(name).get("status")
+    except StoreError:
+        return None
+
+
 def _mark_failed_if_silent(store: RunStore, name: str, returncode: int) -> None:
     """A worker killed by a signal or OOM cannot record its own failure; record it here."""
-    try:
-        status = store.read_manifest(name).get("status")
-    except StoreError:
-        status = None
-    if status != FAILED:
+    if _status(store, name) != FAILED:
         how = f"killed by signal {-returncode}" if returncode < 0 else f"exit code {returncode}"
         store.update_manifest(name, variant=name, status=FAILED, error=f"worker process ended: {how}")
 

@@ -20,6 +20,7 @@ from harness.store import COMPLETE, FAILED, RUNNING, RunStore
 
 log = logging.getLogger("harness.worker")
 TASKS_DIR = PROJECT_ROOT / "tasks"
+REQUEST_CACHE = "request-cache"
 
 
 def evaluate_variant(store: RunStore, name: str) -> bool:
@@ -98,6 +99,10 @@ def _run_tasks(store, config: RunConfig, name, model_path, engine_args, manifest
             fewshot_as_multiturn=config.fewshot_as_multiturn,
             system_instruction=config.system_instruction,
             bootstrap_iters=config.bootstrap_iters,
+            # Finished requests persist in the variant's folder as each request kind completes,
+            # so `harness run --resume` reuses them. The cache is keyed on the request only,
+            # which is safe here: the folder belongs to one model and one set of engine args.
+            use_cache=str(store.variant_dir(name) / REQUEST_CACHE),
             random_seed=config.seed,
             numpy_random_seed=config.seed,
             torch_random_seed=config.seed,

