@@ -19,6 +19,7 @@ COMMANDS = {
     "report": ("harness.report", "write report.md, report.html and PNG plots for a run"),
     "tasks": ("harness.suites", "list the benchmark suites and their settings"),
     "data": ("harness.data", "check or pull the datasets a suite needs"),
+    "drift": ("harness.drift", "KL divergence, top-1 agreement and perplexity of each variant vs the baseline"),
 }
 
 
