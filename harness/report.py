@@ -22,8 +22,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from harness.compare import build_comparison, markdown_table, summary
+from harness.drift import JSON_FILE as DRIFT_JSON
 from harness.errors import UsageError
-from harness.store import COMPLETE, RunStore, StoreError, write_text_atomic
+from harness.store import COMPLETE, RunStore, StoreError, read_json, write_text_atomic
 
 REPORT_DIR = "report"
 Z95 = 1.959964  # two-sided 95% normal quantile: stderr -> interval half-width
@@ -251,6 +252,43 @@ def plot_tradeoff(df: pd.DataFrame, manifests: dict[str, dict]) -> Plot:
     )
 
 
+# -- drift plots (only when `harness drift` wrote drift.json) -------------------------------
+
+
+def plot_drift(store: RunStore) -> list[Plot]:
+    """Per-position KLD histogram per variant, and drift against score delta per task."""
+    path = store.root / DRIFT_JSON
+    if not path.exists():
+        return []
+    drift = read_json(path)
+    measured = {n: v for n, v in drift["variants"].items() if "kld_histogram" in v}
+    fig, ax = new_figure(4)
+    for name, entry in measured.items():
+        edges, counts = entry["kld_histogram"]["edges"], entry["kld_histogram"]["counts"]
+        ax.stairs(counts, edges, label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel(f"KL({drift['baseline']} || variant) per position, nats (lower bound from top-"
+                  f"{drift['settings']['top_k']}; below 1e-6 in the first bin)")
+    ax.set_ylabel("positions")
+    ax.set_title("Per-position KL divergence from the baseline")
+    ax.legend(fontsize=8)
+    histogram = Plot("drift_kld", "Per-position KLD", f"{DRIFT_JSON} (kld_histogram)", png_bytes(fig))
+    fig, ax = new_figure(4)
+    for name, entry in measured.items():
+        for task, figures in entry["tasks"].items():
+            for metric, flips in entry.get("flips", {}).get(task, {}).items():
+                if flips["delta"] is not None:
+                    ax.scatter(figures["kld_mean"], flips["delta"], label=f"{name} {task} {metric}")
+    ax.axhline(0, color="grey", linewidth=0.8)
+    ax.set_xlabel("mean KLD per position (nats)")
+    ax.set_ylabel(f"score delta vs {drift['baseline']} (points)")
+    ax.set_title("Distribution drift against accuracy change, per task")
+    ax.legend(fontsize=7)
+    scatter = Plot("drift_delta", "Drift vs score delta per task",
+                   f"{DRIFT_JSON} (kld_mean per task; delta from the comparison)", png_bytes(fig))
+    return [histogram, scatter]
+
+
 # -- tables ------------------------------------------------------------------------------
 
 
@@ -337,6 +375,7 @@ def build_report(store: RunStore) -> Report:
             plot_deltas(df),
             plot_flips(df),
             plot_tradeoff(df, manifests),
+            *plot_drift(store),
         ],
         provenance=provenance_table(run, manifests),
     )

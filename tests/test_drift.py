@@ -1,0 +1,198 @@
+"""harness drift: sequence choice, vLLM log-probability rows, the summary with flips, and a real run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import yaml
+from runfixtures import ACC, write_run
+
+from harness import compare, drift, kld
+from harness.config import RunConfig
+from harness.report import write_report
+from harness.store import RunStore
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "configs" / "demo.yaml"
+GOLDEN = Path(__file__).resolve().parent / "golden"
+
+
+def demo_config(variants: list[dict]) -> dict:
+    config = yaml.safe_load(DEMO.read_text(encoding="utf-8"))
+    config["variants"] = variants
+    return RunConfig.model_validate(config).model_dump(mode="json")
+
+
+def lp(x: float) -> SimpleNamespace:
+    return SimpleNamespace(logprob=x)  # the one field of vllm's Logprob that drift reads
+
+
+@pytest.mark.parametrize(
+    ("position", "actual", "ids", "logprobs"),
+    [
+        # actual token outside the top-2: vLLM sends it as a third entry, which is dropped
+        ({5: lp(-0.1), 7: lp(-3.0), 9: lp(-9.0)}, 9, [5, 7], [-0.1, -3.0]),
+        # actual token inside the top-2: kept in its rank
+        ({7: lp(-3.0), 5: lp(-0.1)}, 7, [5, 7], [-0.1, -3.0]),
+        # fewer entries than k (tiny vocabulary): padded
+        ({5: lp(-0.1)}, 5, [5, -1], [-0.1, -np.inf]),
+    ],
+)
+def test_top_k_of_vllm_positions(position, actual, ids, logprobs):
+    assert drift.top_k_of(position, actual, 2) == (ids, logprobs)
+
+
+def set_prompts(store: RunStore, variant: str, task: str, prompts: list[str]) -> None:
+    """Give a fixture run's sample records real prompts (hashes kept, so variants still pair)."""
+    records = store.read_samples(variant, task)
+    store.write_samples(variant, task, [{**r, "prompt": p} for r, p in zip(records, prompts, strict=True)])
+
+
+def test_sequences_alternate_tasks_skip_repeats_and_keep_the_tail(tmp_path):
+    store = write_run(tmp_path / "run", {"bf16": {"a": [1, 1, 1], "b": [1]}})
+    run = store.read_run()
+    store.write_run({**run, "config": demo_config([{"name": "bf16"}])})
+    long = " ".join(f"word{i}" for i in range(50))
+    set_prompts(store, "bf16", "a", ["first a", "first a", long])
+    set_prompts(store, "bf16", "b", ["only b"])
+    config = RunConfig.model_validate(store.read_run()["config"])
+    seqs = drift.build_sequences(store, config, "bf16", max_sequences=3, max_tokens=8)
+    assert [(s["task"], s["doc_id"]) for s in seqs] == [("a", 0), ("b", 0), ("a", 2)]
+    from transformers import AutoTokenizer
+
+    from harness.models import resolve_model
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("demo"))
+    assert seqs[0]["token_ids"] == tokenizer("first a").input_ids
+    full = tokenizer(long).input_ids
+    assert len(full) > 8 and seqs[2]["token_ids"] == full[-8:]
+    assert len(drift.build_sequences(store, config, "bf16", max_sequences=10, max_tokens=8)) == 3
+
+
+def synthetic_topk(rng: np.random.Generator, n: int, vocab: int, actual: np.ndarray, noise: float) -> kld.TopK:
+    logits = rng.normal(scale=2.0, size=(n, vocab)) + noise * rng.normal(size=(n, vocab))
+    logprobs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    order = np.argsort(-logprobs, axis=1)[:, :4]
+    return kld.TopK(order, np.take_along_axis(logprobs, order, 1), logprobs[np.arange(n), actual])
+
+
+def test_summary_joins_drift_per_task_with_the_comparison_flips(tmp_path):
+    # Fixture scores: t1 has one right->wrong (doc 0) and one wrong->right (doc 2) for fp8.
+    store = write_run(tmp_path / "run", {
+        "bf16": {"t1": [1, 1, 0, 0], "t2": [1, 0]},
+        "fp8": {"t1": [0, 1, 1, 0], "t2": [1, 0]},
+        "int8": {"t1": [1, 1, 0, 0], "t2": [1, 0]},
+    })
+    sequences = [{"task": "t1", "doc_id": 0, "token_ids": [1, 2, 3, 4]},
+                 {"task": "t2", "doc_id": 0, "token_ids": [5, 6, 7]}]
+    actual = np.array([2, 3, 4, 6, 7])
+    # Same seed: the same logits, the variant's with noise added.
+    base = synthetic_topk(np.random.default_rng(1), 5, 12, actual, 0.0)
+    other = synthetic_topk(np.random.default_rng(1), 5, 12, actual, 0.5)
+    for name, side in (("bf16", base), ("fp8", other)):
+        drift.write_npz(store.root / drift.DRIFT_DIR / f"{name}.npz", ids=side.ids,
+                        logprobs=side.logprobs, actual_logprobs=side.actual_logprobs)
+    cost = {"status": "complete", "sequences": 2, "tokens": 7, "engine_start_s": 1.0, "logprobs_s": 0.5,
+            "seconds": 2.0}
+    costs = {"bf16": cost, "fp8": cost, "int8": {"status": "failed", "error": "boom", "seconds": 3.0}}
+    result = drift.summarize_run(store, "bf16", sequences, costs, {"top_k": 4, "method": "m"},
+                                 compare.build_comparison(store))
+
+    expected = kld.position_drift(base, other, actual)
+    fp8 = result["variants"]["fp8"]
+    assert fp8["tasks"]["t1"]["kld_mean"] == pytest.approx(expected["kld"][:3].mean())
+    assert fp8["tasks"]["t2"]["kld_mean"] == pytest.approx(expected["kld"][3:].mean())
+    assert fp8["overall"]["positions"] == 5 and fp8["overall"]["kld_mean"] > 0
+    assert sum(fp8["kld_histogram"]["counts"]) == 5
+    assert fp8["flips"]["t1"][ACC] == {"R>W": 1, "W>R": 1, "delta": 0.0}
+    assert "overall" not in result["variants"]["bf16"]  # the reference has no drift of its own
+    assert result["variants"]["int8"]["status"] == "failed"
+    assert result["sequences"]["per_task"] == {"t1": 1, "t2": 1}
+
+    drift.write_drift(store, result)
+    assert {p.name for p in write_report(store)} >= {"drift_kld.png", "drift_delta.png"}
+    assert "![Per-position KLD](drift_kld.png)" in (store.root / "report" / "report.md").read_text()
+    assert json.loads((store.root / drift.JSON_FILE).read_text())["variants"]["fp8"]["cost"]["seconds"] == 2.0
+    csv = (store.root / drift.CSV_FILE).read_text().splitlines()
+    assert csv[0].startswith("variant,task,status,positions,kld_mean")
+    assert f'"flips R>W {ACC}"' in csv[0]
+    assert [line.split(",")[:2] for line in csv[1:]] == [
+        ["fp8", "t1"], ["fp8", "t2"], ["fp8", "overall"], ["int8", "overall"]]
+    table = drift.format_drift(result)
+    t1_line = next(line for line in table.splitlines() if line.startswith("fp8      t1"))
+    assert t1_line.endswith(f"{ACC} 1/1")
+    assert ["int8", "overall", "failed"] in [line.split() for line in table.splitlines()]
+
+
+# -- real engines -------------------------------------------------------------------------
+
+
+def test_report_has_no_drift_plots_without_drift_results(tmp_path):
+    store = write_run(tmp_path / "run", {"bf16": {"t1": [1, 0]}, "fp8": {"t1": [0, 0]}})
+    assert not {"drift_kld.png", "drift_delta.png"} & {p.name for p in write_report(store)}
+
+
+def golden_prompts(name: str) -> list[str]:
+    """The distinct prompts of a prompt snapshot (tests/golden): real renders of the demo tasks."""
+    text = (GOLDEN / f"{name}.txt").read_text(encoding="utf-8")
+    prompts = [part.split("\n", 1)[1].removesuffix("\n") for part in text.split("### doc ")[1:]]
+    return list(dict.fromkeys(prompts))
+
+
+@pytest.fixture(scope="module")
+def engine_run(tmp_path_factory):
+    """bf16, bf16 again in another engine, fp8_per_block; 2 prompts per demo task, 128 tokens."""
+    variants = [{"name": "bf16"}, {"name": "bf16-again"},
+                {"name": "fp8", "engine": {"quantization": "fp8_per_block"}}]
+    # Results and scores are fixtures (the flips column comes from them); the prompts are the
+    # tasks' real renders, and every log-probability comes from the engines.
+    arc, gsm = "llama3_arc_challenge", "llama3_gsm8k_cot"
+    scores = {v["name"]: {arc: [1, 0], gsm: [0, 0]} for v in variants}
+    scores["fp8"][arc] = [0, 0]
+    store = write_run(tmp_path_factory.mktemp("drift") / "run", scores)
+    store.write_run({**store.read_run(), "config": demo_config(variants)})
+    set_prompts(store, "bf16", arc, golden_prompts("llama3_arc_challenge_5shot")[:2])
+    set_prompts(store, "bf16", gsm, golden_prompts("llama3_gsm8k_cot")[:2])
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "drift", str(store.root), "--max-sequences", "4", "--max-tokens",
+         "128", "--top-k", "20"], cwd=ROOT, env=env, capture_output=True, text=True)
+    return proc, store
+
+
+@pytest.mark.engine
+def test_bf16_against_itself_does_not_drift(engine_run):
+    proc, store = engine_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    again = json.loads((store.root / drift.JSON_FILE).read_text())["variants"]["bf16-again"]
+    assert again["overall"]["positions"] > 400
+    assert again["overall"]["kld_max"] == 0.0
+    assert again["overall"]["top1_agreement_pct"] == 100.0
+    assert again["overall"]["ppl_ratio"] == 1.0 and again["overall"]["dp_actual_rms"] == 0.0
+
+
+@pytest.mark.engine
+def test_fp8_drifts_per_task_and_records_its_cost(engine_run):
+    proc, store = engine_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((store.root / drift.JSON_FILE).read_text())
+    fp8 = result["variants"]["fp8"]
+    assert fp8["overall"]["kld_mean"] > 1e-4 and fp8["overall"]["kld_p99"] > fp8["overall"]["kld_median"]
+    assert fp8["overall"]["top1_agreement_pct"] < 100.0
+    assert fp8["overall"]["ppl_ratio"] != 1.0
+    assert set(fp8["tasks"]) == {"llama3_arc_challenge", "llama3_gsm8k_cot"}
+    assert all(t["kld_mean"] > 0 and t["positions"] > 100 for t in fp8["tasks"].values())
+    assert result["sequences"]["count"] == 4 and result["sequences"]["tokens"] <= 4 * 128
+    assert fp8["flips"]["llama3_arc_challenge"][ACC]["R>W"] == 1
+    manifest = RunStore(store.root).read_manifest("fp8")
+    assert manifest["drift"]["settings"]["top_k"] == 20
+    assert manifest["drift"]["cost"]["tokens"] == result["sequences"]["tokens"]
+    assert manifest["drift"]["cost"]["seconds"] > manifest["drift"]["cost"]["logprobs_s"] > 0
+    assert f"{ACC} 1/0" in proc.stdout  # flips printed next to the drift figures
