@@ -69,9 +69,11 @@ def main(args: argparse.Namespace) -> int:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     baseline = run["baseline"]
-    variants = [baseline] + [v for v in run["variants"] if v != baseline and _complete(store, v)]
     if not _complete(store, baseline):
         raise UsageError(f"baseline {baseline} is not complete in {store.root}")
+    variants = [baseline] + [v for v in run["variants"] if v != baseline and _complete(store, v)]
+    for name in set(run["variants"]) - set(variants):
+        print(f"variant {name}: not complete in the run, no drift measured", file=sys.stderr)
     settings = {"max_sequences": args.max_sequences, "max_tokens": args.max_tokens, "top_k": args.top_k,
                 "method": METHOD.format(k=args.top_k)}
     sequences = build_sequences(store, config, baseline, args.max_sequences, args.max_tokens)
@@ -179,9 +181,10 @@ def score_variant(store: RunStore, name: str) -> None:
     config = RunConfig.model_validate(store.read_run()["config"])
     spec = read_json(store.root / DRIFT_DIR / SEQUENCES_FILE)
     sequences, k = [s["token_ids"] for s in spec["sequences"]], spec["top_k"]
+    # vLLM refuses prompt_logprobs above max_logprobs (default 20); a config's own value wins.
+    engine_args = {"max_logprobs": max(k, 20), **config.engine_args(config.variant(name))}
     t0 = time.perf_counter()
-    llm = LLM(model=resolve_model(config.variant(name).model or config.model), seed=config.seed,
-              **config.engine_args(config.variant(name)))
+    llm = LLM(model=resolve_model(config.variant(name).model or config.model), seed=config.seed, **engine_args)
     t1 = time.perf_counter()
     params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=k, detokenize=False)
     outputs = llm.generate([TokensPrompt(prompt_token_ids=s) for s in sequences], params, use_tqdm=False)
@@ -198,6 +201,7 @@ def score_variant(store: RunStore, name: str) -> None:
     write_json(store.root / DRIFT_DIR / f"{name}.json", {
         "status": COMPLETE, "sequences": len(sequences), "tokens": sum(map(len, sequences)),
         "positions": len(actual), "engine_start_s": round(t1 - t0, 2), "logprobs_s": round(t2 - t1, 2),
+        "engine_args": engine_args,
     })
 
 

@@ -195,4 +195,5 @@ def test_fp8_drifts_per_task_and_records_its_cost(engine_run):
     assert manifest["drift"]["settings"]["top_k"] == 20
     assert manifest["drift"]["cost"]["tokens"] == result["sequences"]["tokens"]
     assert manifest["drift"]["cost"]["seconds"] > manifest["drift"]["cost"]["logprobs_s"] > 0
+    assert manifest["drift"]["cost"]["engine_args"]["quantization"] == "fp8_per_block"
     assert f"{ACC} 1/0" in proc.stdout  # flips printed next to the drift figures
