@@ -20,6 +20,7 @@ the same token for token.
 from __future__ import annotations
 
 import logging
+import random
 import time
 from dataclasses import asdict, dataclass
 
@@ -62,12 +63,14 @@ class EngineStats:
 
 
 class VLLMEngine(TemplateLM):
-    def __init__(self, model: str, engine_args: dict, seed: int = 1234):
+    def __init__(self, model: str, engine_args: dict, seed: int = 1234, order_seed: int | None = None):
+        """order_seed: send prompts to vLLM in a shuffled order (the noise-floor repeat)."""
         super().__init__()
         from vllm import LLM
 
         self.engine_args = {"enable_prefix_caching": True, **engine_args}
         self.seed = seed
+        self.order = random.Random(order_seed) if order_seed is not None else None
         self.llm = LLM(model=model, seed=seed, **self.engine_args)
         self.tokenizer = self.llm.get_tokenizer()
         self.stats = EngineStats()
@@ -117,8 +120,17 @@ class VLLMEngine(TemplateLM):
         from vllm import TokensPrompt
 
         prompts = [TokensPrompt(prompt_token_ids=t) for t in token_lists]
+        order = list(range(len(prompts)))
+        if self.order is not None:
+            # Another batch composition: what the same model's scores do under it is the noise floor.
+            self.order.shuffle(order)
+        if isinstance(params, list):
+            params = [params[i] for i in order]
         start = time.perf_counter()
-        outputs = self.llm.generate(prompts, params, use_tqdm=True)
+        shuffled = self.llm.generate([prompts[i] for i in order], params, use_tqdm=True)
+        outputs = [None] * len(order)
+        for i, out in zip(order, shuffled):
+            outputs[i] = out
         self.stats.engine_seconds += time.perf_counter() - start
         self.stats.engine_calls += 1
         self.stats.prompts += len(token_lists)

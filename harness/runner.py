@@ -149,8 +149,11 @@ def run_variants(store: RunStore) -> int:
     print(f"run {run['run_id']}: variants {', '.join(run['variants'])}; tasks {', '.join(run['tasks'])}")
     print(f"data: {run['data_source']}")
     failed = []
-    for n, name in enumerate(run["variants"], 1):
-        print(f"\n=== variant {n}/{len(run['variants'])}: {name} ===", flush=True)
+    names = list(run["variants"])
+    if run["noise_floor"]:
+        names.insert(names.index(run["baseline"]) + 1, run["baseline"] + compare.REPEAT_SUFFIX)
+    for n, name in enumerate(names, 1):
+        print(f"\n=== variant {n}/{len(names)}: {name} ===", flush=True)
         if _status(store, name) == COMPLETE:
             print(f"variant {name}: complete already, kept")
             continue

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
 
 from harness import data, provenance
+from harness.compare import REPEAT_SUFFIX
 from harness.config import PROJECT_ROOT, RunConfig, TaskSpec
 from harness.models import resolve_model
 from harness.store import COMPLETE, FAILED, RUNNING, RunStore
@@ -26,7 +29,8 @@ REQUEST_CACHE = "request-cache"
 def evaluate_variant(store: RunStore, name: str) -> bool:
     run = store.read_run()
     config = RunConfig.model_validate(run["config"])
-    variant = config.variant(name)
+    # "<baseline>~repeat" is the noise-floor run: the baseline again, prompts in another order.
+    variant = config.variant(name.removesuffix(REPEAT_SUFFIX))
     engine_args = config.engine_args(variant)
     model = variant.model or config.model
     manifest = {
@@ -69,13 +73,14 @@ def _run_tasks(store, config: RunConfig, name, model_path, engine_args, manifest
     from harness.quantization import check_quantized
 
     t0 = time.perf_counter()
-    engine = VLLMEngine(model_path, engine_args, seed=config.seed)
+    order_seed = config.seed + 1 if name.endswith(REPEAT_SUFFIX) else None
+    engine = VLLMEngine(model_path, engine_args, seed=config.seed, order_seed=order_seed)
     manifest["timings"]["engine_start_s"] = round(time.perf_counter() - t0, 2)
     manifest["engine_args"] = engine.engine_args
     weights = engine.describe_weights()
     manifest["quantization"].update(weights)
     store.write_manifest(name, manifest)
-    check_quantized(weights, engine_args.get("quantization"), bool(config.variant(name).model))
+    check_quantized(weights, engine_args.get("quantization"), bool(manifest["quantization"]["prequantized"]))
     log.info("variant %s: %d of %d linear layers quantized, %.1f MB of weights", name,
              weights["quantized_layers"], weights["linear_layers"], weights["weight_bytes"] / 1e6)
 
@@ -161,9 +166,28 @@ def _sample_records(task: str, logged: list[dict]) -> list[dict]:
     return [by_doc[k] for k in sorted(by_doc)]
 
 
+def _die_with_parent() -> None:
+    """End this process group (worker and vLLM's engine processes) if the runner dies.
+
+    The runner starts each worker in a session of its own so that it can clean up vLLM's
+    processes afterwards; the price is that a SIGKILL of the runner no longer reaches the
+    worker, which would go on computing (and writing) beside a resumed run.
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os.killpg(0, signal.SIGKILL)
+
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
+
+
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     run_dir, name = argv
+    if os.getpgrp() == os.getpid():  # started by the runner as a group leader
+        _die_with_parent()
     return 0 if evaluate_variant(RunStore(run_dir), name) else 1
 
 

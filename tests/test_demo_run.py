@@ -8,8 +8,10 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -64,8 +66,10 @@ def test_comparison_table_has_both_variants(demo_run):
     by_key = {(r["task"], r["metric"]): r for r in rows}
     arc = by_key[("llama3_arc_challenge", "acc,none")]
     assert arc["n"] == "3"
-    assert 0 <= float(arc["bf16"]) <= 100 and 0 <= float(arc["fp8"]) <= 100
-    assert float(arc["fp8 delta"]) == pytest.approx(float(arc["fp8"]) - float(arc["bf16"]), abs=1e-3)
+    assert arc["bf16 status"] == arc["fp8 status"] == "complete"
+    bf16, fp8 = float(arc["bf16 score"]), float(arc["fp8 score"])
+    assert 0 <= bf16 <= 100 and 0 <= fp8 <= 100
+    assert float(arc["fp8 delta"]) == pytest.approx(fp8 - bf16, abs=1e-3)
     assert ("llama3_gsm8k_cot", "exact_match,strict-match") in by_key
 
 
@@ -92,8 +96,9 @@ def test_compare_reproduces_the_table_byte_for_byte(demo_run):
     assert {n: (store.root / n).read_bytes() for n in before} == before
 
 
-def test_silent_noop_quantization_and_missing_checkpoint_fail_alone(tmp_path):
+def test_failing_variants_fail_alone_beside_a_noise_floor_repeat(tmp_path):
     config = yaml.safe_load(DEMO.read_text())
+    config["noise_floor"] = True  # bf16 runs twice, the second time with prompts reordered
     config["tasks"] = [{"name": "llama3_arc_challenge", "num_fewshot": 1}]
     config["data_dirs"] = [str(ROOT / "tasks" / "samples")]
     config["variants"] = [
@@ -109,13 +114,70 @@ def test_silent_noop_quantization_and_missing_checkpoint_fail_alone(tmp_path):
                    "--run-id", "r", cwd=ROOT)
     store = RunStore(tmp_path / "out" / "r")
     assert proc.returncode == 1
-    assert store.read_manifest("bf16")["status"] == "complete"
-    assert len(store.read_samples("bf16", "llama3_arc_challenge")) == 2
+    for name in ("bf16", "bf16~repeat"):
+        assert store.read_manifest(name)["status"] == "complete"
+        assert len(store.read_samples(name, "llama3_arc_challenge")) == 2
     noop = store.read_manifest("int8-noop")
     assert noop["status"] == "failed" and "quantized 0 of 120 linear layers" in noop["error"]
     missing = store.read_manifest("missing")
     assert missing["status"] == "failed" and "no-such-checkpoint" in missing["error"]
     assert "variant int8-noop FAILED" in proc.stderr
     rows = list(csv.DictReader((store.root / "comparison.csv").open()))
-    assert rows and all(r["int8-noop status"] == "failed" and r["int8-noop"] == "" for r in rows)
+    assert rows and all(r["int8-noop status"] == "failed" and r["int8-noop score"] == "" for r in rows)
+    arc = next(r for r in rows if r["metric"] == "acc,none")
+    assert arc["bf16~repeat status"] == "complete" and arc["bf16~repeat delta"] != ""
     assert json.loads((store.root / "run.json").read_text())["status"] == "failed"
+
+
+def _start(args: list[str]) -> subprocess.Popen:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    return subprocess.Popen([sys.executable, "-m", "harness.cli", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def _kill_when(proc: subprocess.Popen, ready, timeout: float = 600) -> None:
+    """SIGKILL the whole run (runner, worker, vLLM engine) once `ready()` holds."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert proc.poll() is None, "run ended before the kill point"
+        assert time.monotonic() < deadline, "kill point never reached"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _manifest_field(store: RunStore, variant: str, *keys):
+    try:
+        value = store.read_manifest(variant)
+    except Exception:  # not written yet, or mid-replace
+        return None
+    for key in keys:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+def test_killed_run_resumes_to_identical_results(demo_run, tmp_path):
+    _, reference = demo_run
+    store = RunStore(tmp_path / "killed")
+    args = ["run", str(DEMO), "--limit", "3", "--output-dir", str(tmp_path), "--run-id", "killed"]
+    resume = ["run", "--resume", str(store.root)]
+
+    # 1: while bf16's engine is loading or running its first requests.
+    _kill_when(_start(args), lambda: _manifest_field(store, "bf16", "status") == "running")
+    assert store.read_run()["status"] == "running"  # never looks complete
+    # 2: after bf16's log-likelihood requests are persisted, while it generates.
+    _kill_when(_start(resume), lambda: (store.variant_dir("bf16") / "request-cache_rank0.db").exists())
+    # 3: while the 8-bit variant runs, bf16 already complete.
+    _kill_when(_start(resume), lambda: _manifest_field(store, "fp8", "status") == "running")
+    assert _manifest_field(store, "bf16", "status") == "complete"
+    assert not (store.root / "comparison.csv").exists()
+
+    final = _start(resume)
+    assert final.wait(timeout=900) == 0
+    assert store.read_run()["status"] == "complete"
+    for variant in ("bf16", "fp8"):
+        for task in ("llama3_arc_challenge", "llama3_gsm8k_cot"):
+            assert store.read_samples(variant, task) == reference.read_samples(variant, task)
+    # The first line names the run; everything after it must match.
+    ours, theirs = ((s.root / "comparison.md").read_text().splitlines()[1:] for s in (store, reference))
+    assert ours == theirs
