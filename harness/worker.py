@@ -52,7 +52,7 @@ def evaluate_variant(store: RunStore, name: str) -> bool:
     try:
         model_path = resolve_model(model)
         manifest["model_path"] = model_path
-        _run_tasks(store, config, variant.name, model_path, engine_args, manifest)
+        _run_tasks(store, config, name, model_path, engine_args, manifest)
     except Exception as e:  # the variant fails alone; its error is kept for the comparison
         log.error("variant %s failed: %s", name, e)
         manifest.update(status=FAILED, error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
@@ -74,7 +74,10 @@ def _run_tasks(store, config: RunConfig, name, model_path, engine_args, manifest
 
     t0 = time.perf_counter()
     order_seed = config.seed + 1 if name.endswith(REPEAT_SUFFIX) else None
-    engine = VLLMEngine(model_path, engine_args, seed=config.seed, order_seed=order_seed)
+    try:
+        engine = VLLMEngine(model_path, engine_args, seed=config.seed, order_seed=order_seed)
+    except Exception as e:  # vLLM's own message rarely names the checkpoint it could not load
+        raise RuntimeError(f"engine start failed for {model_path}: {type(e).__name__}: {e}") from e
     manifest["timings"]["engine_start_s"] = round(time.perf_counter() - t0, 2)
     manifest["engine_args"] = engine.engine_args
     weights = engine.describe_weights()
