@@ -156,18 +156,24 @@ def _manifest_field(store: RunStore, variant: str, *keys):
     return value
 
 
-def test_killed_run_resumes_to_identical_results(demo_run, tmp_path):
-    _, reference = demo_run
-    store = RunStore(tmp_path / "killed")
-    args = ["run", str(DEMO), "--limit", "3", "--output-dir", str(tmp_path), "--run-id", "killed"]
+def test_killed_run_resumes_to_identical_results(tmp_path):
+    # Log-likelihood only: greedy generation can differ between any two runs when the CPU is
+    # loaded (README, "Determinism"), which would hide what this test checks: resuming.
+    config = yaml.safe_load(DEMO.read_text())
+    config["tasks"] = [{"name": "llama3_arc_challenge", "num_fewshot": 5}]
+    config["data_dirs"] = [str(ROOT / "tasks" / "samples")]
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    common = [str(path), "--limit", "3", "--output-dir", str(tmp_path)]
+    assert _start(["run", *common, "--run-id", "whole"]).wait(timeout=900) == 0
+    reference, store = RunStore(tmp_path / "whole"), RunStore(tmp_path / "killed")
     resume = ["run", "--resume", str(store.root)]
 
-    # 1: while bf16's engine is loading or running its first requests.
-    _kill_when(_start(args), lambda: _manifest_field(store, "bf16", "status") == "running")
+    # 1: while bf16's engine is loading or running its requests.
+    _kill_when(_start(["run", *common, "--run-id", "killed"]),
+               lambda: _manifest_field(store, "bf16", "status") == "running")
     assert store.read_run()["status"] == "running"  # never looks complete
-    # 2: after bf16's log-likelihood requests are persisted, while it generates.
-    _kill_when(_start(resume), lambda: (store.variant_dir("bf16") / "request-cache_rank0.db").exists())
-    # 3: while the 8-bit variant runs, bf16 already complete.
+    # 2: while the 8-bit variant runs, bf16 already complete.
     _kill_when(_start(resume), lambda: _manifest_field(store, "fp8", "status") == "running")
     assert _manifest_field(store, "bf16", "status") == "complete"
     assert not (store.root / "comparison.csv").exists()
@@ -176,8 +182,8 @@ def test_killed_run_resumes_to_identical_results(demo_run, tmp_path):
     assert final.wait(timeout=900) == 0
     assert store.read_run()["status"] == "complete"
     for variant in ("bf16", "fp8"):
-        for task in ("llama3_arc_challenge", "llama3_gsm8k_cot"):
-            assert store.read_samples(variant, task) == reference.read_samples(variant, task)
+        assert store.read_samples(variant, "llama3_arc_challenge") == reference.read_samples(
+            variant, "llama3_arc_challenge")
     # The first line names the run; everything after it must match.
     ours, theirs = ((s.root / "comparison.md").read_text().splitlines()[1:] for s in (store, reference))
     assert ours == theirs
