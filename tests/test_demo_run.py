@@ -157,11 +157,14 @@ def _manifest_field(store: RunStore, variant: str, *keys):
 
 
 def test_killed_run_resumes_to_identical_results(tmp_path):
-    # Log-likelihood only: greedy generation can differ between any two runs when the CPU is
-    # loaded (README, "Determinism"), which would hide what this test checks: resuming.
+    # Two fp8_per_block variants on the log-likelihood task. bf16 is left out on purpose: on
+    # this CPU its scores depend on how vLLM's engine core happens to batch the prompts, which
+    # varies between any two runs (README, "Determinism"); that would hide what is tested here.
     config = yaml.safe_load(DEMO.read_text())
     config["tasks"] = [{"name": "llama3_arc_challenge", "num_fewshot": 5}]
     config["data_dirs"] = [str(ROOT / "tasks" / "samples")]
+    config["baseline"] = "a"
+    config["variants"] = [{"name": n, "engine": {"quantization": "fp8_per_block"}} for n in ("a", "b")]
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     common = [str(path), "--limit", "3", "--output-dir", str(tmp_path)]
@@ -169,21 +172,22 @@ def test_killed_run_resumes_to_identical_results(tmp_path):
     reference, store = RunStore(tmp_path / "whole"), RunStore(tmp_path / "killed")
     resume = ["run", "--resume", str(store.root)]
 
-    # 1: while bf16's engine is loading or running its requests.
+    # 1: while the first variant's engine is loading or running its requests.
     _kill_when(_start(["run", *common, "--run-id", "killed"]),
-               lambda: _manifest_field(store, "bf16", "status") == "running")
+               lambda: _manifest_field(store, "a", "status") == "running")
     assert store.read_run()["status"] == "running"  # never looks complete
-    # 2: while the 8-bit variant runs, bf16 already complete.
-    _kill_when(_start(resume), lambda: _manifest_field(store, "fp8", "status") == "running")
-    assert _manifest_field(store, "bf16", "status") == "complete"
+    # 2: while the second variant runs, the first already complete.
+    _kill_when(_start(resume), lambda: _manifest_field(store, "b", "status") == "running")
+    assert _manifest_field(store, "a", "status") == "complete"
     assert not (store.root / "comparison.csv").exists()
 
     final = _start(resume)
     assert final.wait(timeout=900) == 0
     assert store.read_run()["status"] == "complete"
-    for variant in ("bf16", "fp8"):
-        assert store.read_samples(variant, "llama3_arc_challenge") == reference.read_samples(
-            variant, "llama3_arc_challenge")
+    for variant in ("a", "b"):
+        records = store.read_samples(variant, "llama3_arc_challenge")
+        assert len(records) == 3
+        assert records == reference.read_samples(variant, "llama3_arc_challenge")
     # The first line names the run; everything after it must match.
     ours, theirs = ((s.root / "comparison.md").read_text().splitlines()[1:] for s in (store, reference))
     assert ours == theirs
