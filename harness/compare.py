@@ -23,11 +23,9 @@ import yaml
 
 from harness import stats
 from harness.errors import UsageError
-from harness.store import COMPLETE, RUNNING, RunStore, StoreError, write_text_atomic
+from harness.store import COMPLETE, REPEAT_SUFFIX, RUNNING, RunStore, StoreError, write_text_atomic
 
 CSV_FILE, MD_FILE = "comparison.csv", "comparison.md"
-# The noise-floor run is a second baseline, named "<baseline>~repeat" by the runner.
-REPEAT_SUFFIX = "~repeat"
 MISSING = "missing"  # a variant folder without a manifest
 CARD_DIR = Path("configs") / "model_cards"
 # Per-document means and lm-eval's aggregate agree to float rounding when they are the

@@ -27,6 +27,9 @@ MANIFEST_FILE = "manifest.json"
 RESULTS_FILE = "results.json"
 SAMPLES_DIR = "samples"
 
+# The noise-floor run: the baseline again, as a variant folder of its own.
+REPEAT_SUFFIX = "~repeat"
+
 # Status values of a run or a variant.
 RUNNING, COMPLETE, FAILED = "running", "complete", "failed"
 

@@ -16,10 +16,9 @@ import traceback
 from pathlib import Path
 
 from harness import data, provenance
-from harness.compare import REPEAT_SUFFIX
 from harness.config import PROJECT_ROOT, RunConfig, TaskSpec
 from harness.models import resolve_model
-from harness.store import COMPLETE, FAILED, RUNNING, RunStore
+from harness.store import COMPLETE, FAILED, REPEAT_SUFFIX, RUNNING, RunStore
 
 log = logging.getLogger("harness.worker")
 TASKS_DIR = PROJECT_ROOT / "tasks"
