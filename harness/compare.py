@@ -474,12 +474,8 @@ def build_comparison(store: RunStore, baseline: str | None = None) -> pd.DataFra
         raise UsageError(
             f"{store.run_file}: baseline {baseline!r} is not one of {names}"
         )
-    repeat = None
-    if run.get("noise_floor"):
-        repeat = run["baseline"] + REPEAT_SUFFIX
-        if repeat not in names:
-            names.insert(names.index(run["baseline"]) + 1, repeat)
-    variants = {name: load_variant(store, name) for name in names}
+    repeat = run["baseline"] + REPEAT_SUFFIX if run.get("noise_floor") else None
+    variants = {name: load_variant(store, name) for name in store.evaluated_variants()}
     card = None
     if run.get("card"):
         card = read_card(find_card(run["card"], run.get("config_path")))

@@ -76,6 +76,8 @@ class RunConfig(_Strict):
     bootstrap_iters: int = Field(default=1000, ge=0)
     allow_code_execution: bool = False
     noise_floor: bool = False
+    # Requests per engine call; each finished call is persisted, so a killed run loses one call.
+    chunk_requests: int = Field(default=2048, ge=1)
     offline: bool = False  # never ask the hub: models and data are local
     output_dir: str = "results"
 

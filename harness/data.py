@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from harness.errors import UsageError
+from harness.store import write_text_atomic
 
 ENV_VAR = "HARNESS_DATA_DIR"
 
@@ -278,7 +279,10 @@ def pull(needs: Iterable[Need], target: Path) -> list[Path]:
             ds = datasets.load_dataset(path, name, split=n.split, revision=n.revision)
             out = folder / config / f"{n.split}-00000-of-00001.parquet"
             out.parent.mkdir(parents=True, exist_ok=True)
-            ds.to_parquet(str(out))
+            # Written aside and renamed: an interrupted pull never leaves a truncated split.
+            partial = out.with_name(out.name + ".partial")
+            ds.to_parquet(str(partial))
+            os.replace(partial, out)
             written.append(out)
         _write_readme(folder)
     return written
@@ -298,10 +302,10 @@ def _write_readme(folder: Path) -> None:
                 ],
             })
     front = yaml.safe_dump({"configs": configs}, sort_keys=False)
-    (folder / "README.md").write_text(
+    write_text_atomic(
+        folder / "README.md",
         f"---\n{front}---\n\n# {folder.parent.name}/{folder.name} (local mirror, written by "
         "`harness data pull`)\n",
-        encoding="utf-8",
     )
 
 
@@ -321,10 +325,10 @@ def main(args: argparse.Namespace) -> int:
     if args.action == "pull":
         if not args.data_dir:
             raise UsageError("data pull needs --data-dir (where to write the mirror)")
-        target = Path(args.data_dir[0]).expanduser()
-        target.mkdir(parents=True, exist_ok=True)
         if is_offline():
             raise UsageError("data pull needs the network; unset HF_HUB_OFFLINE/HF_DATASETS_OFFLINE")
+        target = Path(args.data_dir[0]).expanduser()
+        target.mkdir(parents=True, exist_ok=True)
         needs = [n for n in check(args.suite, [target]) if n.status != IN_DIR]
         for out in pull(needs, target):
             print(out)

@@ -174,8 +174,9 @@ def _score_in_child(store: RunStore, name: str) -> dict:
 
 def score_variant(store: RunStore, name: str) -> None:
     """Top-k and actual-token log-probabilities of every position -> RUN/drift/<name>.npz."""
-    from vllm import LLM, SamplingParams, TokensPrompt
+    from vllm import SamplingParams, TokensPrompt
 
+    from harness.engine import start_llm
     from harness.models import resolve_model
 
     config = RunConfig.model_validate(store.read_run()["config"])
@@ -184,7 +185,7 @@ def score_variant(store: RunStore, name: str) -> None:
     # vLLM refuses prompt_logprobs above max_logprobs (default 20); a config's own value wins.
     engine_args = {"max_logprobs": max(k, 20), **config.engine_args(config.variant(name))}
     t0 = time.perf_counter()
-    llm = LLM(model=resolve_model(config.variant(name).model or config.model), seed=config.seed, **engine_args)
+    llm = start_llm(resolve_model(config.variant(name).model or config.model), config.seed, engine_args)
     t1 = time.perf_counter()
     params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=k, detokenize=False)
     outputs = llm.generate([TokensPrompt(prompt_token_ids=s) for s in sequences], params, use_tqdm=False)

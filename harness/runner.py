@@ -149,9 +149,7 @@ def run_variants(store: RunStore) -> int:
     print(f"run {run['run_id']}: variants {', '.join(run['variants'])}; tasks {', '.join(run['tasks'])}")
     print(f"data: {run['data_source']}")
     failed = []
-    names = list(run["variants"])
-    if run["noise_floor"]:
-        names.insert(names.index(run["baseline"]) + 1, run["baseline"] + compare.REPEAT_SUFFIX)
+    names = store.evaluated_variants()
     for n, name in enumerate(names, 1):
         print(f"\n=== variant {n}/{len(names)}: {name} ===", flush=True)
         if _status(store, name) == COMPLETE:

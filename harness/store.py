@@ -101,6 +101,14 @@ class RunStore:
     def variant_names(self) -> list[str]:
         return list(self.read_run()["variants"])
 
+    def evaluated_variants(self) -> list[str]:
+        """Variant folders in evaluation order: the noise-floor repeat right after the baseline."""
+        run = self.read_run()
+        names = list(run["variants"])
+        if run.get("noise_floor"):
+            names.insert(names.index(run["baseline"]) + 1, run["baseline"] + REPEAT_SUFFIX)
+        return names
+
     # -- variant level ---------------------------------------------------------
     def variant_dir(self, variant: str) -> Path:
         return self.root / variant

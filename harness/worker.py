@@ -22,7 +22,7 @@ from harness.store import COMPLETE, FAILED, REPEAT_SUFFIX, RUNNING, RunStore
 
 log = logging.getLogger("harness.worker")
 TASKS_DIR = PROJECT_ROOT / "tasks"
-REQUEST_CACHE = "request-cache"
+REQUESTS_DB = "requests.sqlite"
 
 
 def evaluate_variant(store: RunStore, name: str) -> bool:
@@ -68,6 +68,7 @@ def _run_tasks(store, config: RunConfig, name, model_path, engine_args, manifest
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
+    from harness.checkpoint import CheckpointedLM
     from harness.engine import VLLMEngine
     from harness.quantization import check_quantized
 
@@ -79,6 +80,8 @@ def _run_tasks(store, config: RunConfig, name, model_path, engine_args, manifest
         raise RuntimeError(f"engine start failed for {model_path}: {type(e).__name__}: {e}") from e
     manifest["timings"]["engine_start_s"] = round(time.perf_counter() - t0, 2)
     manifest["engine_args"] = engine.engine_args
+    manifest["engine_core"] = engine.engine_core
+    manifest["compute_threads"] = engine.compute_threads
     weights = engine.describe_weights()
     manifest["quantization"].update(weights)
     store.write_manifest(name, manifest)
@@ -93,11 +96,12 @@ def _run_tasks(store, config: RunConfig, name, model_path, engine_args, manifest
         os.environ["HARNESS_ALLOW_CODE_EXECUTION"] = "1"
         manifest["sandbox"] = sandbox.isolation()
     manager = TaskManager(include_path=str(TASKS_DIR))
+    checkpointed = CheckpointedLM(engine, store.variant_dir(name) / REQUESTS_DB, config.chunk_requests)
     with data.use_data_dirs([Path(d) for d in store.read_run()["data_dirs"]]):
         tasks, leaves = _load_tasks(manager, config)
         t1 = time.perf_counter()
         results = simple_evaluate(
-            model=engine,
+            model=checkpointed,
             tasks=tasks,
             limit=config.limit,
             task_manager=manager,
@@ -106,10 +110,6 @@ def _run_tasks(store, config: RunConfig, name, model_path, engine_args, manifest
             fewshot_as_multiturn=config.fewshot_as_multiturn,
             system_instruction=config.system_instruction,
             bootstrap_iters=config.bootstrap_iters,
-            # Finished requests persist in the variant's folder as each request kind completes,
-            # so `harness run --resume` reuses them. The cache is keyed on the request only,
-            # which is safe here: the folder belongs to one model and one set of engine args.
-            use_cache=str(store.variant_dir(name) / REQUEST_CACHE),
             random_seed=config.seed,
             numpy_random_seed=config.seed,
             torch_random_seed=config.seed,
@@ -118,6 +118,8 @@ def _run_tasks(store, config: RunConfig, name, model_path, engine_args, manifest
         )
     manifest["timings"]["evaluate_s"] = round(time.perf_counter() - t1, 2)
     manifest["timings"]["requests_s"] = round(engine.stats.engine_seconds, 2)
+    manifest["requests_reused"] = checkpointed.reused
+    checkpointed.close()
     manifest["throughput"] = engine.stats.as_dict()
     manifest["datasets"] = data.fingerprints(leaves)
     manifest["task_versions"] = results.get("versions", {})

@@ -48,7 +48,11 @@ def test_use_data_dirs_redirects_and_restores(monkeypatch):
     import datasets
 
     calls = []
-    fake = lambda path, *a, **k: calls.append((path, a, k)) or "loaded"
+
+    def fake(path, *a, **k):
+        calls.append((path, a, k))
+        return "loaded"
+
     monkeypatch.setattr(datasets, "load_dataset", fake)
     with data.use_data_dirs([SAMPLES]):
         assert datasets.load_dataset(path="openai/gsm8k", name="main", revision="x") == "loaded"
@@ -65,3 +69,33 @@ def test_use_data_dirs_loads_samples_for_real():
         ds = datasets.load_dataset(path="allenai/ai2_arc", name="ARC-Challenge")
     assert ds["test"].num_rows == 10
     assert set(ds["test"].features) == {"id", "question", "choices", "answerKey"}
+
+
+def test_pull_writes_a_mirror_that_loads_back(tmp_path):
+    """`pull` copies what a task needs into hub layout; here its source is the samples mirror."""
+    import datasets
+
+    target = tmp_path / "mirror"
+    needs = data.check("llama3_arc_challenge", [target])
+    assert {n.status for n in needs} != {data.IN_DIR}
+    with data.use_data_dirs([SAMPLES]):
+        written = data.pull(needs, target)
+        source = datasets.load_dataset(path="allenai/ai2_arc", name="ARC-Challenge")
+    assert written and all(p.stat().st_size > 0 for p in written)
+    assert not list(target.rglob("*.partial"))
+    assert {n.status for n in data.check("llama3_arc_challenge", [target])} == {data.IN_DIR}
+    with data.use_data_dirs([target]):
+        copy = datasets.load_dataset(path="allenai/ai2_arc", name="ARC-Challenge")
+    for split in {n.split for n in needs}:
+        assert copy[split].to_list() == source[split].to_list()
+
+
+def test_pull_offline_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    import argparse
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    target = tmp_path / "mirror"
+    args = argparse.Namespace(action="pull", suite="llama3_arc_challenge", data_dir=[str(target)])
+    with pytest.raises(UsageError, match="needs the network"):
+        data.main(args)
+    assert not target.exists()

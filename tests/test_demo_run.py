@@ -9,15 +9,18 @@ import csv
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 import yaml
 
 from harness.store import RunStore
+from harness.worker import REQUESTS_DB
 
 pytestmark = pytest.mark.engine
 ROOT = Path(__file__).resolve().parent.parent
@@ -157,37 +160,54 @@ def _manifest_field(store: RunStore, variant: str, *keys):
 
 
 def test_killed_run_resumes_to_identical_results(tmp_path):
-    # Two fp8_per_block variants on the log-likelihood task. bf16 is left out on purpose: on
-    # this CPU its scores depend on how vLLM's engine core happens to batch the prompts, which
-    # varies between any two runs (README, "Determinism"); that would hide what is tested here.
+    # The demo's bf16 and fp8 variants on both kinds of request, in chunks of two requests so
+    # that kills land between persisted engine calls of a phase, not only between phases.
     config = yaml.safe_load(DEMO.read_text())
-    config["tasks"] = [{"name": "llama3_arc_challenge", "num_fewshot": 5}]
+    config["chunk_requests"] = 2
     config["data_dirs"] = [str(ROOT / "tasks" / "samples")]
-    config["baseline"] = "a"
-    config["variants"] = [{"name": n, "engine": {"quantization": "fp8_per_block"}} for n in ("a", "b")]
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     common = [str(path), "--limit", "3", "--output-dir", str(tmp_path)]
     assert _start(["run", *common, "--run-id", "whole"]).wait(timeout=900) == 0
     reference, store = RunStore(tmp_path / "whole"), RunStore(tmp_path / "killed")
+    loglikelihoods = _persisted(reference, "bf16", "loglikelihood")
+    generations = _persisted(reference, "bf16", "generate_until")
+    assert loglikelihoods > 4 and generations == 3
     resume = ["run", "--resume", str(store.root)]
 
-    # 1: while the first variant's engine is loading or running its requests.
+    # 1: bf16 in its log-likelihood phase, some chunks persisted.
     _kill_when(_start(["run", *common, "--run-id", "killed"]),
-               lambda: _manifest_field(store, "a", "status") == "running")
+               lambda: 0 < _persisted(store, "bf16", "loglikelihood") < loglikelihoods)
     assert store.read_run()["status"] == "running"  # never looks complete
-    # 2: while the second variant runs, the first already complete.
-    _kill_when(_start(resume), lambda: _manifest_field(store, "b", "status") == "running")
-    assert _manifest_field(store, "a", "status") == "complete"
+    # 2: bf16 mid-generation: every log-likelihood and one chunk of generations persisted.
+    _kill_when(_start(resume), lambda: _persisted(store, "bf16", "generate_until") == 2)
+    assert _persisted(store, "bf16", "loglikelihood") == loglikelihoods
+    # 3: fp8 running, bf16 complete.
+    _kill_when(_start(resume), lambda: _manifest_field(store, "fp8", "status") == "running")
+    assert _manifest_field(store, "bf16", "status") == "complete"
     assert not (store.root / "comparison.csv").exists()
 
     final = _start(resume)
     assert final.wait(timeout=900) == 0
     assert store.read_run()["status"] == "complete"
-    for variant in ("a", "b"):
-        records = store.read_samples(variant, "llama3_arc_challenge")
-        assert len(records) == 3
-        assert records == reference.read_samples(variant, "llama3_arc_challenge")
+    assert store.read_manifest("bf16")["requests_reused"] > 0
+    for variant in ("bf16", "fp8"):
+        for task in ("llama3_arc_challenge", "llama3_gsm8k_cot"):
+            records = store.read_samples(variant, task)
+            assert len(records) == 3
+            assert records == reference.read_samples(variant, task), (variant, task)
     # The first line names the run; everything after it must match.
     ours, theirs = ((s.root / "comparison.md").read_text().splitlines()[1:] for s in (store, reference))
     assert ours == theirs
+
+
+def _persisted(store: RunStore, variant: str, kind: str) -> int:
+    """Requests of one kind the variant has committed so far."""
+    path = store.variant_dir(variant) / REQUESTS_DB
+    if not path.exists():
+        return 0
+    try:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as db:
+            return db.execute("SELECT COUNT(*) FROM results WHERE kind = ?", (kind,)).fetchone()[0]
+    except sqlite3.OperationalError:  # created but no table yet
+        return 0

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from benchdata import HUB, needs_mirror
 
 from harness import humaneval, sandbox
 
@@ -15,7 +16,6 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parent.parent
 TASKS = ROOT / "tasks"
-BENCHDATA_HUB = Path("/work/shared/benchdata/hub")
 
 
 @pytest.fixture(scope="module")
@@ -191,10 +191,10 @@ def test_process_results_needs_sandbox_records():
         humaneval.process_results(DOC, ["def f(x):\n    return 2 * x\n"])
 
 
-@pytest.mark.skipif(not (BENCHDATA_HUB / "openai" / "openai_humaneval").is_dir(),
-                    reason="benchdata mirror not on this machine")
+@pytest.mark.benchdata
+@needs_mirror
 def test_task_reads_the_hub_dataset(manager, problems, monkeypatch):
     monkeypatch.setenv(sandbox.ALLOW_ENV, "1")
-    docs = list(load_task(manager, BENCHDATA_HUB).test_docs())
+    docs = list(load_task(manager, HUB).test_docs())
     assert [d["task_id"] for d in docs] == [p["task_id"] for p in problems]
     assert [d["test"] for d in docs] == [p["test"] for p in problems]

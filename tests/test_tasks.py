@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
+from benchdata import AGIEVAL_FEWSHOT, HUB, available_members, needs_mirror
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -307,38 +308,19 @@ def test_agieval_csv_missing_offline(monkeypatch, tmp_path):
 
 # ------------------------------------------------------------------ the real-data mirror
 
-BENCHDATA = Path(os.environ.get("HARNESS_BENCHDATA", "/work/shared/benchdata"))
-
-
-def benchdata_members() -> list[str]:
-    """Suite members (tasks or groups) whose every split the mirror holds."""
-    from harness import data, suites
-
-    if not (BENCHDATA / "hub").is_dir():
-        return []
-    members = [m for rows in suites.BENCHMARKS.values() for _, m, _ in rows
-               if m != "llama3_humaneval"]
-    if importlib_missing("math_verify"):  # lm_eval[math]: the MATH task module needs it
-        members.remove("llama3_math")
-    needs = data.check(members, [BENCHDATA / "hub"])
-    missing = {n.task for n in needs if n.status != data.IN_DIR}
-    leaves = suites.task_configs
-    return [m for m in members if not set(leaves([m])) & missing]
-
-
 @pytest.mark.benchdata
-@pytest.mark.skipif(not (BENCHDATA / "hub").is_dir(), reason="no benchdata mirror here")
+@needs_mirror
 def test_real_docs_build_requests(manager, monkeypatch):
     """Every task whose data the mirror holds loads 2 real docs and builds its requests."""
     from harness.data import use_data_dirs
 
-    monkeypatch.setenv("HARNESS_AGIEVAL_FEWSHOT",
-                       str(BENCHDATA / "agieval-few-shot" / "few_shot_prompts.csv"))
-    members = benchdata_members()
+    monkeypatch.setenv("HARNESS_AGIEVAL_FEWSHOT", str(AGIEVAL_FEWSHOT))
+    members = [m for suite in ("llama3_base", "llama3_instruct") for m in available_members(suite)
+               if m != "llama3_humaneval"]
     # On this mirror: MMLU x2, AGIEval, CSQA, Winogrande, BBH, ARC, BoolQ, GSM8K (+ MATH).
     assert len(members) >= 9
     built = {}
-    with use_data_dirs([BENCHDATA / "hub"]):
+    with use_data_dirs([HUB]):
         tasks = manager.load(members)["tasks"]
     for name, task in tasks.items():
         task.set_fewshot_seed(seed=1234)
@@ -346,9 +328,3 @@ def test_real_docs_build_requests(manager, monkeypatch):
         built[name] = len(task.instances)
         assert {i.doc_id for i in task.instances} == {0, 1}, name
     assert len(built) >= 57 * 2 + 27 + 8 + 5
-
-
-def importlib_missing(module: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(module) is None

