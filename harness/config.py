@@ -65,6 +65,9 @@ class RunConfig(_Strict):
     suite: str | None = None
     tasks: list[TaskSpec] = Field(default_factory=list)
     limit: int | None = Field(default=None, ge=1)  # documents per task; None = all
+    # Upper bound on new tokens for every generation task (None: each task's own, as on the card).
+    # For quick checks of the plumbing; a capped run does not reproduce the card.
+    max_gen_toks: int | None = Field(default=None, ge=1)
     baseline: str = "bf16"
     engine: dict[str, Any] = Field(default_factory=dict)
     variants: list[Variant]

@@ -131,10 +131,12 @@ def _run_tasks(store, config: RunConfig, name, model_path, engine_args, manifest
 
 
 def _load_tasks(manager, config: RunConfig) -> tuple[list, dict]:
-    """Build task objects once, applying per-task shot counts to every leaf task.
+    """Build task objects once, applying per-task shot counts and the run's generation cap.
 
     Returns the top-level tasks/groups to evaluate and all leaf tasks by name.
     """
+    from harness.engine import DEFAULT_MAX_GEN_TOKS
+
     objects, leaves = [], {}
     for spec in config.tasks or [TaskSpec(name=config.suite)]:
         loaded = manager.load([spec.name])
@@ -142,6 +144,11 @@ def _load_tasks(manager, config: RunConfig) -> tuple[list, dict]:
         if (shots := spec.num_fewshot) is not None:
             for task in loaded["tasks"].values():
                 task.set_config(key="num_fewshot", value=shots)
+        if (cap := config.max_gen_toks) is not None:
+            for task in loaded["tasks"].values():
+                if task.get_config("output_type") == "generate_until":
+                    own = (task.get_config("generation_kwargs") or {}).get("max_gen_toks", DEFAULT_MAX_GEN_TOKS)
+                    task.set_config(key="generation_kwargs", value={"max_gen_toks": min(own, cap)}, update=True)
         objects.append(top)
         leaves.update(loaded["tasks"])
     return objects, leaves

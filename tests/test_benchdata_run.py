@@ -2,10 +2,10 @@
 
 The run configs are configs/cpu-check-base.yaml and cpu-check-instruct.yaml, as a user runs
 them (`harness run configs/cpu-check-base.yaml --data-dir DIR`), narrowed to the benchmarks the
-mirror holds and to the bf16 variant (each 8-bit variant costs as much again; the demo tests
-cover 8-bit). One real document per leaf task: what is checked is the plumbing on real data —
-prompts rendered from the real schemas, requests answered, scores computed, the table written —
-not SmolLM2's scores. Benchmarks the mirror lacks must be reported missing by `harness data check`.
+mirror holds, to the bf16 variant (each 8-bit variant costs as much again; the demo tests cover
+8-bit) and to 32 new tokens per generation (`max_gen_toks`). One real document per leaf task:
+what is checked is the plumbing on real data (prompts rendered from the real schemas, requests
+answered, answers extracted and scored, the table written), not SmolLM2's scores. Benchmarks the mirror lacks must be reported missing by `harness data check`.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from harness.store import RunStore
 
 pytestmark = [pytest.mark.engine, pytest.mark.benchdata, needs_mirror]
 LIMIT = 1
+MAX_GEN_TOKS = 32
 
 
 def harness(*args: str) -> subprocess.CompletedProcess:
@@ -41,6 +42,7 @@ def suite_run(request, tmp_path_factory):
     config = yaml.safe_load((ROOT / "configs" / f"cpu-check-{suite.removeprefix('llama3_')}.yaml").read_text())
     config["tasks"] = [t for t in config["tasks"] if t["name"] in members]
     config["variants"] = [v for v in config["variants"] if v["name"] == config["baseline"]]
+    config["max_gen_toks"] = MAX_GEN_TOKS
     out = tmp_path_factory.mktemp(suite)
     path = out / "config.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -58,6 +60,7 @@ def test_every_available_benchmark_runs_on_real_documents(suite_run):
     # Everything the mirror holds for the suite is in the cpu-check config.
     assert set(members) == configured, set(members) ^ configured
     manifest = store.read_manifest("bf16")
+    assert manifest["throughput"]["generated_tokens"] <= MAX_GEN_TOKS * manifest["throughput"]["requests"]
     for member in members:
         for leaf in suites.task_configs([member]):
             records = store.read_samples("bf16", leaf)

@@ -328,3 +328,21 @@ def test_real_docs_build_requests(manager, monkeypatch):
         built[name] = len(task.instances)
         assert {i.doc_id for i in task.instances} == {0, 1}, name
     assert len(built) >= 57 * 2 + 27 + 8 + 5
+
+
+def test_max_gen_toks_caps_generation_tasks_only(manager):
+    from harness.config import RunConfig
+    from harness.data import use_data_dirs
+    from harness.worker import _load_tasks
+
+    config = RunConfig.model_validate({
+        "tasks": ["llama3_gsm8k_cot", "llama3_drop", "llama3_arc_challenge"],
+        "max_gen_toks": 64, "variants": [{"name": "bf16"}],
+    })
+    with use_data_dirs([SAMPLES]):
+        _, leaves = _load_tasks(manager, config)
+    gen = {name: t.get_config("generation_kwargs") for name, t in leaves.items()}
+    assert gen["llama3_gsm8k_cot"]["max_gen_toks"] == 64  # 512 on the card, capped
+    assert gen["llama3_drop"]["max_gen_toks"] == 32  # below the cap: its own
+    assert gen["llama3_gsm8k_cot"]["until"]  # the rest of the task's settings kept
+    assert leaves["llama3_arc_challenge"].get_config("output_type") == "multiple_choice"
