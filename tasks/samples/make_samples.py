@@ -19,7 +19,7 @@ HERE = Path(__file__).resolve().parent
 NOTICE = ("Samples written for this project to exercise the harness; not benchmark data; "
           "scores on them mean nothing.")
 
-S, INT64 = {"dtype": "string"}, {"dtype": "int64"}
+S = {"dtype": "string"}
 
 
 def write(repo: str, configs: dict[str, dict[str, list[dict]]], features: list[dict],
