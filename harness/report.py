@@ -114,6 +114,13 @@ def new_figure(n_rows: int) -> tuple[Figure, object]:
     return fig, fig.add_subplot()
 
 
+def side_by_side(n_rows: int, names: list[str]) -> tuple[np.ndarray, float, dict[str, np.ndarray]]:
+    """Row positions, one bar's width, and each variant's positions next to the others in a row."""
+    x = np.arange(n_rows)
+    width = 0.8 / max(len(names), 1)
+    return x, width, {name: x + (i - (len(names) - 1) / 2) * width for i, name in enumerate(names)}
+
+
 def label_variant(df: pd.DataFrame, name: str) -> str:
     status = df.attrs["status"][name]
     return name if status == COMPLETE else f"{name} ({status})"
@@ -123,12 +130,11 @@ def plot_scores(df: pd.DataFrame) -> Plot:
     rows = top_rows(df)
     names = [df.attrs["reference"], *df.attrs["candidates"]]
     fig, ax = new_figure(len(rows))
-    x = np.arange(len(rows))
-    width = 0.8 / len(names)
-    for i, name in enumerate(names):
+    x, width, at = side_by_side(len(rows), names)
+    for name in names:
         errors = Z95 * rows[f"{name} stderr"].to_numpy(float)
         ax.bar(
-            x + (i - (len(names) - 1) / 2) * width,
+            at[name],
             rows[f"{name} score"].to_numpy(float),
             width,
             yerr=np.nan_to_num(errors),
@@ -151,14 +157,13 @@ def plot_deltas(df: pd.DataFrame) -> Plot:
     rows = top_rows(df)
     candidates = df.attrs["candidates"]
     fig, ax = new_figure(len(rows))
-    x = np.arange(len(rows))
-    width = 0.8 / max(len(candidates), 1)
-    for i, name in enumerate(candidates):
+    x, _, at = side_by_side(len(rows), candidates)
+    for name in candidates:
         delta = rows[f"{name} delta"].to_numpy(float)
         low = rows[f"{name} delta CI low"].to_numpy(float)
         high = rows[f"{name} delta CI high"].to_numpy(float)
         ax.errorbar(
-            x + (i - (len(candidates) - 1) / 2) * width,
+            at[name],
             delta,
             yerr=np.nan_to_num([delta - low, high - delta]),
             fmt="o",
@@ -182,10 +187,9 @@ def plot_flips(df: pd.DataFrame) -> Plot:
     rows = top_rows(df)
     candidates = df.attrs["candidates"]
     fig, ax = new_figure(len(rows))
-    x = np.arange(len(rows))
-    width = 0.8 / max(len(candidates), 1)
-    for i, name in enumerate(candidates):
-        offset = x + (i - (len(candidates) - 1) / 2) * width
+    x, width, at = side_by_side(len(rows), candidates)
+    for name in candidates:
+        offset = at[name]
         lost = rows[f"{name} flips R>W"].to_numpy(float, na_value=np.nan)
         gained = rows[f"{name} flips W>R"].to_numpy(float, na_value=np.nan)
         bars = ax.bar(
