@@ -93,7 +93,7 @@ class VLLMEngine(TemplateLM):
         super().__init__()
         self.engine_args = {"enable_prefix_caching": True, **engine_args}
         self.seed = seed
-        self.order = random.Random(order_seed) if order_seed is not None else None
+        self.order_seed = order_seed
         self.llm = start_llm(model, seed, self.engine_args)
         self.tokenizer = self.llm.get_tokenizer()
         self.stats = EngineStats()
@@ -144,9 +144,10 @@ class VLLMEngine(TemplateLM):
 
         prompts = [TokensPrompt(prompt_token_ids=t) for t in token_lists]
         order = list(range(len(prompts)))
-        if self.order is not None:
+        if self.order_seed is not None:
             # Another batch composition: what the same model's scores do under it is the noise floor.
-            self.order.shuffle(order)
+            # Seeded per call, not from a running generator, so a resumed run shuffles alike.
+            random.Random(self.order_seed).shuffle(order)
         if isinstance(params, list):
             params = [params[i] for i in order]
         start = time.perf_counter()
