@@ -50,8 +50,9 @@ def render(task, limit: int = 2) -> str:
 
 def check_golden(name: str, text: str) -> None:
     path = GOLDEN / f"{name}.txt"
-    if os.environ.get("UPDATE_GOLDEN") or not path.exists():
+    if os.environ.get("UPDATE_GOLDEN"):
         path.write_text(text, encoding="utf-8")
+    assert path.exists(), f"no prompt snapshot {path}; write it with UPDATE_GOLDEN=1 and review it"
     assert text == path.read_text(encoding="utf-8"), f"prompt of {name} changed; see {path}"
 
 
