@@ -116,7 +116,7 @@ def main() -> int:
 
     from lm_eval.tasks import TaskManager
 
-    from harness import data
+    from harness.suites import data
 
     tok = load_tokenizer(args.tokenizer)
     manager = TaskManager(include_path=str(ROOT / "tasks"))

@@ -13,13 +13,13 @@ import sys
 from harness.errors import EXIT_BAD_INPUT, UsageError
 
 COMMANDS = {
-    "run": ("harness.runner", "evaluate every variant of a config (default: the CPU demo)"),
-    "compare": ("harness.compare", "rebuild a run's comparison table from its results folder"),
-    "gate": ("harness.gate", "pass/fail a run against regression thresholds (exit 0/1/2)"),
-    "report": ("harness.report", "write report.md, report.html and PNG plots for a run"),
-    "tasks": ("harness.suites", "list the benchmark suites and their settings"),
-    "data": ("harness.data", "check or pull the datasets a suite needs"),
-    "drift": ("harness.drift", "KL divergence, top-1 agreement and perplexity of each variant vs the baseline"),
+    "run": ("harness.evaluate.runner", "evaluate every variant of a config (default: the CPU demo)"),
+    "compare": ("harness.analysis.comparison", "rebuild a run's comparison table from its results folder"),
+    "gate": ("harness.analysis.gate", "pass/fail a run against regression thresholds (exit 0/1/2)"),
+    "report": ("harness.render.report", "write report.md, report.html and PNG plots for a run"),
+    "tasks": ("harness.suites.registry", "list the benchmark suites and their settings"),
+    "data": ("harness.suites.data", "check or pull the datasets a suite needs"),
+    "drift": ("harness.evaluate.drift", "KL divergence, top-1 agreement and perplexity of each variant vs the baseline"),
 }
 
 

@@ -25,10 +25,8 @@ from pydantic import (
 )
 
 from harness.errors import UsageError
+from harness.resources import DEMO_CONFIG
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-CONFIG_DIR = PROJECT_ROOT / "configs"
-DEMO_CONFIG = CONFIG_DIR / "demo.yaml"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 

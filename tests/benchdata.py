@@ -23,7 +23,8 @@ needs_mirror = pytest.mark.skipif(not HUB.is_dir(), reason=f"no benchdata mirror
 
 def available_members(suite: str) -> list[str]:
     """The suite's benchmarks (task or group names) whose every split the mirror holds."""
-    from harness import data, suites
+    from harness.suites import data
+    from harness.suites import registry as suites
 
     if not HUB.is_dir():
         return []

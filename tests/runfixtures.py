@@ -10,7 +10,7 @@ import hashlib
 import math
 from pathlib import Path
 
-from harness.store import RunStore
+from harness.results.store import RunStore
 
 # The metric every synthetic task reports unless scores name others.
 ACC = "acc,none"

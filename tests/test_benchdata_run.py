@@ -20,8 +20,8 @@ import pytest
 import yaml
 from benchdata import AGIEVAL_FEWSHOT, HUB, ROOT, available_members, needs_mirror
 
-from harness import suites
-from harness.store import RunStore
+from harness.results.store import RunStore
+from harness.suites import registry as suites
 
 pytestmark = [pytest.mark.engine, pytest.mark.benchdata, needs_mirror]
 LIMIT = 1

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness.checkpoint import CheckpointedLM
+from harness.evaluate.checkpoint import CheckpointedLM
 
 
 class RecordingLM:

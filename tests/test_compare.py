@@ -7,14 +7,14 @@ import pytest
 from runfixtures import ACC, alternating, write_run
 
 from harness import cli
-from harness.compare import (
+from harness.analysis.comparison import (
     CSV_FILE,
     MD_FILE,
     build_comparison,
     format_table,
     write_comparison,
 )
-from harness.store import RunStore
+from harness.results.store import RunStore
 
 BASE = {"t_a": alternating(40), "t_b": alternating(30, 3)}
 # fp8 gets documents 36 and 38 of t_a wrong (right in bf16); t_b unchanged.

@@ -1,4 +1,4 @@
-"""harness.data: mirror look-up, load redirection, availability checks."""
+"""harness.suites.data: mirror look-up, load redirection, availability checks."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from harness import data
 from harness.errors import UsageError
+from harness.suites import data
 
 SAMPLES = Path(__file__).resolve().parent.parent / "tasks" / "samples"
 

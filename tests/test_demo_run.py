@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.store import RunStore
-from harness.worker import REQUESTS_DB
+from harness.evaluate.worker import REQUESTS_DB
+from harness.results.store import RunStore
 
 pytestmark = pytest.mark.engine
 ROOT = Path(__file__).resolve().parent.parent

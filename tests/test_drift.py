@@ -14,10 +14,12 @@ import pytest
 import yaml
 from runfixtures import ACC, write_run
 
-from harness import compare, drift, kld
+from harness.analysis import comparison as compare
+from harness.analysis import kld
 from harness.config import RunConfig
-from harness.report import write_report
-from harness.store import RunStore
+from harness.evaluate import drift
+from harness.render.report import write_report
+from harness.results.store import RunStore
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "configs" / "demo.yaml"
@@ -67,7 +69,7 @@ def test_sequences_alternate_tasks_skip_repeats_and_keep_the_tail(tmp_path):
     assert [(s["task"], s["doc_id"]) for s in seqs] == [("a", 0), ("b", 0), ("a", 2)]
     from transformers import AutoTokenizer
 
-    from harness.models import resolve_model
+    from harness.evaluate.models import resolve_model
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model("demo"))
     assert seqs[0]["token_ids"] == tokenizer("first a").input_ids

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness import data
+from harness.suites import data
 
 pytestmark = pytest.mark.engine
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,8 +30,8 @@ def _stock_backend():
 
 @pytest.fixture(scope="module")
 def engine():
-    from harness.engine import VLLMEngine
-    from harness.models import resolve_model
+    from harness.evaluate.engine import VLLMEngine
+    from harness.evaluate.models import resolve_model
 
     return VLLMEngine(resolve_model("demo"), {
         "dtype": "float32", "enforce_eager": True, "max_model_len": 2048, "kv_cache_memory_bytes": 1 << 30,

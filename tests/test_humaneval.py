@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from benchdata import HUB, needs_mirror
 
-from harness import humaneval, sandbox
+from harness.codeexec import humaneval, sandbox
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -136,7 +136,7 @@ def hub_copy(problems, tmp_path_factory):
 
 
 def load_task(manager, data_dir: Path):
-    from harness.data import use_data_dirs
+    from harness.suites.data import use_data_dirs
 
     with use_data_dirs([data_dir]):
         return manager.load(["llama3_humaneval"])["tasks"]["llama3_humaneval"]

@@ -1,4 +1,4 @@
-"""harness.kld against direct numpy computations on full, known distributions."""
+"""harness.analysis.kld against direct numpy computations on full, known distributions."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from harness.kld import TopK, position_drift, summarize
+from harness.analysis.kld import TopK, position_drift, summarize
 
 
 def top_k(logprobs: np.ndarray, actual: np.ndarray, k: int) -> TopK:

@@ -18,8 +18,9 @@ import time
 
 import pytest
 
-from harness import codeexec, sandbox
-from harness.sandbox import Job, Limits
+from harness.codeexec import inside as codeexec
+from harness.codeexec import sandbox
+from harness.codeexec.sandbox import Job, Limits
 
 FAST = Limits(timeout=4.0, cpu_seconds=2)
 GOOD = Job(program="def f():\n    return 1\n", entry_point="f", test="assert f() == 1\n")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from harness import stats
+from harness.analysis import stats
 
 
 @pytest.mark.parametrize(

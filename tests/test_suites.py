@@ -1,4 +1,4 @@
-"""harness.suites: suite membership and settings read from the task YAMLs."""
+"""harness.suites.registry: suite membership and settings read from the task YAMLs."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import yaml
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from harness import data, suites
+from harness.suites import data
+from harness.suites import registry as suites
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "tasks" / "samples"

@@ -29,7 +29,7 @@ def manager():
 
 
 def load(manager, names):
-    from harness.data import use_data_dirs
+    from harness.suites.data import use_data_dirs
 
     with use_data_dirs([SAMPLES]):
         tasks = manager.load(names)["tasks"]
@@ -170,7 +170,7 @@ def test_group_sizes_and_shots(manager, name, count):
 
 
 def test_mmlu_reports_macro_and_micro(manager):
-    from harness.suites import task_configs
+    from harness.suites.registry import task_configs
 
     cfg = task_configs(["llama3_mmlu"])["mmlu_anatomy"]
     assert [f["name"] for f in cfg["filter_list"]] == ["macro", "micro"]
@@ -301,7 +301,7 @@ def test_agieval_csv_missing_offline(monkeypatch, tmp_path):
     spec.loader.exec_module(fewshot)
     monkeypatch.delenv("HARNESS_AGIEVAL_FEWSHOT", raising=False)
     monkeypatch.setattr(fewshot, "CACHE", tmp_path / "absent.csv")
-    from harness import data
+    from harness.suites import data
 
     with data.use_data_dirs([tmp_path]), pytest.raises(FileNotFoundError, match="offline"):
         fewshot.csv_path()
@@ -313,7 +313,7 @@ def test_agieval_csv_missing_offline(monkeypatch, tmp_path):
 @needs_mirror
 def test_real_docs_build_requests(manager, monkeypatch):
     """Every task whose data the mirror holds loads 2 real docs and builds its requests."""
-    from harness.data import use_data_dirs
+    from harness.suites.data import use_data_dirs
 
     monkeypatch.setenv("HARNESS_AGIEVAL_FEWSHOT", str(AGIEVAL_FEWSHOT))
     members = [m for suite in ("llama3_base", "llama3_instruct") for m in available_members(suite)
@@ -333,8 +333,8 @@ def test_real_docs_build_requests(manager, monkeypatch):
 
 def test_max_gen_toks_caps_generation_tasks_only(manager):
     from harness.config import RunConfig
-    from harness.data import use_data_dirs
-    from harness.worker import _load_tasks
+    from harness.evaluate.worker import _load_tasks
+    from harness.suites.data import use_data_dirs
 
     config = RunConfig.model_validate({
         "tasks": ["llama3_gsm8k_cot", "llama3_drop", "llama3_arc_challenge"],

@@ -3,7 +3,7 @@ rendered in the zero-shot query format of the hails/agieval-* datasets.
 
 The CSV is not redistributed here. It is read from, in order: $HARNESS_AGIEVAL_FEWSHOT (a
 file), ``<mirror>/ruixiangcui/AGIEval/data/few_shot_prompts.csv`` in the active data dirs
-(harness.data.use_data_dirs), or, when online, downloaded once from the pinned commit
+(harness.suites.data.use_data_dirs), or, when online, downloaded once from the pinned commit
 into ~/.cache/harness/.
 """
 
@@ -23,7 +23,7 @@ CACHE = Path.home() / ".cache" / "harness" / f"agieval-{COMMIT}-few_shot_prompts
 
 
 def csv_path() -> Path:
-    from harness import data
+    from harness.suites import data
 
     if env := os.environ.get("HARNESS_AGIEVAL_FEWSHOT"):
         return Path(env)

@@ -1,7 +1,7 @@
-"""lm-eval hooks for llama3_humaneval; the scoring lives in harness.humaneval."""
+"""lm-eval hooks for llama3_humaneval; the scoring lives in harness.codeexec.humaneval."""
 
-from harness import sandbox
-from harness.humaneval import process_results, run_tests
+from harness.codeexec import sandbox
+from harness.codeexec.humaneval import process_results, run_tests
 
 __all__ = ["process_docs", "process_results", "run_tests"]
 

@@ -11,7 +11,7 @@ import argparse
 from functools import lru_cache
 from pathlib import Path
 
-TASKS_DIR = Path(__file__).resolve().parent.parent / "tasks"
+from harness.resources import TASKS_DIR
 
 SUITES = {
     "llama3_base": "Llama 3 pretrained model card (11 benchmarks)",
@@ -134,7 +134,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from harness import data
+    from harness.suites import data
 
     dirs = data.data_dirs_from(args.data_dir) if args.data_dir else None
     for suite in [args.suite] if args.suite else list(SUITES):

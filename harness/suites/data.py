@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from harness.errors import UsageError
-from harness.store import write_text_atomic
+from harness.results.store import write_text_atomic
 
 ENV_VAR = "HARNESS_DATA_DIR"
 
@@ -202,7 +202,7 @@ def locate(need: Need, dirs: Iterable[Path]) -> Need:
 
 def check(suite_or_tasks: str | list[str], dirs: Iterable[Path]) -> list[Need]:
     """Every dataset split the suite/tasks read, located in ``dirs``, the HF cache or the hub."""
-    from harness import suites
+    from harness.suites import registry as suites
 
     names = [suite_or_tasks] if isinstance(suite_or_tasks, str) else list(suite_or_tasks)
     dirs = list(dirs)

@@ -1,7 +1,7 @@
 """Run model-generated code (HumanEval completions) isolated from the host.
 
 Running generated code is opt-in. `run_job` and `run_jobs` take an explicit
-`allow_code_execution` argument; the lm-eval task path (harness.humaneval) reads it from the
+`allow_code_execution` argument; the lm-eval task path (harness.codeexec.humaneval) reads it from the
 environment variable HARNESS_ALLOW_CODE_EXECUTION=1, which the runner sets from the config
 key `allow_code_execution: true` or the CLI flag `--allow-code-execution`.
 
@@ -58,7 +58,7 @@ from hmac import compare_digest
 from harness.errors import UsageError
 
 ALLOW_ENV = "HARNESS_ALLOW_CODE_EXECUTION"
-CODEEXEC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "codeexec.py")
+CODEEXEC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "inside.py")
 NOBODY = 65534
 MAX_RESULT = 1 << 20
 

@@ -37,7 +37,7 @@ from lm_eval.models.utils import (
 )
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
-from harness.quantization import describe_weights
+from harness.evaluate.quantization import describe_weights
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from harness import stats
+from harness.analysis import stats
 from harness.errors import UsageError
-from harness.store import COMPLETE, REPEAT_SUFFIX, RUNNING, RunStore, StoreError, write_text_atomic
+from harness.results.store import COMPLETE, REPEAT_SUFFIX, RUNNING, RunStore, StoreError, write_text_atomic
 
 CSV_FILE, MD_FILE = "comparison.csv", "comparison.md"
 MISSING = "missing"  # a variant folder without a manifest

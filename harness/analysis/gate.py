@@ -29,9 +29,9 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from harness.compare import build_comparison, compare_variants, load_variant
+from harness.analysis.comparison import build_comparison, compare_variants, load_variant
 from harness.errors import EXIT_FAILED, EXIT_OK, UsageError
-from harness.store import COMPLETE, RunStore, StoreError
+from harness.results.store import COMPLETE, RunStore, StoreError
 
 # Label of the reference columns when a variant is gated against an earlier run.
 ACCEPTED_SUFFIX = "@accepted"

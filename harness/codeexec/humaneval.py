@@ -1,4 +1,4 @@
-"""HumanEval scoring through harness.sandbox: programs, pass@k, and lm-eval glue.
+"""HumanEval scoring through harness.codeexec.sandbox: programs, pass@k, and lm-eval glue.
 
 The lm-eval task `llama3_humaneval` (tasks/llama3_instruct/humaneval/) calls
 `run_tests` as a filter, so all completions of a task run in one bounded worker pool,
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from harness import sandbox
-from harness.sandbox import Job, Limits, Outcome
+from harness.codeexec import sandbox
+from harness.codeexec.sandbox import Job, Limits, Outcome
 
 FENCE = "```"
 DEFAULT_LIMITS = Limits()

@@ -18,14 +18,16 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from harness import compare, data, suites
-from harness.config import DEMO_CONFIG, PROJECT_ROOT, RunConfig, load_config
+from harness.analysis import comparison as compare
+from harness.config import RunConfig, load_config
 from harness.errors import EXIT_FAILED, EXIT_OK, UsageError
-from harness.models import check_model
-from harness.store import COMPLETE, FAILED, RUNNING, RunStore, StoreError
+from harness.evaluate.models import check_model
+from harness.resources import DEMO_CONFIG, PROJECT_ROOT, SAMPLES_DIR
+from harness.results.store import COMPLETE, FAILED, RUNNING, RunStore, StoreError
+from harness.suites import data
+from harness.suites import registry as suites
 
 log = logging.getLogger("harness.run")
-SAMPLES_DIR = PROJECT_ROOT / "tasks" / "samples"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -181,7 +183,7 @@ def _evaluate_in_child(store: RunStore, name: str) -> bool:
     # Its own session, so that vLLM's engine-core and worker processes, which outlive a
     # crashed parent and keep spinning, can be ended with it as one process group.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "harness.worker", str(store.root), name], env=env, start_new_session=True
+        [sys.executable, "-m", "harness.evaluate.worker", str(store.root), name], env=env, start_new_session=True
     )
     try:
         proc.wait()

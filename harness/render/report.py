@@ -21,10 +21,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from harness.compare import build_comparison, markdown_table, summary
-from harness.drift import JSON_FILE as DRIFT_JSON
+from harness.analysis.comparison import build_comparison, markdown_table, summary
 from harness.errors import UsageError
-from harness.store import COMPLETE, RunStore, StoreError, read_json, write_text_atomic
+from harness.evaluate.drift import JSON_FILE as DRIFT_JSON
+from harness.results.store import COMPLETE, RunStore, StoreError, read_json, write_text_atomic
 
 REPORT_DIR = "report"
 Z95 = 1.959964  # two-sided 95% normal quantile: stderr -> interval half-width

@@ -2,10 +2,10 @@
 
 The token sequences are the run's own prompts (the baseline's samples/*.jsonl), tokenized
 once with the baseline model's tokenizer, so every variant scores identical token ids. Each
-variant then runs in its own process with its own vLLM engine (`python -m harness.drift RUN
+variant then runs in its own process with its own vLLM engine (`python -m harness.evaluate.drift RUN
 VARIANT`), which reads every position's top-k log-probabilities plus the actual next
 token's (`prompt_logprobs=k`) and keeps them in RUN/drift/<variant>.npz. The summary per
-task and overall (harness.kld: KL lower bound, top-1 agreement, next-token probability
+task and overall (harness.analysis.kld: KL lower bound, top-1 agreement, next-token probability
 change, perplexity ratio) goes to RUN/drift.json and drift.csv, next to the answer flips
 of the comparison table, and a "drift" section (settings, cost) into each manifest.
 """
@@ -26,12 +26,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness import compare, kld
+from harness.analysis import comparison as compare
+from harness.analysis import kld
 from harness.config import RunConfig
 from harness.errors import EXIT_FAILED, EXIT_OK, UsageError
-from harness.store import COMPLETE, FAILED, RunStore, StoreError, read_json, write_json, write_text_atomic
+from harness.results.store import COMPLETE, FAILED, RunStore, StoreError, read_json, write_json, write_text_atomic
 
-log = logging.getLogger("harness.drift")
+log = logging.getLogger("harness.evaluate.drift")
 DRIFT_DIR = "drift"  # RUN/drift/: the token sequences and each variant's raw log-probabilities
 SEQUENCES_FILE = "sequences.json"
 JSON_FILE, CSV_FILE = "drift.json", "drift.csv"
@@ -105,7 +106,7 @@ def build_sequences(store: RunStore, config: RunConfig, baseline: str, max_seque
     """Distinct prompts taken in turn from each task (doc_id order), as token ids."""
     from transformers import AutoTokenizer
 
-    from harness.models import resolve_model
+    from harness.evaluate.models import resolve_model
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(config.variant(baseline).model or config.model))
     queues = {}
@@ -141,7 +142,7 @@ def encode(tokenizer, prompt: str) -> list[int]:
 
 
 def _score_in_child(store: RunStore, name: str) -> dict:
-    """Run `python -m harness.drift RUN VARIANT` in its own session; returns its cost record."""
+    """Run `python -m harness.evaluate.drift RUN VARIANT` in its own session; returns its cost record."""
     env = dict(os.environ)
     env.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     print(f"=== drift: {name} ===", flush=True)
@@ -149,7 +150,7 @@ def _score_in_child(store: RunStore, name: str) -> dict:
         (store.root / DRIFT_DIR / stale).unlink(missing_ok=True)
     start = time.perf_counter()
     # Own session: vLLM's engine-core processes can outlive a crashed child; the group ends with it.
-    proc = subprocess.Popen([sys.executable, "-m", "harness.drift", str(store.root), name],
+    proc = subprocess.Popen([sys.executable, "-m", "harness.evaluate.drift", str(store.root), name],
                             env=env, start_new_session=True)
     try:
         proc.wait()
@@ -176,8 +177,8 @@ def score_variant(store: RunStore, name: str) -> None:
     """Top-k and actual-token log-probabilities of every position -> RUN/drift/<name>.npz."""
     from vllm import SamplingParams, TokensPrompt
 
-    from harness.engine import start_llm
-    from harness.models import resolve_model
+    from harness.evaluate.engine import start_llm
+    from harness.evaluate.models import resolve_model
 
     config = RunConfig.model_validate(store.read_run()["config"])
     spec = read_json(store.root / DRIFT_DIR / SEQUENCES_FILE)

@@ -1,4 +1,4 @@
-"""Evaluate one variant of a run, in a process of its own (`python -m harness.worker RUN VARIANT`).
+"""Evaluate one variant of a run, in a process of its own (`python -m harness.evaluate.worker RUN VARIANT`).
 
 One process per variant means one vLLM engine per process, and all of its memory goes back to
 the system when the variant ends, whatever happened inside vLLM.
@@ -15,13 +15,14 @@ import time
 import traceback
 from pathlib import Path
 
-from harness import data, provenance
-from harness.config import PROJECT_ROOT, RunConfig, TaskSpec
-from harness.models import resolve_model
-from harness.store import COMPLETE, FAILED, REPEAT_SUFFIX, RUNNING, RunStore
+from harness.config import RunConfig, TaskSpec
+from harness.evaluate import provenance
+from harness.evaluate.models import resolve_model
+from harness.resources import TASKS_DIR
+from harness.results.store import COMPLETE, FAILED, REPEAT_SUFFIX, RUNNING, RunStore
+from harness.suites import data
 
-log = logging.getLogger("harness.worker")
-TASKS_DIR = PROJECT_ROOT / "tasks"
+log = logging.getLogger("harness.evaluate.worker")
 REQUESTS_DB = "requests.sqlite"
 
 
@@ -68,9 +69,9 @@ def _run_tasks(store, config: RunConfig, name, model_path, engine_args, manifest
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    from harness.checkpoint import CheckpointedLM
-    from harness.engine import VLLMEngine
-    from harness.quantization import check_quantized
+    from harness.evaluate.checkpoint import CheckpointedLM
+    from harness.evaluate.engine import VLLMEngine
+    from harness.evaluate.quantization import check_quantized
 
     t0 = time.perf_counter()
     order_seed = config.seed + 1 if name.endswith(REPEAT_SUFFIX) else None
@@ -90,7 +91,7 @@ def _run_tasks(store, config: RunConfig, name, model_path, engine_args, manifest
              weights["quantized_layers"], weights["linear_layers"], weights["weight_bytes"] / 1e6)
 
     if config.allow_code_execution:
-        from harness import sandbox
+        from harness.codeexec import sandbox
 
         # Code tasks read this in their filter; the isolation in force goes into the manifest.
         os.environ["HARNESS_ALLOW_CODE_EXECUTION"] = "1"
@@ -135,7 +136,7 @@ def _load_tasks(manager, config: RunConfig) -> tuple[list, dict]:
 
     Returns the top-level tasks/groups to evaluate and all leaf tasks by name.
     """
-    from harness.engine import DEFAULT_MAX_GEN_TOKS
+    from harness.evaluate.engine import DEFAULT_MAX_GEN_TOKS
 
     objects, leaves = [], {}
     for spec in config.tasks or [TaskSpec(name=config.suite)]:

@@ -1,0 +1,25 @@
+"""Where the product's own files live: the suites (tasks/) and the run configs (configs/).
+
+Both sit at the top of the repository; a wheel carries them inside the package (see
+pyproject.toml), so an installed harness finds them beside its modules and a checkout finds
+them beside the package.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+PROJECT_ROOT = PACKAGE_DIR.parent
+
+
+def _bundled(name: str) -> Path:
+    inside = PACKAGE_DIR / name
+    return inside if inside.is_dir() else PROJECT_ROOT / name
+
+
+TASKS_DIR = _bundled("tasks")
+CONFIG_DIR = _bundled("configs")
+SAMPLES_DIR = TASKS_DIR / "samples"
+CARD_DIR = CONFIG_DIR / "model_cards"
+DEMO_CONFIG = CONFIG_DIR / "demo.yaml"
