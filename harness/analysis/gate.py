@@ -1,4 +1,4 @@
-"""Pass/fail a run against regression thresholds, for CI: exit 0 all pass, 1 any fails.
+"""Pass/fail a run against regression thresholds, for CI: exit 0 all pass, 1 any fails, 2 bad input.
 
 Each (variant, task, metric) is checked against the thresholds that apply to its task:
 per-task values from a YAML file, else command-line flags, else the file's defaults.
@@ -13,305 +13,388 @@ lower_bound the variant's score is replaced by its one-sided 95% lower confidenc
 (reference + the bootstrap lower bound of the paired delta), so a variant passes only
 when the data show it is no worse than allowed, not merely when its point estimate is.
 
-Only the tasks a run asked for are gated by default (a group, not its 57 subjects);
+Only the tasks a run asked for are gated by default (a group, not its 57 subjects; a
+requested group without a score of its own, such as a suite, stands for its members);
 per-task thresholds or --subtasks reach the rest. Metrics lm-eval marks lower-is-better
 are not gated: the one-sided bound is computed for drops in higher-is-better scores.
+
+A verdict needs two comparable sides. A variant that failed is a failing check (exit 1);
+anything that leaves a check without a number is bad input (exit 2): a run still running,
+a reference that did not complete, a missing score or confidence bound, documents or
+prompts that do not pair up, or an accepted run with other tasks.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
-import sys
-from dataclasses import dataclass, fields, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Any
 
-import pandas as pd
 import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, field_validator, model_validator
 
-from harness.analysis.comparison import build_comparison, compare_variants, load_variant
-from harness.errors import EXIT_FAILED, EXIT_OK, UsageError
-from harness.results.store import COMPLETE, RunStore, StoreError
+from harness.analysis.comparison import Variant, compare_variants, load_variant
+from harness.errors import UsageError
+from harness.results.schema import COMPLETE, FAILED, RUNNING, Comparison, ComparisonRow, RunRecord
+from harness.results.store import REPEAT_SUFFIX, RunStore
 
-# Label of the reference columns when a variant is gated against an earlier run.
+# Label of the reference when a variant is gated against the same variant of an earlier run.
 ACCEPTED_SUFFIX = "@accepted"
 
+# -- thresholds ----------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Thresholds:
-    max_drop: float | None = None  # points
-    min_recovery: float | None = None  # percent
-    lower_bound: bool = False
 
-    def override(self, values: dict) -> Thresholds:
-        return replace(self, **{k: v for k, v in values.items() if v is not None})
+def _limit(value: object) -> float:
+    # YAML reads .nan, .inf, yes and "1" happily; none of them is a limit a score can be held to.
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"expected a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def _switch(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return value
+
+
+class Thresholds(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_drop: Annotated[float | None, BeforeValidator(_limit)] = None  # points
+    min_recovery: Annotated[float | None, BeforeValidator(_limit)] = None  # percent
+    lower_bound: Annotated[bool, BeforeValidator(_switch)] = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mapping(cls, raw: object) -> object:
+        if not isinstance(raw, dict | Thresholds):
+            raise ValueError(f"expected a mapping of {', '.join(cls.model_fields)}")
+        return raw
+
+    def over(self, other: Thresholds) -> Thresholds:
+        """These thresholds with the values other sets explicitly put on top."""
+        return self.model_copy(update={key: getattr(other, key) for key in other.model_fields_set})
 
     @property
     def empty(self) -> bool:
         return self.max_drop is None and self.min_recovery is None
 
 
-@dataclass(frozen=True)
-class Policy:
-    defaults: Thresholds
-    tasks: dict[str, Thresholds]
+class Policy(BaseModel):
+    """Thresholds for every task: defaults, and per-task entries that replace single values."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    defaults: Thresholds = Thresholds()
+    tasks: dict[str, Thresholds] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mapping(cls, raw: object) -> object:
+        if raw is None:  # an empty file
+            return {}
+        if not isinstance(raw, dict | Policy):
+            raise ValueError("expected a mapping with the keys defaults and tasks")
+        return raw
+
+    @field_validator("defaults", mode="before")
+    @classmethod
+    def _no_defaults(cls, value: object) -> object:
+        return {} if value is None else value
+
+    @field_validator("tasks", mode="before")
+    @classmethod
+    def _task_mapping(cls, value: object) -> object:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ValueError("expected a mapping of task -> thresholds")
+        return value
 
     def for_task(self, task: str) -> Thresholds:
         return self.tasks.get(task, self.defaults)
 
-
-THRESHOLD_KEYS = {f.name for f in fields(Thresholds)}
-
-
-def parse_thresholds(raw: object, where: str) -> dict:
-    """Validated overrides from one YAML mapping; where names it in error messages."""
-    if not isinstance(raw, dict):
-        raise UsageError(f"{where}: expected a mapping of {sorted(THRESHOLD_KEYS)}")
-    unknown = set(raw) - THRESHOLD_KEYS
-    if unknown:
-        raise UsageError(f"{where}: unknown key {min(map(str, unknown))!r}")
-    for key, value in raw.items():
-        if key == "lower_bound":
-            if not isinstance(value, bool):
-                raise UsageError(f"{where}.lower_bound: expected true or false")
-        elif (
-            isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0
-        ):
-            raise UsageError(
-                f"{where}.{key}: expected a non-negative number, got {value!r}"
-            )
-    return dict(raw)
+    @property
+    def empty(self) -> bool:
+        return self.defaults.empty and all(t.empty for t in self.tasks.values())
 
 
-def read_policy(path: Path | None, flags: dict) -> Policy:
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice: plain YAML keeps the last one silently."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # "<<" merges are YAML's own way of repeating keys on purpose
+            key = self.construct_object(key_node, deep=True)
+            try:
+                if key in first_line:
+                    raise yaml.constructor.ConstructorError(
+                        problem=f"duplicate key {key!r} (first given on line {first_line[key]})",
+                        problem_mark=key_node.start_mark,
+                    )
+                first_line[key] = key_node.start_mark.line + 1
+            except TypeError:
+                pass  # an unhashable key: SafeLoader reports it below
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str) -> Any:
+    """YAML without duplicate keys; any problem raises yaml.YAMLError."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """'line L, column C: problem' instead of PyYAML's multi-line excerpt."""
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None) or str(e)
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else problem
+
+
+def _validation_problem(e: ValidationError) -> str:
+    """The first error as 'key.path: what is wrong'."""
+    err = e.errors()[0]
+    loc = [str(part) for part in err["loc"]]
+    if err["type"] == "extra_forbidden":
+        parent = ".".join(loc[:-1])
+        allowed = ", ".join(Thresholds.model_fields if parent else Policy.model_fields)
+        return f"{parent + ': ' if parent else ''}unknown key {loc[-1]!r} (known: {allowed})"
+    return f"{'.'.join(loc) or '(top level)'}: {err['msg'].removeprefix('Value error, ')}"
+
+
+def read_policy_file(path: Path) -> Policy:
+    try:
+        raw = load_yaml(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such thresholds file") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not UTF-8 text") from None
+    except OSError as e:
+        raise UsageError(f"{path}: cannot be read ({e.strerror or e})") from None
+    except yaml.YAMLError as e:
+        raise UsageError(f"{path}: not valid YAML: {_yaml_problem(e)}") from None
+    try:
+        return Policy.model_validate(raw)
+    except ValidationError as e:
+        raise UsageError(f"{path}: {_validation_problem(e)}") from None
+
+
+def _flag_thresholds(flags: dict[str, Any]) -> Thresholds:
+    """Command-line values (None: not given), checked as strictly as the file's."""
+    given = {key: value for key, value in flags.items() if value is not None}
+    try:
+        return Thresholds.model_validate(given)
+    except ValidationError as e:
+        raise UsageError(f"--{_validation_problem(e).replace('_', '-')}") from None
+
+
+def read_policy(path: Path | None, flags: dict[str, Any]) -> Policy:
     """File defaults, overridden by command-line flags, overridden by per-task entries."""
-    file_defaults, file_tasks = {}, {}
-    if path is not None:
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise UsageError(f"{path}: no such thresholds file") from None
-        except yaml.YAMLError as e:
-            raise UsageError(
-                f"{path}: not valid YAML ({e})".replace("\n", " ")
-            ) from None
-        if not isinstance(raw, dict) or set(raw) - {"defaults", "tasks"}:
-            raise UsageError(
-                f"{path}: expected top-level keys 'defaults' and 'tasks' only"
-            )
-        file_defaults = parse_thresholds(raw.get("defaults") or {}, f"{path}: defaults")
-        tasks = raw.get("tasks") or {}
-        if not isinstance(tasks, dict):
-            raise UsageError(f"{path}: tasks: expected a mapping of task -> thresholds")
-        file_tasks = {
-            str(task): parse_thresholds(values, f"{path}: tasks.{task}")
-            for task, values in tasks.items()
-        }
-    defaults = Thresholds().override(file_defaults).override(flags)
-    policy = Policy(defaults, {t: defaults.override(v) for t, v in file_tasks.items()})
-    if defaults.empty and all(t.empty for t in policy.tasks.values()):
-        raise UsageError(
-            "no threshold given: use --max-drop, --min-recovery or --thresholds"
-        )
+    from_file = read_policy_file(path) if path is not None else Policy()
+    defaults = from_file.defaults.over(_flag_thresholds(flags))
+    policy = Policy(defaults=defaults, tasks={t: defaults.over(v) for t, v in from_file.tasks.items()})
+    if policy.empty:
+        raise UsageError("no threshold given: use --max-drop, --min-recovery or --thresholds")
     return policy
 
 
-def gated_rows(df: pd.DataFrame, policy: Policy, subtasks: bool) -> pd.DataFrame:
-    lower_is_better = set(df.attrs.get("lower_is_better", []))
-    keep = [
-        (subtasks or task not in df.attrs["subtasks"] or task in policy.tasks)
-        and (task, metric) not in lower_is_better
-        for task, metric in zip(df["task"], df["metric"])
+# -- what is compared with what --------------------------------------------------------------
+
+
+@dataclass
+class Pairing:
+    """One comparison to gate, and the rows the run asked for (gated without --subtasks)."""
+
+    comparison: Comparison
+    requested: set[str]
+
+
+def finished_run(store: RunStore) -> RunRecord:
+    run = store.read_run()
+    if run.status == RUNNING:
+        raise UsageError(
+            f"{store.run_file}: status {RUNNING}: the run has not finished "
+            f"(`harness run --resume {store.root}` completes a stopped run)"
+        )
+    return run
+
+
+def reference_variant(store: RunStore, name: str, label: str) -> Variant:
+    """The side every candidate is measured against: without its scores there is no verdict."""
+    variant = load_variant(store, name, label)
+    if variant.status != COMPLETE:
+        error = f" ({variant.error})" if variant.error else ""
+        raise UsageError(f"{store.root}: reference {label} is {variant.status}{error}: nothing to compare with")
+    return variant
+
+
+def requested_rows(
+    requested: Sequence[str], children: dict[str, list[str]], scored: set[str], seen: frozenset[str] = frozenset()
+) -> set[str]:
+    """The requested tasks; a requested group that has no score of its own stands for its members."""
+    rows: set[str] = set()
+    for task in requested:
+        if task in scored:
+            rows.add(task)
+        elif task in children and task not in seen:  # seen: a results.json whose groups loop
+            rows |= requested_rows(children[task], children, scored, seen | {task})
+        else:
+            raise UsageError(f"{task}: requested by the run, but no variant has a score for it")
+    return rows
+
+
+def pairing(reference: Variant, candidates: list[Variant], tasks: list[str]) -> Pairing:
+    # require_pairs: a verdict on documents that do not pair up would be a verdict on nothing.
+    comparison = compare_variants(reference, candidates, tasks, require_pairs=True)
+    children = {g: s for v in (reference, *candidates) for g, s in v.children.items()}
+    return Pairing(comparison, requested_rows(tasks, children, {r.task for r in comparison.rows}))
+
+
+def against_baseline(store: RunStore, run: RunRecord, baseline: str | None) -> Pairing:
+    name = baseline or run.baseline
+    if name not in run.variants:
+        raise UsageError(f"{store.run_file}: baseline {name!r} is not one of {run.variants}")
+    # The noise-floor repeat measures run-to-run noise of the baseline itself: never gated.
+    candidates = [load_variant(store, n) for n in run.variants if n != name and not n.endswith(REPEAT_SUFFIX)]
+    return pairing(reference_variant(store, name, name), candidates, run.tasks)
+
+
+def against_accepted(store: RunStore, run: RunRecord, accepted: RunStore, names: Sequence[str]) -> list[Pairing]:
+    """Each variant of this run against the same variant of an accepted earlier run."""
+    old = finished_run(accepted)
+    if set(run.tasks) != set(old.tasks):
+        raise UsageError(
+            f"{store.run_file} ran tasks {run.tasks}, {accepted.run_file} ran {old.tasks}: "
+            "--against needs a run of the same tasks"
+        )
+    names = list(dict.fromkeys(names)) or [n for n in run.variants if n in old.variants]
+    if not names:
+        raise UsageError(f"{store.root} and {accepted.root} have no variant name in common")
+    for name in names:
+        for where, record in ((store, run), (accepted, old)):
+            if name not in record.variants:
+                raise UsageError(f"{where.run_file}: no variant {name!r} (variants: {', '.join(record.variants)})")
+    return [
+        pairing(reference_variant(accepted, n, n + ACCEPTED_SUFFIX), [load_variant(store, n)], run.tasks) for n in names
     ]
-    return df[keep]
 
 
-def check_row(
-    row: pd.Series, variant: str, reference: str, limits: Thresholds
-) -> list[str]:
+# -- checks ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    checks: int = 0
+    failed: int = 0  # checks with at least one reason
+    failures: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, reasons: list[str]) -> None:
+        self.checks += 1
+        self.failed += bool(reasons)
+        self.failures += reasons
+
+
+def number(value: float | None, where: str, what: str) -> float:
+    """A value a check needs; without it the check has no verdict, which is bad input, not a pass."""
+    if value is None:
+        raise UsageError(f"{where}: no {what}")
+    if not math.isfinite(value):
+        raise UsageError(f"{where}: {what} is {value}, not a finite number")
+    return value
+
+
+def check_row(row: ComparisonRow, variant: str, reference: str, limits: Thresholds) -> list[str]:
     """Reasons this (variant, task, metric) fails; empty when it passes."""
-    where = f"{variant} vs {reference} {row['task']} {row['metric']}"
-    if row[f"{variant} status"] != COMPLETE:
-        return [f"{where}: no score ({row[f'{variant} status']})"]
-    if row[f"{reference} status"] != COMPLETE:
-        return [
-            f"{where}: no reference score ({reference} {row[f'{reference} status']})"
-        ]
-    base = row[f"{reference} score"]
-    delta, what = row[f"{variant} delta"], "drop"
+    where = f"{variant} vs {reference} {row.task} {row.metric}"
+    cell, ref = row.cells[variant], row.cells[reference]
+    base = number(ref.score, where, f"reference score ({reference} {ref.status})")
+    number(cell.score, where, f"score ({cell.status})")
+    delta, what = number(cell.delta, where, "delta"), "drop"
     if limits.lower_bound:
-        delta, what = row[f"{variant} delta lower bound"], "drop at the 95% lower bound"
-        if math.isnan(delta):
-            return [
-                f"{where}: no lower confidence bound (no paired samples, see compare)"
-            ]
+        bound = "95% lower confidence bound (no paired statistics: see the notes of `harness compare`)"
+        delta, what = number(cell.lower_bound, where, bound), "drop at the 95% lower bound"
     reasons = []
     drop = -delta
     if limits.max_drop is not None and drop > limits.max_drop:
         reasons.append(
-            f"{where}: {what} {drop:.2f} points > max-drop {limits.max_drop:g} "
-            f"(by {drop - limits.max_drop:.2f})"
+            f"{where}: {what} {drop:.2f} points > max-drop {limits.max_drop:g} (by {drop - limits.max_drop:.2f})"
         )
-    if limits.min_recovery is not None and base > 0:
-        recovery = (base + delta) / base * 100
-        if recovery < limits.min_recovery:
-            label = (
-                "recovery"
-                if not limits.lower_bound
-                else "recovery at the 95% lower bound"
-            )
-            reasons.append(
-                f"{where}: {label} {recovery:.2f}% < min-recovery {limits.min_recovery:g}% "
-                f"(by {limits.min_recovery - recovery:.2f})"
-            )
+    if limits.min_recovery is not None:
+        reasons += recovery_reasons(where, base, delta, limits)
     return reasons
 
 
-def check_table(
-    df: pd.DataFrame, policy: Policy, subtasks: bool
-) -> tuple[int, int, list[str]]:
-    """(checks, failed checks, reasons) for every candidate but the noise repeat.
-
-    A check is one (variant, task, metric), or one variant that has no results at all.
-    """
-    reference = df.attrs["reference"]
-    failures, checks, failed = [], 0, 0
-    for variant in df.attrs["candidates"]:
-        if variant == df.attrs.get("repeat"):
-            continue
-        status = df.attrs["status"][variant]
-        if status != COMPLETE:
-            checks += 1
-            failed += 1
-            error = df.attrs["errors"].get(variant)
-            failures.append(
-                f"{variant}: variant {status}" + (f" ({error})" if error else "")
-            )
-            continue
-        for _, row in gated_rows(df, policy, subtasks).iterrows():
-            limits = policy.for_task(row["task"])
-            if limits.empty:
-                continue
-            checks += 1
-            reasons = check_row(row, variant, reference, limits)
-            failed += bool(reasons)
-            failures += reasons
-    return checks, failed, failures
+def recovery_reasons(where: str, base: float, delta: float, limits: Thresholds) -> list[str]:
+    assert limits.min_recovery is not None
+    label = "recovery at the 95% lower bound" if limits.lower_bound else "recovery"
+    if base <= 0:
+        # No ratio to a reference of zero; holding or gaining loses nothing, a drop fails.
+        if delta >= 0:
+            return []
+        return [f"{where}: {label} undefined for a reference score of {base:.2f}, and it dropped {-delta:.2f} points"]
+    recovery = (base + delta) / base * 100
+    if recovery >= limits.min_recovery:
+        return []
+    return [
+        f"{where}: {label} {recovery:.2f}% < min-recovery {limits.min_recovery:g}% (by {limits.min_recovery - recovery:.2f})"
+    ]
 
 
-def tables_against(
-    run: RunStore, accepted: RunStore, names: list[str]
-) -> list[pd.DataFrame]:
-    """One table per variant: this run's variant against the same variant of accepted."""
-    new_names = run.variant_names()
-    old_names = accepted.variant_names()
-    names = names or [n for n in new_names if n in old_names]
-    if not names:
-        raise UsageError(
-            f"{run.root} and {accepted.root} have no variant name in common"
-        )
-    tables = []
-    for name in names:
-        for store, known in ((run, new_names), (accepted, old_names)):
-            if name not in known:
-                raise UsageError(f"{store.run_file}: no variant {name!r}")
-        reference = load_variant(accepted, name, label=name + ACCEPTED_SUFFIX)
-        df = compare_variants(
-            reference,
-            [load_variant(run, name)],
-            run.read_run().get("tasks", []),
-            require_pairs=True,
-        )
-        tables.append(df)
-    return tables
+def gated_rows(pair: Pairing, policy: Policy, subtasks: bool) -> list[tuple[ComparisonRow, Thresholds]]:
+    comparison = pair.comparison
+    lower_is_better = set(comparison.lower_is_better)
+    return [
+        (row, policy.for_task(row.task))
+        for row in comparison.rows
+        if (subtasks or row.task in pair.requested or row.task in policy.tasks)
+        and (row.task, row.metric) not in lower_is_better
+        and not policy.for_task(row.task).empty
+    ]
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", type=Path, help="results folder of the run to gate")
-    reference = parser.add_mutually_exclusive_group()
-    reference.add_argument("--baseline", help="reference variant (default: run.json's)")
-    reference.add_argument(
-        "--against",
-        type=Path,
-        metavar="OLD_RUN",
-        help="compare each variant with the same variant of an accepted earlier run, "
-        "document by document (prompts must match)",
-    )
-    parser.add_argument(
-        "--variant",
-        action="append",
-        default=[],
-        help="with --against: gate only this variant (repeatable; default: all shared)",
-    )
-    parser.add_argument(
-        "--max-drop", type=float, metavar="POINTS", help="largest drop allowed"
-    )
-    parser.add_argument(
-        "--min-recovery",
-        type=float,
-        metavar="PCT",
-        help="smallest variant/reference x 100 allowed (vLLM CI: 100 x (1 - rtol))",
-    )
-    parser.add_argument(
-        "--lower-bound",
-        action="store_true",
-        default=None,
-        help="test the one-sided 95%% lower confidence bound instead of the point score",
-    )
-    parser.add_argument(
-        "--thresholds",
-        type=Path,
-        metavar="FILE.yaml",
-        help="defaults and per-task thresholds",
-    )
-    parser.add_argument(
-        "--subtasks", action="store_true", help="gate every subtask of a group, too"
-    )
-
-
-def main(args: argparse.Namespace) -> int:
-    flags = {
-        "max_drop": args.max_drop,
-        "min_recovery": args.min_recovery,
-        "lower_bound": args.lower_bound,
-    }
-    for flag in ("max_drop", "min_recovery"):
-        if flags[flag] is not None and flags[flag] < 0:
-            raise UsageError(f"--{flag.replace('_', '-')}: must not be negative")
-    if args.variant and args.against is None:
-        raise UsageError("--variant: only with --against")
-    policy = read_policy(args.thresholds, flags)
-    run = RunStore(args.run)
-    try:
-        if args.against is not None:
-            tables = tables_against(run, RunStore(args.against), args.variant)
+def check_pairing(pair: Pairing, policy: Policy, subtasks: bool, outcome: Outcome) -> None:
+    """Every candidate's gated rows; a failed variant is one failing check."""
+    comparison = pair.comparison
+    rows = gated_rows(pair, policy, subtasks)
+    for variant in comparison.candidates:
+        status, error = comparison.status[variant], comparison.errors.get(variant)
+        detail = f" ({error})" if error else ""
+        if status == FAILED:
+            outcome.add([f"{variant}: variant failed{detail}"])
+        elif status != COMPLETE:
+            raise UsageError(f"{variant}: variant {status}{detail}: the run did not evaluate it, nothing to gate")
         else:
-            tables = [build_comparison(run, args.baseline)]
-    except StoreError as e:
-        raise UsageError(str(e)) from None
-    checks, failed, failures = 0, 0, []
-    for df in tables:
-        unknown = sorted(set(policy.tasks) - set(df["task"]))
-        if unknown:
-            print(
-                f"harness gate: note: no such task in this run: {', '.join(unknown)}",
-                file=sys.stderr,
-            )
-        table_checks, table_failed, table_failures = check_table(
-            df, policy, args.subtasks
-        )
-        checks += table_checks
-        failed += table_failed
-        failures += table_failures
-    if checks == 0:
-        raise UsageError(
-            "nothing to gate: no threshold applies to any task of this run"
-        )
-    for reason in failures:
-        print(f"FAIL {reason}")
-    print(
-        f"gate: {failed} of {checks} checks failed"
-        if failures
-        else f"gate: all {checks} checks passed"
+            for row, limits in rows:
+                outcome.add(check_row(row, variant, comparison.reference, limits))
+
+
+def gate_run(
+    store: RunStore,
+    policy: Policy,
+    baseline: str | None = None,
+    against: RunStore | None = None,
+    variants: Sequence[str] = (),
+    subtasks: bool = False,
+) -> Outcome:
+    """Check every gated (variant, task, metric); UsageError when a check has no verdict."""
+    run = finished_run(store)
+    if against is None and variants:
+        raise UsageError("--variant: only with --against")
+    if against is not None and baseline is not None:
+        raise UsageError("--baseline and --against exclude each other")
+    pairs = (
+        [against_baseline(store, run, baseline)] if against is None else against_accepted(store, run, against, variants)
     )
-    return EXIT_FAILED if failures else EXIT_OK
+    outcome = Outcome()
+    for pair in pairs:
+        check_pairing(pair, policy, subtasks, outcome)
+    unknown = sorted(set(policy.tasks) - {row.task for pair in pairs for row in pair.comparison.rows})
+    if unknown:
+        outcome.notes.append(f"no such task in this run: {', '.join(unknown)}")
+    if outcome.checks == 0:
+        raise UsageError("nothing to gate: no threshold applies to any task of this run")
+    return outcome
