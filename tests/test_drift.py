@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,9 +16,11 @@ import yaml
 from runfixtures import ACC, write_run
 
 from harness.analysis import comparison as compare
+from harness.analysis import drift as summary
 from harness.analysis import kld
 from harness.config import RunConfig
-from harness.evaluate import drift
+from harness.errors import UsageError
+from harness.evaluate import children, drift
 from harness.render.report import write_report
 from harness.results.store import RunStore
 
@@ -54,17 +57,18 @@ def test_top_k_of_vllm_positions(position, actual, ids, logprobs):
 def set_prompts(store: RunStore, variant: str, task: str, prompts: list[str]) -> None:
     """Give a fixture run's sample records real prompts (hashes kept, so variants still pair)."""
     records = store.read_samples(variant, task)
-    store.write_samples(variant, task, [{**r, "prompt": p} for r, p in zip(records, prompts, strict=True)])
+    store.write_samples(
+        variant, task, [r.model_copy(update={"prompt": p}) for r, p in zip(records, prompts, strict=True)]
+    )
 
 
 def test_sequences_alternate_tasks_skip_repeats_and_keep_the_tail(tmp_path):
     store = write_run(tmp_path / "run", {"bf16": {"a": [1, 1, 1], "b": [1]}})
-    run = store.read_run()
-    store.write_run({**run, "config": demo_config([{"name": "bf16"}])})
+    store.write_run(store.read_run().model_copy(update={"config": demo_config([{"name": "bf16"}])}))
     long = " ".join(f"word{i}" for i in range(50))
     set_prompts(store, "bf16", "a", ["first a", "first a", long])
     set_prompts(store, "bf16", "b", ["only b"])
-    config = RunConfig.model_validate(store.read_run()["config"])
+    config = RunConfig.model_validate(store.read_run().config)
     seqs = drift.build_sequences(store, config, "bf16", max_sequences=3, max_tokens=8)
     assert [(s["task"], s["doc_id"]) for s in seqs] == [("a", 0), ("b", 0), ("a", 2)]
     from transformers import AutoTokenizer
@@ -87,50 +91,98 @@ def synthetic_topk(rng: np.random.Generator, n: int, vocab: int, actual: np.ndar
 
 def test_summary_joins_drift_per_task_with_the_comparison_flips(tmp_path):
     # Fixture scores: t1 has one right->wrong (doc 0) and one wrong->right (doc 2) for fp8.
-    store = write_run(tmp_path / "run", {
-        "bf16": {"t1": [1, 1, 0, 0], "t2": [1, 0]},
-        "fp8": {"t1": [0, 1, 1, 0], "t2": [1, 0]},
-        "int8": {"t1": [1, 1, 0, 0], "t2": [1, 0]},
-    })
-    sequences = [{"task": "t1", "doc_id": 0, "token_ids": [1, 2, 3, 4]},
-                 {"task": "t2", "doc_id": 0, "token_ids": [5, 6, 7]}]
+    store = write_run(
+        tmp_path / "run",
+        {
+            "bf16": {"t1": [1, 1, 0, 0], "t2": [1, 0]},
+            "fp8": {"t1": [0, 1, 1, 0], "t2": [1, 0]},
+            "int8": {"t1": [1, 1, 0, 0], "t2": [1, 0]},
+        },
+    )
+    sequences = [
+        {"task": "t1", "doc_id": 0, "token_ids": [1, 2, 3, 4]},
+        {"task": "t2", "doc_id": 0, "token_ids": [5, 6, 7]},
+    ]
     actual = np.array([2, 3, 4, 6, 7])
     # Same seed: the same logits, the variant's with noise added.
     base = synthetic_topk(np.random.default_rng(1), 5, 12, actual, 0.0)
     other = synthetic_topk(np.random.default_rng(1), 5, 12, actual, 0.5)
     for name, side in (("bf16", base), ("fp8", other)):
-        drift.write_npz(store.root / drift.DRIFT_DIR / f"{name}.npz", ids=side.ids,
-                        logprobs=side.logprobs, actual_logprobs=side.actual_logprobs)
-    cost = {"status": "complete", "sequences": 2, "tokens": 7, "engine_start_s": 1.0, "logprobs_s": 0.5,
-            "seconds": 2.0}
+        drift.write_npz(
+            summary.npz_path(store, name), ids=side.ids, logprobs=side.logprobs, actual_logprobs=side.actual_logprobs
+        )
+    cost = {"status": "complete", "sequences": 2, "tokens": 7, "engine_start_s": 1.0, "logprobs_s": 0.5, "seconds": 2.0}
     costs = {"bf16": cost, "fp8": cost, "int8": {"status": "failed", "error": "boom", "seconds": 3.0}}
-    result = drift.summarize_run(store, "bf16", sequences, costs, {"top_k": 4, "method": "m"},
-                                 compare.build_comparison(store))
+    result = summary.summarize_run(
+        store, "bf16", sequences, costs, {"top_k": 4, "method": "m"}, compare.build_comparison(store)
+    )
 
     expected = kld.position_drift(base, other, actual)
-    fp8 = result["variants"]["fp8"]
-    assert fp8["tasks"]["t1"]["kld_mean"] == pytest.approx(expected["kld"][:3].mean())
-    assert fp8["tasks"]["t2"]["kld_mean"] == pytest.approx(expected["kld"][3:].mean())
-    assert fp8["overall"]["positions"] == 5 and fp8["overall"]["kld_mean"] > 0
-    assert sum(fp8["kld_histogram"]["counts"]) == 5
-    assert fp8["flips"]["t1"][ACC] == {"R>W": 1, "W>R": 1, "delta": 0.0}
-    assert "overall" not in result["variants"]["bf16"]  # the reference has no drift of its own
-    assert result["variants"]["int8"]["status"] == "failed"
-    assert result["sequences"]["per_task"] == {"t1": 1, "t2": 1}
+    fp8 = result.variants["fp8"]
+    assert fp8.tasks["t1"]["kld_mean"] == pytest.approx(expected["kld"][:3].mean())
+    assert fp8.tasks["t2"]["kld_mean"] == pytest.approx(expected["kld"][3:].mean())
+    assert fp8.overall is not None and fp8.overall["positions"] == 5 and fp8.overall["kld_mean"] > 0
+    assert fp8.kld_histogram is not None and sum(fp8.kld_histogram["counts"]) == 5
+    assert fp8.flips["t1"][ACC] == {"R>W": 1, "W>R": 1, "delta": 0.0}
+    assert result.variants["bf16"].overall is None  # the reference has no drift of its own
+    assert result.variants["int8"].status == "failed"
+    assert result.sequences["per_task"] == {"t1": 1, "t2": 1}
 
-    drift.write_drift(store, result)
+    summary.write_drift(store, result)
+    assert summary.read_drift(store) == result  # drift.json reads back through the schema
     assert {p.name for p in write_report(store)} >= {"drift_kld.png", "drift_delta.png"}
     assert "![Per-position KLD](drift_kld.png)" in (store.root / "report" / "report.md").read_text()
-    assert json.loads((store.root / drift.JSON_FILE).read_text())["variants"]["fp8"]["cost"]["seconds"] == 2.0
-    csv = (store.root / drift.CSV_FILE).read_text().splitlines()
+    assert json.loads((store.root / summary.JSON_FILE).read_text())["variants"]["fp8"]["cost"]["seconds"] == 2.0
+    csv = (store.root / summary.CSV_FILE).read_text().splitlines()
     assert csv[0].startswith("variant,task,status,positions,kld_mean")
     assert f'"flips R>W {ACC}"' in csv[0]
     assert [line.split(",")[:2] for line in csv[1:]] == [
-        ["fp8", "t1"], ["fp8", "t2"], ["fp8", "overall"], ["int8", "overall"]]
+        ["fp8", "t1"],
+        ["fp8", "t2"],
+        ["fp8", "overall"],
+        ["int8", "overall"],
+    ]
     table = drift.format_drift(result)
-    t1_line = next(line for line in table.splitlines() if line.startswith("fp8      t1"))
-    assert t1_line.endswith(f"{ACC} 1/1")
+    t1_line = next(line for line in table.splitlines() if line.split()[:2] == ["fp8", "t1"])
+    assert t1_line.rstrip().endswith(f"{ACC} 1/1")
     assert ["int8", "overall", "failed"] in [line.split() for line in table.splitlines()]
+
+
+def test_drift_of_a_run_whose_baseline_failed_is_bad_input_before_any_engine(tmp_path, monkeypatch):
+    store = write_run(tmp_path / "run", {"fp8": {"t1": [1, 0]}}, failed={"bf16": "boom"}, tasks=["t1"])
+    monkeypatch.setattr(drift, "score_in_child", lambda *a: pytest.fail("no engine may start"))
+    with pytest.raises(UsageError, match=r"run\.json: config: variants: Field required"):
+        drift.measure(store.root, max_sequences=2, max_tokens=8, top_k=4)
+    store.write_run(store.read_run().model_copy(update={"config": demo_config([{"name": "bf16"}, {"name": "fp8"}])}))
+    with pytest.raises(UsageError, match="baseline bf16 is not complete"):
+        drift.measure(store.root, max_sequences=2, max_tokens=8, top_k=4)
+    with pytest.raises(UsageError, match="--max-tokens"):
+        drift.measure(store.root, max_sequences=2, max_tokens=1, top_k=4)
+
+
+def test_a_child_in_its_own_session_takes_what_it_started_with_it(tmp_path):
+    # The child leaves a grandchild running, as a crashed engine leaves its engine-core.
+    pid_file = tmp_path / "grandchild.pid"
+    script = (
+        "import subprocess, sys; "
+        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+        f"open({str(pid_file)!r}, 'w').write(str(p.pid)); sys.exit(3)"
+    )
+    assert children.run_in_own_session([sys.executable, "-c", script], dict(os.environ)) == 3
+    grandchild = int(pid_file.read_text())
+    for _ in range(50):  # killed at once; reaped by init shortly after
+        if not Path(f"/proc/{grandchild}").exists() or "Z" in Path(f"/proc/{grandchild}/stat").read_text().split()[2]:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"grandchild {grandchild} outlived its session")
+
+
+def test_go_offline_keeps_an_explicit_setting(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "0")
+    children.go_offline()
+    assert os.environ["HF_HUB_OFFLINE"] == "1" and os.environ["HF_DATASETS_OFFLINE"] == "0"
 
 
 # -- real engines -------------------------------------------------------------------------
@@ -151,21 +203,36 @@ def golden_prompts(name: str) -> list[str]:
 @pytest.fixture(scope="module")
 def engine_run(tmp_path_factory):
     """bf16, bf16 again in another engine, fp8_per_block; 2 prompts per demo task, 128 tokens."""
-    variants = [{"name": "bf16"}, {"name": "bf16-again"},
-                {"name": "fp8", "engine": {"quantization": "fp8_per_block"}}]
+    variants = [{"name": "bf16"}, {"name": "bf16-again"}, {"name": "fp8", "engine": {"quantization": "fp8_per_block"}}]
     # Results and scores are fixtures (the flips column comes from them); the prompts are the
     # tasks' real renders, and every log-probability comes from the engines.
     arc, gsm = "llama3_arc_challenge", "llama3_gsm8k_cot"
     scores = {v["name"]: {arc: [1, 0], gsm: [0, 0]} for v in variants}
     scores["fp8"][arc] = [0, 0]
     store = write_run(tmp_path_factory.mktemp("drift") / "run", scores)
-    store.write_run({**store.read_run(), "config": demo_config(variants)})
+    store.write_run(store.read_run().model_copy(update={"config": demo_config(variants)}))
     set_prompts(store, "bf16", arc, golden_prompts("llama3_arc_challenge_5shot")[:2])
     set_prompts(store, "bf16", gsm, golden_prompts("llama3_gsm8k_cot")[:2])
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     proc = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "drift", str(store.root), "--max-sequences", "4", "--max-tokens",
-         "128", "--top-k", "20"], cwd=ROOT, env=env, capture_output=True, text=True)
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "drift",
+            str(store.root),
+            "--max-sequences",
+            "4",
+            "--max-tokens",
+            "128",
+            "--top-k",
+            "20",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     return proc, store
 
 
@@ -173,7 +240,7 @@ def engine_run(tmp_path_factory):
 def test_bf16_against_itself_does_not_drift(engine_run):
     proc, store = engine_run
     assert proc.returncode == 0, proc.stderr[-3000:]
-    again = json.loads((store.root / drift.JSON_FILE).read_text())["variants"]["bf16-again"]
+    again = json.loads((store.root / summary.JSON_FILE).read_text())["variants"]["bf16-again"]
     assert again["overall"]["positions"] > 400
     assert again["overall"]["kld_max"] == 0.0
     assert again["overall"]["top1_agreement_pct"] == 100.0
@@ -184,7 +251,7 @@ def test_bf16_against_itself_does_not_drift(engine_run):
 def test_fp8_drifts_per_task_and_records_its_cost(engine_run):
     proc, store = engine_run
     assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads((store.root / drift.JSON_FILE).read_text())
+    result = json.loads((store.root / summary.JSON_FILE).read_text())
     fp8 = result["variants"]["fp8"]
     assert fp8["overall"]["kld_mean"] > 1e-4 and fp8["overall"]["kld_p99"] > fp8["overall"]["kld_median"]
     assert fp8["overall"]["top1_agreement_pct"] < 100.0
@@ -193,9 +260,9 @@ def test_fp8_drifts_per_task_and_records_its_cost(engine_run):
     assert all(t["kld_mean"] > 0 and t["positions"] > 100 for t in fp8["tasks"].values())
     assert result["sequences"]["count"] == 4 and result["sequences"]["tokens"] <= 4 * 128
     assert fp8["flips"]["llama3_arc_challenge"][ACC]["R>W"] == 1
-    manifest = RunStore(store.root).read_manifest("fp8")
-    assert manifest["drift"]["settings"]["top_k"] == 20
-    assert manifest["drift"]["cost"]["tokens"] == result["sequences"]["tokens"]
-    assert manifest["drift"]["cost"]["seconds"] > manifest["drift"]["cost"]["logprobs_s"] > 0
-    assert manifest["drift"]["cost"]["engine_args"]["quantization"] == "fp8_per_block"
+    recorded = RunStore(store.root).read_manifest("fp8").drift
+    assert recorded is not None and recorded["settings"]["top_k"] == 20
+    assert recorded["cost"]["tokens"] == result["sequences"]["tokens"]
+    assert recorded["cost"]["seconds"] > recorded["cost"]["logprobs_s"] > 0
+    assert recorded["cost"]["engine_args"]["quantization"] == "fp8_per_block"
     assert f"{ACC} 1/0" in proc.stdout  # flips printed next to the drift figures

@@ -1,5 +1,6 @@
 import base64
 import io
+import json
 import re
 import shutil
 import subprocess
@@ -12,6 +13,7 @@ import pytest
 from runfixtures import alternating, write_run
 
 from harness import cli
+from harness.render.report import write_report
 
 BASE = {"t_a": alternating(40), "t_b": alternating(30, 3)}
 WORSE = {"t_a": alternating(40)[:-5] + [0.0] * 5, "t_b": alternating(30, 3)}
@@ -78,11 +80,17 @@ def test_report_html_is_self_contained_with_tables_and_embedded_images(report_di
     assert "src='http" not in page and "<link" not in page
 
 
+def md_rows(md: str) -> list[list[str]]:
+    """Cells of every markdown table row, without the padding that aligns the columns."""
+    return [[c.strip() for c in line.strip("|").split(" | ")] for line in md.splitlines() if line.startswith("| ")]
+
+
 def test_report_names_the_source_of_every_number(report_dir):
     md = (report_dir / "report.md").read_text()
     assert "## Provenance (run.json and <variant>/manifest.json)" in md
-    assert "| run.config_path | configs/demo.yaml |" in md
-    assert "| run.created | 2025-01-01T00:00:00+00:00 |" in md
+    rows = {row[0]: row[1:] for row in md_rows(md)}
+    assert rows["run.config_path"][0] == "configs/demo.yaml"
+    assert rows["run.created"][0] == "2025-01-01T00:00:00+00:00"
     for field in [
         "git_sha",
         "versions.vllm",
@@ -92,14 +100,49 @@ def test_report_names_the_source_of_every_number(report_dir):
         "data_source",
         "quantization.weight_bytes",
     ]:
-        assert f"| {field} |" in md
+        assert any(key == field or key.startswith(f"{field}.") for key in rows), field
     assert md.count("Source: ") == len(PLOTS)
-    assert "| int8 | failed | engine crashed: OOM |" in md
+    assert rows["int8"][:2] == ["failed", "engine crashed: OOM"]
 
 
 def test_report_of_a_missing_run_is_bad_input(tmp_path, capsys):
     assert cli.main(["report", str(tmp_path / "nope")]) == 2
     assert "no such run folder" in capsys.readouterr().err
+    assert not (tmp_path / "nope").exists()  # nothing written for a run that is not there
+
+
+def test_report_of_a_malformed_manifest_is_one_line_naming_the_file(run_dir, capsys):
+    manifest = run_dir / "fp8" / "manifest.json"
+    raw = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**raw, "status": 7}))
+    assert cli.main(["report", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("harness report: error: ")
+    assert f"{manifest}: status:" in err
+    assert not (run_dir / "report").exists()
+
+
+def test_report_out_that_is_a_file_is_bad_input(run_dir, tmp_path, capsys):
+    taken = tmp_path / "taken"
+    taken.write_text("not a folder")
+    assert cli.main(["report", str(run_dir), "--out", str(taken)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--out {taken}: is a file" in err
+    assert cli.main(["report", str(run_dir), "--out", str(taken / "below")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--out {taken / 'below'}: cannot create the folder" in err
+    assert taken.read_text() == "not a folder"
+
+
+def test_report_html_escapes_text_from_the_results_folder(tmp_path):
+    store = write_run(
+        tmp_path / "run", {"bf16": BASE, "fp8": WORSE}, failed={"int8": "<script>alert('x')</script> & more"}
+    )
+    out = tmp_path / "out"
+    write_report(store, out)
+    page = (out / "report.html").read_text()
+    assert "<script>alert" not in page
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; more" in page
 
 
 def test_compare_gate_report_run_without_vllm_or_torch(run_dir, tmp_path):
@@ -150,15 +193,11 @@ window.addEventListener('load', () => {
 def chromium() -> str:
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     if path is None:
-        pytest.skip(
-            "chromium not installed (Debian: apt-get install chromium chromium-driver)"
-        )
+        pytest.skip("chromium not installed (Debian: apt-get install chromium chromium-driver)")
     return path
 
 
-def run_chromium(
-    browser: str, profile: Path, *args: str
-) -> subprocess.CompletedProcess:
+def run_chromium(browser: str, profile: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
         check=False,

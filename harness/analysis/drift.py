@@ -1,0 +1,140 @@
+"""The drift summary of a run: per variant, drift overall and per task, next to the task's flips.
+
+Reads what `harness drift` left in RUN/drift/ (each variant's top-k log-probabilities, one
+.npz per variant) and the typed comparison, and writes RUN/drift.json (a DriftSummary) and
+RUN/drift.csv. Pure numpy: neither vllm nor torch is imported.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from harness.analysis import kld
+from harness.results.io import read_json, write_json, write_text_atomic
+from harness.results.schema import COMPLETE, Comparison, DriftSummary, DriftVariant
+from harness.results.store import RunStore, parse
+
+DRIFT_DIR = "drift"  # RUN/drift/: the token sequences and each variant's raw log-probabilities
+JSON_FILE, CSV_FILE = "drift.json", "drift.csv"
+OVERALL = "overall"
+METHOD = (
+    "KL(P_baseline || Q_variant) in nats per position, from top-{k} log-probabilities: the tokens "
+    "both sides report (both top-{k} sets intersected, plus the actual next token) as single "
+    "buckets and one rest bucket with each side's remaining mass. A LOWER BOUND on the full-"
+    "vocabulary KL; the gap is P(rest) x KL within the rest bucket (rest_mass_mean = mean P(rest))."
+)
+# Log-spaced bins for the per-position KLD histogram; values outside go to the end bins.
+HISTOGRAM_EDGES = np.logspace(-6, 1, 29)
+
+
+def npz_path(store: RunStore, name: str) -> Path:
+    return store.root / DRIFT_DIR / f"{name}.npz"
+
+
+def read_topk(path: Path) -> kld.TopK:
+    with np.load(path) as z:
+        return kld.TopK(z["ids"], z["logprobs"], z["actual_logprobs"])
+
+
+def summarize_run(
+    store: RunStore,
+    baseline: str,
+    sequences: list[dict],
+    costs: dict[str, dict],
+    settings: dict[str, Any],
+    comparison: Comparison,
+) -> DriftSummary:
+    """drift.json's content: per variant, drift overall and per task, with the task's flips."""
+    # One entry per scored position: position 0 of a sequence has no context, so no drift.
+    tasks = np.array([s["task"] for s in sequences for _ in s["token_ids"][1:]])
+    actual = np.array([t for s in sequences for t in s["token_ids"][1:]], np.int64)
+    base = read_topk(npz_path(store, baseline)) if costs[baseline]["status"] == COMPLETE else None
+    variants = {}
+    for name, cost in costs.items():
+        entry = DriftVariant(status=cost["status"], error=cost.get("error"), cost=cost)
+        if base is not None and cost["status"] == COMPLETE and name != baseline:
+            add_drift(entry, kld.position_drift(base, read_topk(npz_path(store, name)), actual), tasks)
+        if name != baseline:
+            entry.flips = flips_of(comparison, name)
+        variants[name] = entry
+    order = list(dict.fromkeys(tasks))
+    return DriftSummary(
+        run_id=comparison.run_id or store.root.name,
+        baseline=baseline,
+        settings=settings,
+        sequences={
+            "count": len(sequences),
+            "tokens": sum(len(s["token_ids"]) for s in sequences),
+            "per_task": {t: sum(s["task"] == t for s in sequences) for t in order},
+        },
+        variants=variants,
+    )
+
+
+def add_drift(entry: DriftVariant, d: dict[str, np.ndarray], tasks: np.ndarray) -> None:
+    """Overall and per-task summaries of one variant's per-position drift, and its histogram."""
+    entry.overall = kld.summarize(d)
+    entry.tasks = {t: kld.summarize({key: v[tasks == t] for key, v in d.items()}) for t in dict.fromkeys(tasks)}
+    counts, _ = np.histogram(np.clip(d["kld"], HISTOGRAM_EDGES[0], HISTOGRAM_EDGES[-1]), HISTOGRAM_EDGES)
+    entry.kld_histogram = {"edges": HISTOGRAM_EDGES.tolist(), "counts": counts.tolist()}
+
+
+def flips_of(comparison: Comparison, name: str) -> dict[str, dict[str, dict[str, float | int | None]]]:
+    """task -> metric -> right->wrong, wrong->right and delta (points), from the comparison."""
+    out: dict[str, dict[str, dict[str, float | int | None]]] = {}
+    for row in comparison.rows:
+        cell = row.cells.get(name)
+        if cell is None:
+            continue
+        out.setdefault(row.task, {})[row.metric] = {
+            "R>W": cell.flips_right_to_wrong,
+            "W>R": cell.flips_wrong_to_right,
+            "delta": cell.delta,
+        }
+    return out
+
+
+def drift_rows(summary: DriftSummary) -> list[dict[str, Any]]:
+    """One row per (variant, task) and per variant overall; flips per metric of that task."""
+    rows: list[dict[str, Any]] = []
+    for name, entry in summary.variants.items():
+        if entry.status != COMPLETE:
+            rows.append({"variant": name, "task": OVERALL, "status": entry.status})
+            continue
+        if entry.overall is None:  # the baseline: the reference, it has no drift of its own
+            continue
+        for task, figures in [*entry.tasks.items(), (OVERALL, entry.overall)]:
+            row: dict[str, Any] = {"variant": name, "task": task, "status": entry.status, **figures}
+            for metric, f in entry.flips.get(task, {}).items():
+                row[f"flips R>W {metric}"], row[f"flips W>R {metric}"] = f["R>W"], f["W>R"]
+            rows.append(row)
+    return rows
+
+
+def drift_csv(summary: DriftSummary) -> str:
+    df = pd.DataFrame(drift_rows(summary))
+    # Flip counts are whole numbers; a variant without flips leaves the column blank, not 1.0.
+    for column in df.columns:
+        if column.startswith("flips ") or column == "positions":
+            df[column] = df[column].astype("Int64")
+    return df.to_csv(index=False, float_format="%.6g", lineterminator="\n")
+
+
+def write_drift(store: RunStore, summary: DriftSummary) -> tuple[Path, Path]:
+    """RUN/drift.json and RUN/drift.csv; returns their paths."""
+    json_path, csv_path = store.root / JSON_FILE, store.root / CSV_FILE
+    write_json(json_path, summary.model_dump())
+    write_text_atomic(csv_path, drift_csv(summary))
+    return json_path, csv_path
+
+
+def read_drift(store: RunStore) -> DriftSummary | None:
+    """The run's drift summary, or None when `harness drift` has not run on it."""
+    path = store.root / JSON_FILE
+    if not path.exists():
+        return None
+    return parse(DriftSummary, read_json(path), str(path))
