@@ -1,49 +1,305 @@
-"""`harness` command line: one sub-command per module, each imported only when used.
+"""`harness` command line: every command's arguments, logging and exit codes in one place.
 
-Each command module exposes ``add_arguments(parser)`` and ``main(args) -> int``. Importing
-lazily keeps `harness compare | gate | report` free of vllm and torch.
+Each command imports what it needs when it runs, so `harness compare | gate | report` never
+import vllm or torch. Bad input anywhere (UsageError, or a malformed results folder:
+StoreError) is one line on stderr and exit code 2; a regression or a failed variant is 1.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import math
 import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
-from harness.errors import EXIT_BAD_INPUT, UsageError
+from harness.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, UsageError
+from harness.logs import setup_logging
+from harness.results.io import StoreError
 
-COMMANDS = {
-    "run": ("harness.evaluate.runner", "evaluate every variant of a config (default: the CPU demo)"),
-    "compare": ("harness.analysis.comparison", "rebuild a run's comparison table from its results folder"),
-    "gate": ("harness.analysis.gate", "pass/fail a run against regression thresholds (exit 0/1/2)"),
-    "report": ("harness.render.report", "write report.md, report.html and PNG plots for a run"),
-    "tasks": ("harness.suites.registry", "list the benchmark suites and their settings"),
-    "data": ("harness.suites.data", "check or pull the datasets a suite needs"),
-    "drift": ("harness.evaluate.drift", "KL divergence, top-1 agreement and perplexity of each variant vs the baseline"),
-}
+if TYPE_CHECKING:
+    from harness.results.store import RunStore
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="harness", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    name = next((a for a in argv if not a.startswith("-")), None)
-    for command, (module_name, help_text) in COMMANDS.items():
-        p = sub.add_parser(command, help=help_text, description=help_text)
-        # Only the chosen command's module is imported (and may pull heavy dependencies).
-        if command == name:
-            module = importlib.import_module(module_name)
-            module.add_arguments(p)
-            p.set_defaults(func=module.main)
-    args = parser.parse_args(argv)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    except SystemExit as e:  # --help, or a flag argparse refused (one line, see Parser.error)
+        return e.code if isinstance(e.code, int) else EXIT_BAD_INPUT
     try:
         return int(args.func(args) or 0)
-    except UsageError as e:
-        print(f"harness {args.command}: error: {e}", file=sys.stderr)
+    except (UsageError, StoreError) as e:
+        print(f"harness {args.command}: error: {one_line(str(e))}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except BrokenPipeError:
+        # `harness compare RUN | head`: the reader left; what was written stays written.
+        sys.stderr.close()
+        return EXIT_OK
     except KeyboardInterrupt:
         print(f"harness {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def one_line(message: str) -> str:
+    return " ".join(message.split())
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line (no usage block), exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {one_line(message)}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="harness", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=Parser)
+    for name, help_text, add, run in COMMANDS:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        add(p)
+        p.set_defaults(func=run)
+    return parser
+
+
+# -- argument types: checked by argparse, so a bad flag is exit 2 before anything runs ---------
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number >= 0")
+    return value
+
+
+# -- run ---------------------------------------------------------------------------------
+
+
+def add_run(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", nargs="?", type=Path, help="run config (default: configs/demo.yaml)")
+    p.add_argument("--data-dir", action="append", metavar="DIR",
+                   help="dataset mirror in hub layout; replaces the config's data_dirs (repeatable)")
+    p.add_argument("--output-dir", type=Path, help="results root (default: the config's output_dir)")
+    p.add_argument("--run-id", help="folder name of the run (default: <run_name>-<UTC time>)")
+    p.add_argument("--limit", type=positive_int, help="documents per task (overrides the config)")
+    p.add_argument("--allow-code-execution", action="store_true",
+                   help="let code tasks (HumanEval) run model-written code in the sandbox")
+    p.add_argument("--resume", metavar="RUN_DIR", type=Path,
+                   help="finish an interrupted run: complete variants are kept, finished requests reused")
+
+
+def run(args: argparse.Namespace) -> int:
+    from harness.evaluate import runner
+
+    setup_logging()
+    if args.resume:
+        given = [f"--{k.replace('_', '-')}" for k in ("config", "data_dir", "output_dir", "run_id", "limit")
+                 if getattr(args, k) is not None]
+        if given:
+            raise UsageError(f"--resume uses the run's own config; drop {', '.join(given)}")
+        store, failed = runner.resume(args.resume)
+    else:
+        store, failed = runner.start(args.config, data_dirs=args.data_dir, output_dir=args.output_dir,
+                                     run_id=args.run_id, limit=args.limit,
+                                     allow_code_execution=args.allow_code_execution)
+    return finish_run(store, failed)
+
+
+def finish_run(store: RunStore, failed: list[str]) -> int:
+    """The run's comparison, written and printed, and why variants failed."""
+    from harness.analysis.comparison import build_comparison
+    from harness.evaluate.runner import error_of
+    from harness.render.tables import format_table, write_comparison
+
+    comparison = build_comparison(store)
+    write_comparison(store, comparison)
+    run = store.read_run()
+    print()
+    print(format_table(comparison))
+    print(f"\ndata: {run.data_source}")
+    print(f"results: {store.root}")
+    for name in failed:
+        print(f"variant {name} FAILED: {error_of(store, name)}", file=sys.stderr)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+# -- compare -----------------------------------------------------------------------------
+
+
+def add_compare(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", type=Path, help="results folder of a run (results/<run-id>)")
+    p.add_argument("--baseline", help="variant to compare against (default: run.json's)")
+
+
+def compare(args: argparse.Namespace) -> int:
+    from harness.analysis.comparison import build_comparison
+    from harness.render.tables import format_table, write_comparison
+    from harness.results.store import RunStore
+
+    store = RunStore(args.run)
+    comparison = build_comparison(store, args.baseline)
+    csv_path, md_path = write_comparison(store, comparison)
+    print(format_table(comparison), end="")
+    print(f"wrote {csv_path} and {md_path}")
+    return EXIT_OK
+
+
+# -- gate --------------------------------------------------------------------------------
+
+
+def add_gate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", type=Path, help="results folder of the run to gate")
+    reference = p.add_mutually_exclusive_group()
+    reference.add_argument("--baseline", help="reference variant (default: run.json's)")
+    reference.add_argument("--against", type=Path, metavar="OLD_RUN",
+                           help="compare each variant with the same variant of an accepted earlier run, "
+                           "document by document (prompts must match)")
+    p.add_argument("--variant", action="append", default=[],
+                   help="with --against: gate only this variant (repeatable; default: all shared)")
+    p.add_argument("--max-drop", type=non_negative_float, metavar="POINTS", help="largest drop allowed")
+    p.add_argument("--min-recovery", type=non_negative_float, metavar="PCT",
+                   help="smallest variant/reference x 100 allowed (vLLM CI: 100 x (1 - rtol))")
+    p.add_argument("--lower-bound", action="store_true", default=None,
+                   help="test the one-sided 95%% lower confidence bound instead of the point score")
+    p.add_argument("--thresholds", type=Path, metavar="FILE.yaml", help="defaults and per-task thresholds")
+    p.add_argument("--subtasks", action="store_true", help="gate every subtask of a group, too")
+
+
+def gate(args: argparse.Namespace) -> int:
+    from harness.analysis import gate as gating
+    from harness.results.store import RunStore
+
+    if args.variant and args.against is None:
+        raise UsageError("--variant: only with --against")
+    flags = {"max_drop": args.max_drop, "min_recovery": args.min_recovery, "lower_bound": args.lower_bound}
+    policy = gating.read_policy(args.thresholds, flags)
+    against = RunStore(args.against) if args.against is not None else None
+    outcome = gating.gate_run(RunStore(args.run), policy, baseline=args.baseline, against=against,
+                              variants=args.variant, subtasks=args.subtasks)
+    for note in outcome.notes:
+        print(f"harness gate: note: {note}", file=sys.stderr)
+    for reason in outcome.failures:
+        print(f"FAIL {reason}")
+    if outcome.failures:
+        print(f"gate: {outcome.failed} of {outcome.checks} checks failed")
+        return EXIT_FAILED
+    print(f"gate: all {outcome.checks} checks passed")
+    return EXIT_OK
+
+
+# -- report ------------------------------------------------------------------------------
+
+
+def add_report(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", type=Path, help="results folder of a run")
+    p.add_argument("--out", type=Path, help="output folder (default: RUN/report)")
+
+
+def report(args: argparse.Namespace) -> int:
+    from harness.render.report import write_report
+    from harness.results.store import RunStore
+
+    for path in write_report(RunStore(args.run), args.out):
+        print(f"wrote {path}")
+    return EXIT_OK
+
+
+# -- drift -------------------------------------------------------------------------------
+
+
+def add_drift(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", type=Path, help="results folder of a run")
+    p.add_argument("--max-sequences", type=positive_int, default=32,
+                   help="prompts scored, spread over tasks (default 32)")
+    p.add_argument("--max-tokens", type=positive_int, default=512, help="last T tokens of each prompt (default 512)")
+    p.add_argument("--top-k", type=positive_int, default=20, help="log-probabilities per position (default 20)")
+
+
+def drift(args: argparse.Namespace) -> int:
+    from harness.evaluate import drift as drifting
+
+    setup_logging()
+    if args.max_tokens < 2:
+        raise UsageError("--max-tokens must be at least 2")
+    return drifting.measure(args.run, max_sequences=args.max_sequences, max_tokens=args.max_tokens,
+                            top_k=args.top_k)
+
+
+# -- tasks and data ----------------------------------------------------------------------
+
+
+def add_tasks(p: argparse.ArgumentParser) -> None:
+    from harness.suites.registry import SUITES
+
+    p.add_argument("--suite", choices=list(SUITES), help="list one suite only")
+    p.add_argument("--data-dir", action="append", default=[], metavar="DIR",
+                   help="also report which datasets are missing from these mirrors / the HF cache")
+
+
+def tasks(args: argparse.Namespace) -> int:
+    from harness.render.tables import text_table
+    from harness.suites import data, registry
+
+    dirs = data.data_dirs_from(args.data_dir) if args.data_dir else None
+    for suite in [args.suite] if args.suite else list(registry.SUITES):
+        print(f"{suite}: {registry.SUITES[suite]}")
+        print(text_table(registry.SUITE_COLUMNS, registry.suite_rows(suite)), end="")
+        if dirs is not None:
+            missing = [n for n in data.check(suite, dirs) if not n.available]
+            for n in missing:
+                print(f"  {n.status}: {n.describe()} (task {n.task})")
+            print(f"  {len(missing)} dataset splits missing or unreadable")
+    return EXIT_OK
+
+
+def add_data(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["check", "pull"])
+    p.add_argument("--suite", required=True, help="suite, group or task name")
+    p.add_argument("--data-dir", action="append", default=[], metavar="DIR",
+                   help="mirror folder in hub layout (repeatable; also $HARNESS_DATA_DIR)")
+
+
+def data(args: argparse.Namespace) -> int:
+    from harness.suites import data as datasets
+
+    if args.action == "pull":
+        if not args.data_dir:
+            raise UsageError("data pull needs --data-dir (where to write the mirror)")
+        for out in datasets.pull_suite(args.suite, Path(args.data_dir[0]).expanduser()):
+            print(out)
+        return EXIT_OK
+    needs = datasets.check(args.suite, datasets.data_dirs_from(args.data_dir))
+    for n in needs:
+        print(f"{n.status:8} {n.task:40} {n.path} {n.name or 'default'} {n.split} {n.where}")
+    unavailable = [n for n in needs if not n.available]
+    print(f"{len(needs) - len(unavailable)}/{len(needs)} splits available")
+    return EXIT_FAILED if unavailable else EXIT_OK
+
+
+Command = tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
+COMMANDS: list[Command] = [
+    ("run", "evaluate every variant of a config (default: the CPU demo)", add_run, run),
+    ("compare", "rebuild a run's comparison table from its results folder", add_compare, compare),
+    ("gate", "pass/fail a run against regression thresholds (exit 0/1/2)", add_gate, gate),
+    ("report", "write report.md, report.html and PNG plots for a run", add_report, report),
+    ("drift", "KL divergence, top-1 agreement and perplexity of each variant vs the baseline", add_drift, drift),
+    ("tasks", "list the benchmark suites and their settings", add_tasks, tasks),
+    ("data", "check or pull the datasets a suite needs", add_data, data),
+]
 
 
 if __name__ == "__main__":

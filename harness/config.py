@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import re
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +25,16 @@ from pydantic import (
 
 from harness.errors import UsageError
 from harness.resources import DEMO_CONFIG
+from harness.results.schema import NAME_PATTERN
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+# YAML aliases are expanded in memory: without a bound, a few hundred bytes of nested
+# aliases become gigabytes (and a 31 MB run.json from a 683-byte config).
+MAX_ALIASES = 100
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: `limit: true` or `seed: "7"` are refused instead of coerced into other meanings.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class TaskSpec(_Strict):
@@ -51,9 +54,7 @@ class Variant(_Strict):
     @field_validator("name")
     @classmethod
     def _name_is_a_folder_name(cls, v: str) -> str:
-        if not NAME_RE.match(v) or "~" in v:
-            raise ValueError(f"variant name {v!r} must be letters, digits, '_', '.', '+', '-'")
-        return v
+        return folder_name(v, "variant name")
 
 
 class RunConfig(_Strict):
@@ -81,6 +82,11 @@ class RunConfig(_Strict):
     chunk_requests: int = Field(default=2048, ge=1)
     offline: bool = False  # never ask the hub: models and data are local
     output_dir: str = "results"
+
+    @field_validator("run_name")
+    @classmethod
+    def _run_name_is_a_folder_name(cls, v: str) -> str:
+        return folder_name(v, "run name")
 
     @field_validator("tasks", mode="before")
     @classmethod
@@ -110,26 +116,80 @@ class RunConfig(_Strict):
         return next(v for v in self.variants if v.name == name)
 
 
-def load_config(path: Path | str | None) -> RunConfig:
-    """Read and validate a config file; every problem is one UsageError naming file and key."""
-    path = Path(path) if path else DEMO_CONFIG
+def folder_name(value: str, what: str) -> str:
+    """Names that become folders: never a path, never '.', '..' or a trailing newline."""
+    if not NAME_PATTERN.fullmatch(value) or ".." in value:
+        raise ValueError(f"{what} {value!r} must be letters, digits, '_', '.', '+', '-' (not a path)")
+    return value
+
+
+class StrictLoader(yaml.SafeLoader):
+    """YAML with duplicate keys refused (the last one silently wins otherwise) and aliases bounded."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.aliases = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_ALIASES:
+                mark = self.peek_event().start_mark
+                raise yaml.constructor.ConstructorError(None, None, f"more than {MAX_ALIASES} aliases", mark)
+        return super().compose_node(parent, index)  # type: ignore[arg-type]
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            if isinstance(key, str | int | float | bool) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: Path) -> Any:
+    """A YAML file as data; every problem is one UsageError naming the file (and line)."""
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise UsageError(f"{path}: config file not found") from None
+        raise UsageError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise UsageError(f"{path}: is a folder, not a file") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not UTF-8 text") from None
+    except OSError as e:
+        raise UsageError(f"{path}: cannot be read ({e.strerror or e})") from None
+    try:
+        return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - StrictLoader is a SafeLoader
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""
-        raise UsageError(f"{path}{where}: not valid YAML") from None
+        problem = getattr(e, "problem", None)
+        raise UsageError(f"{path}{where}: not valid YAML" + (f" ({problem})" if problem else "")) from None
+
+
+def validate_config(raw: Any, path: Path | str) -> RunConfig:
     if not isinstance(raw, dict):
         raise UsageError(f"{path}: expected a mapping of settings at the top level")
     try:
-        config = RunConfig.model_validate(raw)
+        return RunConfig.model_validate(raw)
     except ValidationError as e:
         err = e.errors()[0]
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
         msg = err["msg"].removeprefix("Value error, ")
         raise UsageError(f"{path}: {key}: {msg}") from None
+
+
+def load_config(path: Path | str | None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read and validate a config file; command-line overrides pass the same validation."""
+    path = Path(path) if path else DEMO_CONFIG
+    raw = read_yaml(path)
+    if overrides and isinstance(raw, dict):
+        raw = {**raw, **overrides}
+    config = validate_config(raw, path)
     check_engine_args(config, path)
     return config
 

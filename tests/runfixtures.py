@@ -10,6 +10,7 @@ import hashlib
 import math
 from pathlib import Path
 
+from harness.results.schema import Manifest, RunRecord, SampleRecord
 from harness.results.store import RunStore
 
 # The metric every synthetic task reports unless scores name others.
@@ -117,12 +118,11 @@ def manifest(variant: str, status: str = "complete", error: str | None = None) -
             "quantized_layers": 210 if quantized else 0,
             "linear_layers": 210,
             "weight_bytes": 170_000_000 if quantized else 270_000_000,
-            "method": "fp8" if quantized else None,
         },
         "versions": {"vllm": "0.32.0", "lm_eval": "0.4.13", "torch": "2.9.0"},
         "git_sha": "0123456789abcdef0123456789abcdef01234567",
         "hardware": {"cpu": "test cpu", "cores": 2, "gpu": None},
-        "datasets": {"demo_task": "sha256:feedface"},
+        "datasets": {"demo_task": {"path": "org/demo", "split": "test", "fingerprint": "sha256:feedface"}},
         "task_versions": {"demo_task": 1.0},
         "timings": {"engine_start_s": 1.5, "requests_s": 10.0, "total_s": 12.0},
         "throughput": {
@@ -142,7 +142,7 @@ def write_run(
     groups: dict[str, list[str]] | None = None,
     weight_by_size: bool = True,
     failed: dict[str, str] | None = None,
-    card: str | None = None,
+    card: dict | None = None,
     config_path: str | None = None,
     noise_floor: bool = False,
     prompt_salt: dict[str, str] | None = None,
@@ -157,9 +157,10 @@ def write_run(
     failed = failed or {}
     prompt_salt = prompt_salt or {}
     store = RunStore(root)
-    variants = list(scores) + [v for v in failed if v not in scores]
+    # The noise-floor repeat is not a variant of the config: run.json adds it when noise_floor is set.
+    variants = [v for v in scores if not v.endswith("~repeat")] + [v for v in failed if v not in scores]
     store.write_run(
-        {
+        RunRecord.model_validate({
             "run_id": root.name,
             "created": "2025-01-01T00:00:00+00:00",
             "config_path": config_path,
@@ -171,22 +172,22 @@ def write_run(
             else list(groups) or sorted(scores[baseline]),
             "card": card,
             "noise_floor": noise_floor,
+            "data_source": "local mirror /data/hub",
             "status": "complete",
-        }
+        })
     )
-    for variant in variants:
+    for variant in [*variants, *(v for v in scores if v.endswith("~repeat"))]:
         if variant in failed:
-            store.write_manifest(variant, manifest(variant, "failed", failed[variant]))
+            store.write_manifest(Manifest.model_validate(manifest(variant, "failed", failed[variant])))
             continue
-        store.write_manifest(variant, manifest(variant))
+        store.write_manifest(Manifest.model_validate(manifest(variant)))
         store.write_results(
             variant, build_results(scores[variant], groups, weight_by_size)
         )
         for task, task_scores in scores[variant].items():
             salt = prompt_salt.get(variant, "")
-            store.write_samples(
-                variant, task, sample_records(variant, task, task_scores, salt)
-            )
+            records = sample_records(variant, task, task_scores, salt)
+            store.write_samples(variant, task, [SampleRecord.model_validate(r) for r in records])
     return store
 
 

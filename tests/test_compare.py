@@ -1,5 +1,6 @@
 import io
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -7,14 +8,14 @@ import pytest
 from runfixtures import ACC, alternating, write_run
 
 from harness import cli
-from harness.analysis.comparison import (
-    CSV_FILE,
-    MD_FILE,
-    build_comparison,
-    format_table,
-    write_comparison,
-)
+from harness.analysis.comparison import build_comparison
+from harness.render.tables import CSV_FILE, MD_FILE, comparison_frame, format_table, write_comparison
 from harness.results.store import RunStore
+
+
+def frame(store: RunStore, baseline: str | None = None) -> pd.DataFrame:
+    """The comparison as the wide table behind comparison.csv."""
+    return comparison_frame(build_comparison(store, baseline))
 
 BASE = {"t_a": alternating(40), "t_b": alternating(30, 3)}
 # fp8 gets documents 36 and 38 of t_a wrong (right in bf16); t_b unchanged.
@@ -29,7 +30,7 @@ def test_rows_follow_requested_task_order_with_groups_before_subtasks(tmp_path):
     store = write_run(
         tmp_path / "run", {"bf16": BASE, "fp8": WORSE}, groups={"g": ["t_a", "t_b"]}
     )
-    df = build_comparison(store)
+    df = frame(store)
     assert list(df["task"]) == ["g", "t_a", "t_b"]
     assert list(df["n"]) == [70, 40, 30]
 
@@ -38,7 +39,7 @@ def test_scores_deltas_recovery_and_flips_in_points(tmp_path):
     store = write_run(
         tmp_path / "run", {"bf16": BASE, "fp8": WORSE}, groups={"g": ["t_a", "t_b"]}
     )
-    df = build_comparison(store)
+    df = frame(store)
     t_a = row(df, "t_a")
     assert t_a["bf16 score"] == pytest.approx(50.0)
     assert t_a["fp8 score"] == pytest.approx(45.0)
@@ -64,11 +65,11 @@ def test_group_averaged_per_leaf_gets_leaf_weighted_statistics(tmp_path):
         groups={"g": ["small", "large"]},
         weight_by_size=False,
     )
-    df = build_comparison(store)
+    df = frame(store)
     g = row(df, "g")
     assert g["fp8 delta"] == pytest.approx(-25.0)  # (-50 + 0) / 2 leaves
     assert not math.isnan(g["fp8 delta CI low"])
-    assert df.attrs["notes"] == []
+    assert build_comparison(store).notes == []
 
 
 def test_failed_variant_is_shown_failed_never_as_zero(tmp_path):
@@ -77,24 +78,25 @@ def test_failed_variant_is_shown_failed_never_as_zero(tmp_path):
         {"bf16": BASE, "fp8": WORSE},
         failed={"int8": "engine crashed: OOM"},
     )
-    df = build_comparison(store)
+    comparison = build_comparison(store)
+    df = comparison_frame(comparison)
     assert set(df["int8 status"]) == {"failed"}
     assert df["int8 score"].isna().all() and df["int8 delta"].isna().all()
-    csv_path, md_path = write_comparison(store, df)
+    csv_path, md_path = write_comparison(store, comparison)
     csv = pd.read_csv(csv_path)
     assert set(csv["int8 status"]) == {"failed"}
     assert csv["int8 score"].isna().all()
     md = md_path.read_text()
-    assert "| int8 | failed | engine crashed: OOM |" in md
-    assert md.count("| failed |") >= len(df)  # one "failed" score cell per row
-    assert "int8: failed (engine crashed: OOM)" in format_table(df)
+    assert re.search(r"\| int8 +\| failed +\| engine crashed: OOM +\|", md)
+    assert len(re.findall(r"\| failed +\|", md)) >= len(df)  # one "failed" score cell per row
+    assert "int8: failed (engine crashed: OOM)" in format_table(comparison)
 
 
 def test_harness_compare_reproduces_the_files_byte_for_byte(tmp_path, capsys):
     store = write_run(
         tmp_path / "run", {"bf16": BASE, "fp8": WORSE}, groups={"g": ["t_a", "t_b"]}
     )
-    write_comparison(store)  # what the runner writes at the end of a run
+    write_comparison(store, build_comparison(store))  # what the runner writes at the end of a run
     first = {name: (store.root / name).read_bytes() for name in (CSV_FILE, MD_FILE)}
     assert cli.main(["compare", str(store.root)]) == 0
     assert {name: (store.root / name).read_bytes() for name in first} == first
@@ -104,13 +106,11 @@ def test_harness_compare_reproduces_the_files_byte_for_byte(tmp_path, capsys):
 def test_metric_that_is_not_a_document_mean_gets_no_interval_and_a_note(tmp_path):
     store = write_run(tmp_path / "run", {"bf16": BASE, "fp8": WORSE})
     results = store.read_results("fp8")
-    results["results"]["t_a"][ACC] = 0.77  # e.g. a corpus-level metric
-    store.write_results("fp8", results)
-    df = build_comparison(store)
-    assert math.isnan(row(df, "t_a")["fp8 delta CI low"])
-    assert any(
-        "t_a" in note and "do not reproduce" in note for note in df.attrs["notes"]
-    )
+    results.results["t_a"][ACC] = 0.77  # e.g. a corpus-level metric
+    store.write_results("fp8", results.model_dump(by_alias=True))
+    comparison = build_comparison(store)
+    assert math.isnan(row(comparison_frame(comparison), "t_a")["fp8 delta CI low"])
+    assert any("t_a" in note and "do not reproduce" in note for note in comparison.notes)
 
 
 def test_different_prompts_for_the_same_document_are_an_error(tmp_path, capsys):
@@ -129,41 +129,35 @@ def test_missing_run_folder_is_bad_input(tmp_path, capsys):
     assert "no such run folder" in capsys.readouterr().err
 
 
+CARD = {
+    "name": "demo-card",
+    "source": "https://example.org/card",
+    "scores": [
+        {"benchmark": "A", "task": "t_a", "metric": "acc,none", "value": 52.0},
+        {"benchmark": "C", "task": "t_c", "metric": "acc,none", "value": 10.0},
+    ],
+}
+
+
 def test_card_values_and_distance_to_card(tmp_path):
-    cards = tmp_path / "configs" / "model_cards"
-    cards.mkdir(parents=True)
-    (cards / "demo-card.yaml").write_text(
-        "model: demo\nsource: https://example.org/card\n"
-        "scores:\n  - {benchmark: A, task: t_a, metric: 'acc,none', value: 52.0}\n"
-        "  - {benchmark: C, task: t_c, metric: 'acc,none', value: 10.0}\n"
-    )
-    store = write_run(
-        tmp_path / "run",
-        {"bf16": BASE, "fp8": WORSE},
-        card="demo-card",
-        config_path=str(tmp_path / "configs" / "demo.yaml"),
-    )
-    df = build_comparison(store)
+    store = write_run(tmp_path / "run", {"bf16": BASE, "fp8": WORSE}, card=CARD)
+    df = frame(store)
     t_a = row(df, "t_a")
     assert t_a["card"] == 52.0
     assert t_a["bf16 vs card"] == pytest.approx(-2.0)
     assert t_a["fp8 vs card"] == pytest.approx(-7.0)
     assert math.isnan(row(df, "t_b")["card"])
-    assert df.attrs["card_unmatched"] == ["t_c acc,none"]
+    assert build_comparison(store).card_unmatched == ["t_c acc,none"]
 
 
-def test_malformed_card_is_bad_input(tmp_path, capsys):
-    cards = tmp_path / "configs" / "model_cards"
-    cards.mkdir(parents=True)
-    (cards / "bad.yaml").write_text("model: demo\nscores: [{task: t_a}]\n")
-    store = write_run(
-        tmp_path / "run",
-        {"bf16": BASE},
-        card="bad",
-        config_path=str(tmp_path / "configs" / "demo.yaml"),
-    )
+@pytest.mark.parametrize("value", ["NaN", "Infinity", '"52"', "true"])
+def test_non_numeric_card_value_in_run_json_is_bad_input(tmp_path, capsys, value):
+    store = write_run(tmp_path / "run", {"bf16": BASE}, card=CARD)
+    text = store.run_file.read_text().replace("52.0", value, 1)
+    store.run_file.write_text(text)
     assert cli.main(["compare", str(store.root)]) == 2
-    assert "bad.yaml" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "run.json: card.scores.0.value" in err and len(err.strip().splitlines()) == 1
 
 
 def test_noise_floor_flags_deltas_within_the_baseline_repeat(tmp_path):
@@ -181,7 +175,7 @@ def test_noise_floor_flags_deltas_within_the_baseline_repeat(tmp_path):
         },
         noise_floor=True,
     )
-    df = build_comparison(store)
+    df = frame(store)
     t_a = row(df, "t_a")
     assert (t_a["bf16~repeat flips R>W"], t_a["bf16~repeat flips W>R"]) == (2, 0)
     assert t_a["fp8 within noise"] == "yes"  # the same size of change as the repeat
@@ -199,7 +193,7 @@ def test_noise_floor_with_identical_repeat_flags_any_change(tmp_path):
         {"bf16": BASE, "bf16~repeat": BASE, "fp8": WORSE},
         noise_floor=True,
     )
-    df = build_comparison(store)
+    df = frame(store)
     assert row(df, "t_a")["fp8 within noise"] == "no"
     assert row(df, "t_b")["fp8 within noise"] == "yes"
 
@@ -215,14 +209,15 @@ def test_format_table_is_plain_text_with_every_row(tmp_path):
 
 def test_comparison_csv_reads_back_with_the_same_numbers(tmp_path):
     store = write_run(tmp_path / "run", {"bf16": BASE, "fp8": WORSE})
-    df = build_comparison(store)
-    csv_path, _ = write_comparison(store, df)
+    comparison = build_comparison(store)
+    df = comparison_frame(comparison)
+    csv_path, _ = write_comparison(store, comparison)
     back = pd.read_csv(io.StringIO(Path(csv_path).read_text()))
     assert list(back.columns) == list(df.columns)
     assert back["fp8 delta"].tolist() == pytest.approx(
         df["fp8 delta"].tolist(), rel=1e-5
     )
-    assert RunStore(store.root).read_run()["variants"] == ["bf16", "fp8"]
+    assert RunStore(store.root).read_run().variants == ["bf16", "fp8"]
 
 
 def test_noise_floor_is_dropped_when_another_variant_is_the_reference(tmp_path):
@@ -231,6 +226,6 @@ def test_noise_floor_is_dropped_when_another_variant_is_the_reference(tmp_path):
         {"bf16": BASE, "bf16~repeat": BASE, "fp8": WORSE},
         noise_floor=True,
     )
-    df = build_comparison(store, baseline="fp8")
+    df = frame(store, baseline="fp8")
     assert not any(column.endswith("within noise") for column in df.columns)
     assert row(df, "t_a")["bf16 delta"] == pytest.approx(5.0)

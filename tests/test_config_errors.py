@@ -107,3 +107,83 @@ def test_existing_run_folder_is_not_touched(run_harness, tmp_path):
 def test_resume_of_a_missing_run_is_a_usage_error(run_harness, tmp_path):
     proc = run_harness(["run", "--resume", str(tmp_path / "nope")], cwd=tmp_path)
     assert proc.returncode == 2 and "no such run folder" in proc.stderr
+
+
+MORE_CASES = [
+    ("limit given as a boolean", edited(limit=True), "limit: Input should be a valid integer"),
+    ("seed given as a string", edited(seed="7"), "seed: Input should be a valid integer"),
+    ("variant name with a trailing newline", edited(variants=[{"name": "bf16\n"}], baseline="bf16\n"), "variants.0.name"),
+    ("run name climbing out", edited(run_name="../../etc"), "run_name: run name '../../etc'"),
+    ("absolute run name", edited(run_name="/tmp/x"), "run_name"),
+    ("dtype vLLM does not know", edited(engine={"dtype": "float99"}), "dtype"),
+    ("negative max_model_len", edited(engine={"max_model_len": -1}), "max_model_len"),
+    ("memory share above one", edited(engine={"gpu_memory_utilization": 7}), "gpu_memory_utilization"),
+    ("no tensor parallel ranks", edited(engine={"tensor_parallel_size": 0}), "tensor_parallel_size"),
+    ("card that does not exist", edited(card="llama9-1t"), "card: no model card 'llama9-1t'"),
+    ("card name that is a path", edited(card="../../secrets"), "is not a card name"),
+    ("hub id not cached, offline", edited(variants=[{"name": "bf16"}, {"name": "w8", "model": "no-org/no-such-model"}]),
+     "variants.1.model: model 'no-org/no-such-model': not in the Hugging Face cache, and offline"),
+]
+
+
+@pytest.mark.parametrize("label,config,expected", MORE_CASES, ids=[c[0] for c in MORE_CASES])
+def test_more_bad_configs_stop_before_anything_exists(run_harness, tmp_path, label, config, expected):
+    test_bad_config_is_one_line_exit_2_and_writes_nothing(run_harness, tmp_path, label, config, expected)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("model: demo\nlimit: 2\nlimit: 3\n", "config.yaml:3: not valid YAML (duplicate key 'limit')"),
+    # Each line doubles the one before: 2**60 elements from 61 short lines.
+    ("a0: &a0 [1, 1]\n" + "".join(f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}]\n" for i in range(1, 61)),
+     "more than 100 aliases"),
+])
+def test_yaml_that_would_change_meaning_or_explode_is_refused(run_harness, tmp_path, text, expected):
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    proc = run_harness(["run", str(path), "--output-dir", str(tmp_path / "r")], cwd=tmp_path)
+    assert proc.returncode == 2 and expected in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
+
+
+def unreadable_configs(tmp_path: Path) -> list[tuple[Path, str]]:
+    folder = tmp_path / "a-folder.yaml"
+    folder.mkdir()
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes("run_name: caf\xe9\n".encode("latin-1"))
+    loop = tmp_path / "loop.yaml"
+    loop.symlink_to(tmp_path / "loop2.yaml")
+    (tmp_path / "loop2.yaml").symlink_to(loop)
+    return [(folder, "is a folder"), (latin1, "not UTF-8"), (loop, "cannot be read")]
+
+
+def test_config_files_that_cannot_be_read_are_one_line(run_harness, tmp_path):
+    for path, expected in unreadable_configs(tmp_path):
+        proc = run_harness(["run", str(path), "--output-dir", str(tmp_path / "r")], cwd=tmp_path)
+        assert proc.returncode == 2 and expected in proc.stderr and str(path) in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--limit", "0"], "--limit: 0 must be at least 1"),
+    (["--limit", "ten"], "--limit: 'ten' is not a whole number"),
+    (["--run-id", "../escape"], "--run-id '../escape'"),
+    (["--run-id", "/abs/path"], "--run-id '/abs/path'"),
+    (["--run-id", "."], "--run-id '.'"),
+])
+def test_command_line_overrides_are_checked_like_the_file(run_harness, tmp_path, flags, expected):
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(GOOD))
+    proc = run_harness(["run", str(path), "--output-dir", str(tmp_path / "r"), *flags], cwd=tmp_path)
+    assert proc.returncode == 2 and expected in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists() and not (tmp_path / "escape").exists()
+
+
+def test_output_dir_that_is_a_file_is_refused(run_harness, tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(GOOD))
+    blocker = tmp_path / "results"
+    blocker.write_text("not a folder")
+    proc = run_harness(["run", str(path), "--output-dir", str(blocker / "sub")], cwd=tmp_path)
+    assert proc.returncode == 2 and "is a file, not a folder" in proc.stderr, proc.stderr
+    assert blocker.read_text() == "not a folder"

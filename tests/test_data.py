@@ -55,11 +55,12 @@ def test_use_data_dirs_redirects_and_restores(monkeypatch):
 
     monkeypatch.setattr(datasets, "load_dataset", fake)
     with data.use_data_dirs([SAMPLES]):
-        assert datasets.load_dataset(path="openai/gsm8k", name="main", revision="x") == "loaded"
-        datasets.load_dataset(path="someone/not_mirrored", name=None)
+        # From the mirror's files (a hub revision names a hub branch: dropped); never the original.
+        mirrored = datasets.load_dataset(path="openai/gsm8k", name="main", revision="x")
+        assert mirrored["test"].num_rows == 10
+        assert datasets.load_dataset(path="someone/not_mirrored", name=None) == "loaded"
     assert datasets.load_dataset is fake
-    assert calls[0] == (str(SAMPLES / "openai" / "gsm8k"), (), {"name": "main"})
-    assert calls[1] == ("someone/not_mirrored", (), {"name": None})
+    assert calls == [("someone/not_mirrored", (), {"name": None})]
 
 
 def test_use_data_dirs_loads_samples_for_real():
@@ -90,12 +91,11 @@ def test_pull_writes_a_mirror_that_loads_back(tmp_path):
         assert copy[split].to_list() == source[split].to_list()
 
 
-def test_pull_offline_is_refused_before_anything_is_written(tmp_path, monkeypatch):
-    import argparse
+def test_pull_offline_is_refused_before_anything_is_written(tmp_path, monkeypatch, capsys):
+    from harness import cli
 
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(data, "is_offline", lambda: True)
     target = tmp_path / "mirror"
-    args = argparse.Namespace(action="pull", suite="llama3_arc_challenge", data_dir=[str(target)])
-    with pytest.raises(UsageError, match="needs the network"):
-        data.main(args)
+    assert cli.main(["data", "pull", "--suite", "llama3_arc_challenge", "--data-dir", str(target)]) == 2
+    assert "needs the network" in capsys.readouterr().err
     assert not target.exists()

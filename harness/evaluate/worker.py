@@ -18,8 +18,10 @@ from pathlib import Path
 from harness.config import RunConfig, TaskSpec
 from harness.evaluate import provenance
 from harness.evaluate.models import resolve_model
+from harness.logs import setup_logging
 from harness.resources import TASKS_DIR
-from harness.results.store import COMPLETE, FAILED, REPEAT_SUFFIX, RUNNING, RunStore
+from harness.results.schema import COMPLETE, FAILED, REPEAT_SUFFIX, RUNNING, Manifest, Quantization, SampleRecord
+from harness.results.store import RunStore
 from harness.suites import data
 
 log = logging.getLogger("harness.evaluate.worker")
@@ -28,44 +30,42 @@ REQUESTS_DB = "requests.sqlite"
 
 def evaluate_variant(store: RunStore, name: str) -> bool:
     run = store.read_run()
-    config = RunConfig.model_validate(run["config"])
+    config = RunConfig.model_validate(run.config)
     # "<baseline>~repeat" is the noise-floor run: the baseline again, prompts in another order.
     variant = config.variant(name.removesuffix(REPEAT_SUFFIX))
     engine_args = config.engine_args(variant)
     model = variant.model or config.model
-    manifest = {
-        "variant": name,
-        "status": RUNNING,
-        "error": None,
-        "model": model,
-        "engine_args": engine_args,
-        "quantization": {"requested": engine_args.get("quantization"), "prequantized": bool(variant.model)},
-        "versions": provenance.package_versions(),
-        "git_sha": provenance.git_sha(),
-        "hardware": provenance.hardware(),
-        "data_dirs": run["data_dirs"],
-        "data_source": run["data_source"],
-        "timings": {},
-    }
-    store.write_manifest(name, manifest)
+    manifest = Manifest(
+        variant=name,
+        status=RUNNING,
+        model=model,
+        engine_args=engine_args,
+        quantization=Quantization(requested=engine_args.get("quantization"), prequantized=bool(variant.model)),
+        versions=provenance.package_versions(),
+        git_sha=provenance.git_sha(),
+        hardware=provenance.hardware(),
+        data_dirs=run.data_dirs,
+        data_source=run.data_source,
+    )
+    store.write_manifest(manifest)
     start = time.perf_counter()
     try:
-        model_path = resolve_model(model)
-        manifest["model_path"] = model_path
-        _run_tasks(store, config, name, model_path, engine_args, manifest)
+        manifest.model_path = resolve_model(model)
+        _run_tasks(store, config, manifest, engine_args)
     except Exception as e:  # the variant fails alone; its error is kept for the comparison
         log.error("variant %s failed: %s", name, e)
-        manifest.update(status=FAILED, error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
+        manifest.status, manifest.error = FAILED, f"{type(e).__name__}: {e}"
+        manifest.traceback = traceback.format_exc()
         return False
     else:
-        manifest["status"] = COMPLETE
+        manifest.status = COMPLETE
         return True
     finally:
-        manifest["timings"]["total_s"] = round(time.perf_counter() - start, 2)
-        store.write_manifest(name, manifest)
+        manifest.timings["total_s"] = round(time.perf_counter() - start, 2)
+        store.write_manifest(manifest)
 
 
-def _run_tasks(store, config: RunConfig, name, model_path, engine_args, manifest) -> None:
+def _run_tasks(store: RunStore, config: RunConfig, manifest: Manifest, engine_args: dict) -> None:
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
@@ -73,20 +73,21 @@ def _run_tasks(store, config: RunConfig, name, model_path, engine_args, manifest
     from harness.evaluate.engine import VLLMEngine
     from harness.evaluate.quantization import check_quantized
 
+    name, model_path = manifest.variant, manifest.model_path or ""
     t0 = time.perf_counter()
     order_seed = config.seed + 1 if name.endswith(REPEAT_SUFFIX) else None
     try:
         engine = VLLMEngine(model_path, engine_args, seed=config.seed, order_seed=order_seed)
     except Exception as e:  # vLLM's own message rarely names the checkpoint it could not load
         raise RuntimeError(f"engine start failed for {model_path}: {type(e).__name__}: {e}") from e
-    manifest["timings"]["engine_start_s"] = round(time.perf_counter() - t0, 2)
-    manifest["engine_args"] = engine.engine_args
-    manifest["engine_core"] = engine.engine_core
-    manifest["compute_threads"] = engine.compute_threads
+    manifest.timings["engine_start_s"] = round(time.perf_counter() - t0, 2)
+    manifest.engine_args = engine.engine_args
+    manifest.engine_core = engine.engine_core
+    manifest.compute_threads = engine.compute_threads
     weights = engine.describe_weights()
-    manifest["quantization"].update(weights)
-    store.write_manifest(name, manifest)
-    check_quantized(weights, engine_args.get("quantization"), bool(manifest["quantization"]["prequantized"]))
+    manifest.quantization = manifest.quantization.model_copy(update=weights)
+    store.write_manifest(manifest)
+    check_quantized(weights, engine_args.get("quantization"), manifest.quantization.prequantized)
     log.info("variant %s: %d of %d linear layers quantized, %.1f MB of weights", name,
              weights["quantized_layers"], weights["linear_layers"], weights["weight_bytes"] / 1e6)
 
@@ -95,10 +96,10 @@ def _run_tasks(store, config: RunConfig, name, model_path, engine_args, manifest
 
         # Code tasks read this in their filter; the isolation in force goes into the manifest.
         os.environ["HARNESS_ALLOW_CODE_EXECUTION"] = "1"
-        manifest["sandbox"] = sandbox.isolation()
+        manifest.sandbox = sandbox.isolation()
     manager = TaskManager(include_path=str(TASKS_DIR))
     checkpointed = CheckpointedLM(engine, store.variant_dir(name) / REQUESTS_DB, config.chunk_requests)
-    with data.use_data_dirs([Path(d) for d in store.read_run()["data_dirs"]]):
+    with data.use_data_dirs([Path(d) for d in manifest.data_dirs]):
         tasks, leaves = _load_tasks(manager, config)
         t1 = time.perf_counter()
         results = simple_evaluate(
@@ -117,13 +118,13 @@ def _run_tasks(store, config: RunConfig, name, model_path, engine_args, manifest
             fewshot_random_seed=config.seed,
             confirm_run_unsafe_code=config.allow_code_execution,
         )
-    manifest["timings"]["evaluate_s"] = round(time.perf_counter() - t1, 2)
-    manifest["timings"]["requests_s"] = round(engine.stats.engine_seconds, 2)
-    manifest["requests_reused"] = checkpointed.reused
+        manifest.datasets = data.fingerprints(leaves)
+    manifest.timings["evaluate_s"] = round(time.perf_counter() - t1, 2)
+    manifest.timings["requests_s"] = round(engine.stats.engine_seconds, 2)
+    manifest.requests_reused = checkpointed.reused
     checkpointed.close()
-    manifest["throughput"] = engine.stats.as_dict()
-    manifest["datasets"] = data.fingerprints(leaves)
-    manifest["task_versions"] = results.get("versions", {})
+    manifest.throughput = engine.stats.as_dict()
+    manifest.task_versions = results.get("versions", {})
     samples = results.pop("samples", {})
     for task, records in samples.items():
         store.write_samples(name, task, _sample_records(task, records))
@@ -155,26 +156,24 @@ def _load_tasks(manager, config: RunConfig) -> tuple[list, dict]:
     return objects, leaves
 
 
-def _sample_records(task: str, logged: list[dict]) -> list[dict]:
+def _sample_records(task: str, logged: list[dict]) -> list[SampleRecord]:
     """lm-eval logs one entry per (doc, filter); we keep one record per doc, keyed by doc_id."""
-    by_doc: dict[int, dict] = {}
+    by_doc: dict[int, SampleRecord] = {}
     for entry in logged:
-        record = by_doc.setdefault(entry["doc_id"], {
-            "task": task,
-            "doc_id": entry["doc_id"],
-            "doc_hash": entry["doc_hash"],
-            "prompt_hash": entry["prompt_hash"],
-            "target": entry["target"],
-            "prompt": entry["arguments"][0][0] if entry["arguments"] else None,
-            "response": entry["resps"],
-            "extracted": {},
-            "scores": {},
-        })
-        record["extracted"][entry["filter"]] = entry["filtered_resps"]
+        record = by_doc.setdefault(entry["doc_id"], SampleRecord(
+            task=task,
+            doc_id=entry["doc_id"],
+            doc_hash=entry["doc_hash"],
+            prompt_hash=entry["prompt_hash"],
+            target=entry["target"],
+            prompt=entry["arguments"][0][0] if entry["arguments"] else None,
+            response=entry["resps"],
+        ))
+        record.extracted[entry["filter"]] = entry["filtered_resps"]
         for metric in entry["metrics"]:
             value = entry[metric]
             if isinstance(value, bool | int | float):
-                record["scores"][f"{metric},{entry['filter']}"] = float(value)
+                record.scores[f"{metric},{entry['filter']}"] = float(value)
     return [by_doc[k] for k in sorted(by_doc)]
 
 
@@ -196,7 +195,7 @@ def _die_with_parent() -> None:
 
 
 def main(argv: list[str]) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    setup_logging()
     run_dir, name = argv
     if os.getpgrp() == os.getpid():  # started by the runner as a group leader
         _die_with_parent()

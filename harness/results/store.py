@@ -1,82 +1,67 @@
-"""The results folder: the only thing compare, gate and report ever read.
+"""The results folder: the only thing compare, gate, report and drift ever read.
 
 Layout of one run (``results/<run-id>/``)::
 
-    run.json                    the run: config, variant order, baseline, status
+    run.json                    the run: config, variant order, baseline, card, status
     <variant>/manifest.json     provenance and status of one variant
     <variant>/results.json      lm-eval's aggregate results for that variant
     <variant>/samples/<task>.jsonl   one record per (task, doc_id)
     comparison.csv, comparison.md    the joined table (rebuilt by `harness compare`)
 
-Every file is written atomically (temp file + rename), so a killed run never leaves a
-half-written file behind, and a folder only says "complete" once everything is there.
-This module imports neither vllm nor torch.
+Every file is read and written through the models of harness.results.schema, atomically
+(harness.results.io). Variant folders come from validated names only, so nothing a run.json
+says can make a reader leave the run folder. This module imports neither vllm nor torch.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from harness.results.io import StoreError, read_json, read_jsonl, write_json, write_jsonl
+from harness.results.schema import (
+    COMPLETE,
+    FAILED,
+    REPEAT_SUFFIX,
+    RUNNING,
+    SCHEMA_VERSION,
+    Manifest,
+    RunRecord,
+    SampleRecord,
+    TaskResults,
+    _folder_name,
+)
+
+__all__ = ["COMPLETE", "FAILED", "REPEAT_SUFFIX", "RUNNING", "RunStore", "StoreError", "parse"]
 
 RUN_FILE = "run.json"
 MANIFEST_FILE = "manifest.json"
 RESULTS_FILE = "results.json"
 SAMPLES_DIR = "samples"
 
-# The noise-floor run: the baseline again, as a variant folder of its own.
-REPEAT_SUFFIX = "~repeat"
-
-# Status values of a run or a variant.
-RUNNING, COMPLETE, FAILED = "running", "complete", "failed"
+M = TypeVar("M", bound=BaseModel)
 
 
-class StoreError(Exception):
-    """A results folder is missing, malformed, or not what the caller expects."""
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def parse(model: type[M], raw: Any, where: str) -> M:
+    """Validate one file's content; the first problem becomes one line naming file and field."""
+    if isinstance(raw, dict):
+        version = raw.get("schema_version", SCHEMA_VERSION)
+        if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
+            raise StoreError(f"{where}: schema_version {version} is newer than this harness reads ({SCHEMA_VERSION})")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        return model.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        message = err["msg"].removeprefix("Value error, ")
+        raise StoreError(f"{where}: {field}: {message}") from None
 
 
-def write_json(path: Path, obj: Any) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
-
-
-def write_jsonl(path: Path, records: Iterable[dict]) -> None:
-    write_text_atomic(path, "".join(json.dumps(r, default=str) + "\n" for r in records))
-
-
-def read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise StoreError(f"{path}: not found") from None
-    except json.JSONDecodeError as e:
-        raise StoreError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from None
-
-
-def read_jsonl(path: Path) -> Iterator[dict]:
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise StoreError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+def dump(record: BaseModel) -> dict:
+    return record.model_dump(by_alias=True)
 
 
 class RunStore:
@@ -90,60 +75,67 @@ class RunStore:
     def run_file(self) -> Path:
         return self.root / RUN_FILE
 
-    def read_run(self) -> dict:
+    def read_run(self) -> RunRecord:
         if not self.root.is_dir():
             raise StoreError(f"{self.root}: no such run folder")
-        return read_json(self.run_file)
+        return parse(RunRecord, read_json(self.run_file), str(self.run_file))
 
-    def write_run(self, run: dict) -> None:
-        write_json(self.run_file, run)
+    def write_run(self, run: RunRecord) -> None:
+        write_json(self.run_file, dump(run))
 
-    def variant_names(self) -> list[str]:
-        return list(self.read_run()["variants"])
-
-    def evaluated_variants(self) -> list[str]:
-        """Variant folders in evaluation order: the noise-floor repeat right after the baseline."""
+    def set_run_status(self, status: str) -> None:
         run = self.read_run()
-        names = list(run["variants"])
-        if run.get("noise_floor"):
-            names.insert(names.index(run["baseline"]) + 1, run["baseline"] + REPEAT_SUFFIX)
-        return names
+        run.status = status  # type: ignore[assignment]  # validated on assignment
+        self.write_run(run)
 
     # -- variant level ---------------------------------------------------------
     def variant_dir(self, variant: str) -> Path:
-        return self.root / variant
+        try:
+            return self.root / _folder_name(variant)
+        except ValueError as e:
+            raise StoreError(f"{self.run_file}: variant {e}") from None
 
     def manifest_path(self, variant: str) -> Path:
         return self.variant_dir(variant) / MANIFEST_FILE
 
-    def read_manifest(self, variant: str) -> dict:
-        return read_json(self.manifest_path(variant))
+    def has_manifest(self, variant: str) -> bool:
+        return self.manifest_path(variant).is_file()
 
-    def write_manifest(self, variant: str, manifest: dict) -> None:
-        write_json(self.manifest_path(variant), manifest)
-
-    def update_manifest(self, variant: str, **fields: Any) -> dict:
+    def read_manifest(self, variant: str) -> Manifest:
         path = self.manifest_path(variant)
-        manifest = read_json(path) if path.exists() else {}
-        manifest.update(fields)
-        write_json(path, manifest)
-        return manifest
+        return parse(Manifest, read_json(path), str(path))
 
-    def read_results(self, variant: str) -> dict:
-        return read_json(self.variant_dir(variant) / RESULTS_FILE)
+    def write_manifest(self, manifest: Manifest) -> None:
+        write_json(self.manifest_path(manifest.variant), dump(manifest))
+
+    def status(self, variant: str) -> str | None:
+        """The variant's recorded status; None when it has no readable manifest."""
+        try:
+            return self.read_manifest(variant).status
+        except StoreError:
+            return None
+
+    def results_path(self, variant: str) -> Path:
+        return self.variant_dir(variant) / RESULTS_FILE
+
+    def read_results(self, variant: str) -> TaskResults:
+        path = self.results_path(variant)
+        return parse(TaskResults, read_json(path), str(path))
 
     def write_results(self, variant: str, results: dict) -> None:
-        write_json(self.variant_dir(variant) / RESULTS_FILE, results)
+        checked = parse(TaskResults, {**results, "schema_version": SCHEMA_VERSION}, str(self.results_path(variant)))
+        write_json(self.results_path(variant), dump(checked))
 
     def samples_path(self, variant: str, task: str) -> Path:
         return self.variant_dir(variant) / SAMPLES_DIR / f"{task}.jsonl"
 
-    def write_samples(self, variant: str, task: str, records: Iterable[dict]) -> None:
-        write_jsonl(self.samples_path(variant, task), records)
+    def write_samples(self, variant: str, task: str, records: Iterable[SampleRecord]) -> None:
+        write_jsonl(self.samples_path(variant, task), (r.model_dump() for r in records))
 
     def sample_tasks(self, variant: str) -> list[str]:
         folder = self.variant_dir(variant) / SAMPLES_DIR
         return sorted(p.stem for p in folder.glob("*.jsonl"))
 
-    def read_samples(self, variant: str, task: str) -> list[dict]:
-        return list(read_jsonl(self.samples_path(variant, task)))
+    def read_samples(self, variant: str, task: str) -> list[SampleRecord]:
+        path = self.samples_path(variant, task)
+        return [parse(SampleRecord, raw, f"{path}:{lineno}") for lineno, raw in read_jsonl(path)]

@@ -9,7 +9,6 @@ A mirror is a folder holding ``ORG/NAME/`` dataset folders laid out like hub rep
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import os
@@ -20,7 +19,8 @@ from pathlib import Path
 import yaml
 
 from harness.errors import UsageError
-from harness.results.store import write_text_atomic
+from harness.results.io import write_text_atomic
+from harness.suites import mirror
 
 ENV_VAR = "HARNESS_DATA_DIR"
 
@@ -28,8 +28,8 @@ ENV_VAR = "HARNESS_DATA_DIR"
 # (AGIEval's few-shot CSV).
 _ACTIVE: list[Path] = []
 
-# Where a needed split was found.
-IN_DIR, IN_CACHE, ON_HUB, MISSING = "dir", "cache", "hub", "missing"
+# Where a needed split was found; CORRUPT: in a mirror, but its files cannot be read as that split.
+IN_DIR, IN_CACHE, ON_HUB, MISSING, CORRUPT = "dir", "cache", "hub", "missing", "corrupt"
 
 
 def data_dirs_from(value: Iterable[str | Path] | None) -> list[Path]:
@@ -77,7 +77,9 @@ def use_data_dirs(dirs: Iterable[str | Path]) -> Iterator[None]:
         # folder is already that content.
         kwargs.pop("revision", None)
         kwargs.pop("trust_remote_code", None)
-        return original(str(local), *args, **kwargs)
+        # Not `original(str(local))`: datasets caches a local folder under its base name and its
+        # file patterns, so a changed or broken file would be answered from an older copy.
+        return mirror.load_mirror(local, *args, **kwargs)
 
     datasets.load_dataset = load_dataset
     before = list(_ACTIVE)
@@ -105,13 +107,13 @@ class Need:
     path: str
     name: str | None
     split: str
-    status: str = MISSING  # IN_DIR, IN_CACHE, ON_HUB or MISSING
+    status: str = MISSING  # IN_DIR, IN_CACHE, ON_HUB, MISSING or CORRUPT
     where: str = ""
     revision: str | None = None
 
     @property
     def available(self) -> bool:
-        return self.status != MISSING
+        return self.status not in (MISSING, CORRUPT)
 
     def describe(self) -> str:
         return f"dataset {self.path} config {self.name or 'default'} split {self.split}"
@@ -140,15 +142,10 @@ def needed_splits(task: str, cfg: dict) -> list[Need]:
 
 def _mirror_splits(folder: Path) -> dict[str, set[str]]:
     """{config: {split}} from a hub-layout README's ``configs:`` block."""
-    readme = folder / "README.md"
-    if not readme.is_file():
+    if not (folder / "README.md").is_file():
         return {}
-    text = readme.read_text(encoding="utf-8")
-    if not text.startswith("---"):
-        return {}
-    front = yaml.safe_load(text.split("---", 2)[1]) or {}
     out: dict[str, set[str]] = {}
-    for c in front.get("configs") or []:
+    for c in mirror.front_matter(folder).get("configs") or []:
         files = c.get("data_files") or []
         out[c.get("config_name", "default")] = {
             f["split"] for f in files if isinstance(f, dict) and "split" in f
@@ -174,13 +171,17 @@ def locate(need: Need, dirs: Iterable[Path]) -> Need:
 
     local = local_copy(need.path, dirs)
     if local is not None:
-        configs = _mirror_splits(local)
-        if need.name is None and len(configs) == 1:  # load_dataset picks the only config
-            configs = {"default": next(iter(configs.values()))}
-        splits = configs.get(need.name or "default", set())
-        if need.split in splits:
-            return replace(need, status=IN_DIR, where=str(local))
-        return replace(need, status=MISSING, where=str(local))
+        try:
+            configs = _mirror_splits(local)
+            if need.name is None and len(configs) == 1:  # load_dataset picks the only config
+                configs = {"default": next(iter(configs.values()))}
+            if need.split not in configs.get(need.name or "default", set()):
+                return replace(need, status=MISSING, where=str(local))
+            # Read far enough to prove it loads: a truncated file is corrupt, not available.
+            mirror.check_split(local, need.name, need.split)
+        except mirror.CorruptMirrorError as e:
+            return replace(need, status=CORRUPT, where=str(e))
+        return replace(need, status=IN_DIR, where=str(local))
     import datasets
 
     offline = is_offline()
@@ -202,12 +203,12 @@ def locate(need: Need, dirs: Iterable[Path]) -> Need:
 
 def check(suite_or_tasks: str | list[str], dirs: Iterable[Path]) -> list[Need]:
     """Every dataset split the suite/tasks read, located in ``dirs``, the HF cache or the hub."""
-    from harness.suites import registry as suites
+    from harness.suites import registry
 
     names = [suite_or_tasks] if isinstance(suite_or_tasks, str) else list(suite_or_tasks)
     dirs = list(dirs)
     needs = []
-    for task, cfg in suites.task_configs(names).items():
+    for task, cfg in registry.task_configs(names).items():
         needs += [locate(n, dirs) for n in needed_splits(task, cfg)]
     return needs
 
@@ -223,7 +224,7 @@ def require(suite_or_tasks: str | list[str], dirs: Iterable[Path]) -> list[Need]
     needs = check(suite_or_tasks, dirs)
     missing = [n for n in needs if not n.available]
     if missing:
-        first = missing_message(missing[0], dirs)
+        first = missing_message(missing[0], dirs) if missing[0].status == MISSING else missing[0].where
         more = f" (and {len(missing) - 1} more; run `harness data check`)" if len(missing) > 1 else ""
         raise UsageError(first + more)
     return needs
@@ -233,22 +234,31 @@ def require(suite_or_tasks: str | list[str], dirs: Iterable[Path]) -> list[Need]
 
 
 def fingerprints(task_dict: dict) -> dict[str, dict]:
-    """{task: {path, name, split, fingerprint, num_rows}} of each loaded task's eval split.
+    """{task: {path, name, split, fingerprint, num_rows, files}} of each loaded task's eval split.
 
     ``task_dict`` is lm-eval's ``{name: Task}`` mapping (``TaskManager.load(...)["tasks"]``).
+    For a mirror, ``files`` maps each file read to the sha256 of its bytes, and a mirror whose
+    files changed while the run loaded them is refused: the numbers would not be theirs.
     """
     out = {}
     for name, task in task_dict.items():
         cfg = task.config
         split = cfg.test_split or cfg.validation_split
         ds = task.dataset[split] if task.dataset is not None and split else None
-        out[name] = {
+        entry = {
             "path": cfg.dataset_path,
             "name": cfg.dataset_name,
             "split": split,
             "fingerprint": getattr(ds, "_fingerprint", None) or _content_hash(ds),
             "num_rows": None if ds is None else len(ds),
         }
+        local = local_copy(str(cfg.dataset_path or ""), active_dirs())
+        if local is not None and split:
+            now = mirror.fingerprint(local, cfg.dataset_name, split)
+            if entry["fingerprint"] != now.sha256:
+                raise mirror.CorruptMirrorError(local, f"split {split} changed while the run read it")
+            entry["files"] = {f: digest for f, digest, _ in now.files}
+        out[name] = entry
     return out
 
 
@@ -309,34 +319,11 @@ def _write_readme(folder: Path) -> None:
     )
 
 
-# --------------------------------------------------------------------------- command line
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=["check", "pull"])
-    parser.add_argument("--suite", required=True, help="suite, group or task name")
-    parser.add_argument(
-        "--data-dir", action="append", default=[], metavar="DIR",
-        help=f"mirror folder in hub layout (repeatable; also ${ENV_VAR})",
-    )
-
-
-def main(args: argparse.Namespace) -> int:
-    if args.action == "pull":
-        if not args.data_dir:
-            raise UsageError("data pull needs --data-dir (where to write the mirror)")
-        if is_offline():
-            raise UsageError("data pull needs the network; unset HF_HUB_OFFLINE/HF_DATASETS_OFFLINE")
-        target = Path(args.data_dir[0]).expanduser()
-        target.mkdir(parents=True, exist_ok=True)
-        needs = [n for n in check(args.suite, [target]) if n.status != IN_DIR]
-        for out in pull(needs, target):
-            print(out)
-        return 0
-    dirs = data_dirs_from(args.data_dir)
-    needs = check(args.suite, dirs)
-    for n in needs:
-        print(f"{n.status:8} {n.task:40} {n.path} {n.name or 'default'} {n.split} {n.where}")
-    missing = [n for n in needs if not n.available]
-    print(f"{len(needs) - len(missing)}/{len(needs)} splits available")
-    return 1 if missing else 0
+def pull_suite(suite: str, target: Path) -> list[Path]:
+    """Fill the mirror ``target`` with every split of ``suite`` it lacks (needs the network)."""
+    if is_offline():
+        raise UsageError("data pull needs the network; unset HF_HUB_OFFLINE/HF_DATASETS_OFFLINE")
+    if target.exists() and not target.is_dir():
+        raise UsageError(f"data pull: {target} is a file, not a folder")
+    target.mkdir(parents=True, exist_ok=True)
+    return pull([n for n in check(suite, [target]) if n.status != IN_DIR], target)

@@ -7,7 +7,6 @@ metric the card reports live here, in ``BENCHMARKS``.
 
 from __future__ import annotations
 
-import argparse
 from functools import lru_cache
 from pathlib import Path
 
@@ -104,11 +103,9 @@ def task_configs(names: list[str], tasks_dir: Path = TASKS_DIR) -> dict[str, dic
     return out
 
 
-def suite_tasks(name: str) -> list[str]:
-    """The lm-eval task/group names the runner passes for a suite (the suite's own group)."""
-    if name not in SUITES:
-        raise KeyError(f"unknown suite {name!r}; known: {', '.join(SUITES)}")
-    return [name]
+def is_known(name: str, tasks_dir: Path = TASKS_DIR) -> bool:
+    """A task, group or tag lm-eval can load (ours or built in)."""
+    return bool(name) and name in task_index(tasks_dir)
 
 
 def benchmark_settings(member: str, tasks_dir: Path = TASKS_DIR) -> dict:
@@ -125,32 +122,17 @@ def benchmark_settings(member: str, tasks_dir: Path = TASKS_DIR) -> dict:
     }
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--suite", choices=list(SUITES), help="list one suite only")
-    parser.add_argument(
-        "--data-dir", action="append", default=[], metavar="DIR",
-        help="also report which datasets are missing from these mirrors / the HF cache",
-    )
+SUITE_COLUMNS = ["benchmark", "task", "shots", "max gen", "n", "metric"]
 
 
-def main(args: argparse.Namespace) -> int:
-    from harness.suites import data
-
-    dirs = data.data_dirs_from(args.data_dir) if args.data_dir else None
-    for suite in [args.suite] if args.suite else list(SUITES):
-        print(f"{suite}: {SUITES[suite]}")
-        print(f"  {'benchmark':16} {'task':28} {'shots':>5} {'max gen':>7} {'n':>3}  metric")
-        for bench, member, metric in BENCHMARKS[suite]:
-            try:
-                s = benchmark_settings(member)
-            except KeyError:
-                print(f"  {bench:16} {member:28} (task not installed)")
-                continue
-            print(f"  {bench:16} {member:28} {s['shots']:>5} {s['max_gen']!s:>7} "
-                  f"{s['subtasks']:>3}  {metric}")
-        if dirs is not None:
-            missing = [n for n in data.check(suite, dirs) if not n.available]
-            for n in missing:
-                print(f"  missing: {n.describe()} (task {n.task})")
-            print(f"  {len(missing)} dataset splits missing")
-    return 0
+def suite_rows(suite: str) -> list[list[str]]:
+    """One row per card benchmark of the suite: its task and settings (SUITE_COLUMNS)."""
+    rows = []
+    for bench, member, metric in BENCHMARKS[suite]:
+        try:
+            s = benchmark_settings(member)
+        except KeyError:
+            rows.append([bench, member, "(task not installed)", "", "", ""])
+            continue
+        rows.append([bench, member, s["shots"], str(s["max_gen"]), str(s["subtasks"]), metric])
+    return rows
