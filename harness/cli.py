@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -29,13 +30,16 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # --help, or a flag argparse refused (one line, see Parser.error)
         return e.code if isinstance(e.code, int) else EXIT_BAD_INPUT
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # inside the try: a reader that left is seen here, not at exit
+        return code
     except (UsageError, StoreError) as e:
         print(f"harness {args.command}: error: {one_line(str(e))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except BrokenPipeError:
-        # `harness compare RUN | head`: the reader left; what was written stays written.
-        sys.stderr.close()
+        # `harness compare RUN | head`: the reader left; the files are written already. Point
+        # stdout at /dev/null so the interpreter's own flush at exit does not complain.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
     except KeyboardInterrupt:
         print(f"harness {args.command}: interrupted", file=sys.stderr)

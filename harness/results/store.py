@@ -127,6 +127,9 @@ class RunStore:
         write_json(self.results_path(variant), dump(checked))
 
     def samples_path(self, variant: str, task: str) -> Path:
+        # Task names come from results.json: never let one name a file outside the folder.
+        if not task or task.startswith(".") or "/" in task or "\\" in task or "\0" in task:
+            raise StoreError(f"{self.variant_dir(variant)}: task name {task!r} is not a file name")
         return self.variant_dir(variant) / SAMPLES_DIR / f"{task}.jsonl"
 
     def write_samples(self, variant: str, task: str, records: Iterable[SampleRecord]) -> None:
