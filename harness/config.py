@@ -13,7 +13,6 @@ import functools
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -26,10 +25,7 @@ from pydantic import (
 from harness.errors import UsageError
 from harness.resources import DEMO_CONFIG
 from harness.results.schema import NAME_PATTERN
-
-# YAML aliases are expanded in memory: without a bound, a few hundred bytes of nested
-# aliases become gigabytes (and a 31 MB run.json from a 683-byte config).
-MAX_ALIASES = 100
+from harness.yamlfile import read_yaml
 
 
 class _Strict(BaseModel):
@@ -121,54 +117,6 @@ def folder_name(value: str, what: str) -> str:
     if not NAME_PATTERN.fullmatch(value) or ".." in value:
         raise ValueError(f"{what} {value!r} must be letters, digits, '_', '.', '+', '-' (not a path)")
     return value
-
-
-class StrictLoader(yaml.SafeLoader):
-    """YAML with duplicate keys refused (the last one silently wins otherwise) and aliases bounded."""
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self.aliases = 0
-
-    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
-        if self.check_event(yaml.AliasEvent):
-            self.aliases += 1
-            if self.aliases > MAX_ALIASES:
-                mark = self.peek_event().start_mark
-                raise yaml.constructor.ConstructorError(None, None, f"more than {MAX_ALIASES} aliases", mark)
-        return super().compose_node(parent, index)  # type: ignore[arg-type]
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen: set = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
-            if isinstance(key, str | int | float | bool) and key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-def read_yaml(path: Path) -> Any:
-    """A YAML file as data; every problem is one UsageError naming the file (and line)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise UsageError(f"{path}: is a folder, not a file") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"{path}: not UTF-8 text") from None
-    except OSError as e:
-        raise UsageError(f"{path}: cannot be read ({e.strerror or e})") from None
-    try:
-        return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - StrictLoader is a SafeLoader
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark else ""
-        problem = getattr(e, "problem", None)
-        raise UsageError(f"{path}{where}: not valid YAML" + (f" ({problem})" if problem else "")) from None
 
 
 def validate_config(raw: Any, path: Path | str) -> RunConfig:

@@ -132,7 +132,7 @@ def test_more_bad_configs_stop_before_anything_exists(run_harness, tmp_path, lab
 
 
 @pytest.mark.parametrize("text, expected", [
-    ("model: demo\nlimit: 2\nlimit: 3\n", "config.yaml:3: not valid YAML (duplicate key 'limit')"),
+    ("model: demo\nlimit: 2\nlimit: 3\n", "config.yaml: not valid YAML: line 3, column 1: duplicate key 'limit' (first given on line 2)"),
     # Each line doubles the one before: 2**60 elements from 61 short lines.
     ("a0: &a0 [1, 1]\n" + "".join(f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}]\n" for i in range(1, 61)),
      "more than 100 aliases"),

@@ -230,11 +230,11 @@ def test_yaml_merge_keys_are_not_duplicates(tmp_path, capsys):
 def test_unreadable_thresholds_file_is_bad_input(tmp_path, capsys):
     store = write_run(tmp_path / "run", {"bf16": BASE, "fp8": BASE})
     missing = tmp_path / "none.yaml"
-    assert bad_input(capsys, store.root, "--thresholds", missing) == f"{missing}: no such thresholds file"
+    assert bad_input(capsys, store.root, "--thresholds", missing) == f"{missing}: file not found"
     binary = tmp_path / "binary.yaml"
     binary.write_bytes(b"defaults: {max_drop: \xff}\n")
     assert bad_input(capsys, store.root, "--thresholds", binary) == f"{binary}: not UTF-8 text"
-    assert bad_input(capsys, store.root, "--thresholds", tmp_path).startswith(f"{tmp_path}: cannot be read")
+    assert bad_input(capsys, store.root, "--thresholds", tmp_path) == f"{tmp_path}: is a folder, not a file"
 
 
 def test_empty_thresholds_file_gives_no_threshold(tmp_path, capsys):

@@ -32,13 +32,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, field_validator, model_validator
 
 from harness.analysis.comparison import Variant, compare_variants, load_variant
 from harness.errors import UsageError
 from harness.results.schema import COMPLETE, FAILED, RUNNING, Comparison, ComparisonRow, RunRecord
 from harness.results.store import REPEAT_SUFFIX, RunStore
+from harness.yamlfile import read_yaml
 
 # Label of the reference when a variant is gated against the same variant of an earlier run.
 ACCEPTED_SUFFIX = "@accepted"
@@ -121,39 +121,6 @@ class Policy(BaseModel):
         return self.defaults.empty and all(t.empty for t in self.tasks.values())
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key given twice: plain YAML keeps the last one silently."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        first_line: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue  # "<<" merges are YAML's own way of repeating keys on purpose
-            key = self.construct_object(key_node, deep=True)
-            try:
-                if key in first_line:
-                    raise yaml.constructor.ConstructorError(
-                        problem=f"duplicate key {key!r} (first given on line {first_line[key]})",
-                        problem_mark=key_node.start_mark,
-                    )
-                first_line[key] = key_node.start_mark.line + 1
-            except TypeError:
-                pass  # an unhashable key: SafeLoader reports it below
-        return super().construct_mapping(node, deep=deep)
-
-
-def load_yaml(text: str) -> Any:
-    """YAML without duplicate keys; any problem raises yaml.YAMLError."""
-    return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
-
-
-def _yaml_problem(e: yaml.YAMLError) -> str:
-    """'line L, column C: problem' instead of PyYAML's multi-line excerpt."""
-    mark = getattr(e, "problem_mark", None)
-    problem = getattr(e, "problem", None) or str(e)
-    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else problem
-
-
 def _validation_problem(e: ValidationError) -> str:
     """The first error as 'key.path: what is wrong'."""
     err = e.errors()[0]
@@ -166,16 +133,7 @@ def _validation_problem(e: ValidationError) -> str:
 
 
 def read_policy_file(path: Path) -> Policy:
-    try:
-        raw = load_yaml(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such thresholds file") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"{path}: not UTF-8 text") from None
-    except OSError as e:
-        raise UsageError(f"{path}: cannot be read ({e.strerror or e})") from None
-    except yaml.YAMLError as e:
-        raise UsageError(f"{path}: not valid YAML: {_yaml_problem(e)}") from None
+    raw = read_yaml(path)
     try:
         return Policy.model_validate(raw)
     except ValidationError as e:

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 from harness.errors import UsageError
 from harness.resources import CARD_DIR
 from harness.results.schema import Card
 from harness.results.store import StoreError, parse
+from harness.yamlfile import read_yaml
 
 
 def card_paths(name: str, config_path: Path | None) -> list[Path]:
@@ -30,10 +29,7 @@ def load_card(name: str, config_path: Path | None, where: str) -> Card:
     if path is None:
         known = sorted(p.stem for p in CARD_DIR.glob("*.yaml"))
         raise UsageError(f"{where}: no model card {name!r} (known: {', '.join(known)})")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise UsageError(f"{path}: not a valid YAML card ({type(e).__name__})") from None
+    raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise UsageError(f"{path}: expected a mapping with scores: [{{benchmark, task, metric, value}}]")
     try:
