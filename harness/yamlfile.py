@@ -31,14 +31,14 @@ class StrictLoader(yaml.SafeLoader):
                 raise yaml.composer.ComposerError(
                     problem=f"more than {MAX_ALIASES} aliases", problem_mark=self.peek_event().start_mark
                 )
-        return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        return super().compose_node(parent, index)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         first_line: dict[Any, int] = {}
         for key_node, _ in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
                 continue  # "<<" merges are YAML's own way of repeating keys on purpose
-            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            key = self.construct_object(key_node, deep=True)
             try:
                 if key in first_line:
                     raise yaml.constructor.ConstructorError(

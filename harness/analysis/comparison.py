@@ -14,6 +14,7 @@ The result is a typed harness.results.schema.Comparison; only the results folder
 from __future__ import annotations
 
 import math
+from typing import Literal
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -246,7 +247,7 @@ def noise_floor(cell: VariantCell) -> float | None:
     return None if cell.delta is None else abs(cell.delta)
 
 
-def within_noise(delta: float | None, floor: float | None) -> str:
+def within_noise(delta: float | None, floor: float | None) -> Literal["yes", "no", ""]:
     """ "yes"/"no", or "" when either side is unknown (failed variant, no repeat)."""
     if delta is None or floor is None:
         return ""

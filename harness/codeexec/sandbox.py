@@ -295,7 +295,7 @@ def _run(job: Job, iso: Isolation, limits: Limits) -> tuple[Outcome, dict]:
     }).encode()
     workdir = tempfile.mkdtemp(prefix="harness-sandbox-")
     try:
-        if iso.uid is not None:
+        if iso.uid is not None and iso.gid is not None:
             os.chown(workdir, iso.uid, iso.gid)
         with tempfile.TemporaryFile() as errors:
             raw, timed_out = _spawn_and_wait(iso, workdir, payload, deadline, errors)
@@ -388,7 +388,8 @@ def _children(pid: int) -> list[int]:
 def _read_until(fd: int, deadline: float) -> tuple[bytes, bool]:
     poller = select.poll()
     poller.register(fd, select.POLLIN)
-    chunks, size = [], 0
+    chunks: list[bytes] = []
+    size = 0
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:

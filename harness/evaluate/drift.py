@@ -35,6 +35,7 @@ from harness.analysis.drift import (
 from harness.config import RunConfig, validate_config
 from harness.errors import EXIT_FAILED, EXIT_OK, UsageError
 from harness.evaluate.children import go_offline, run_in_own_session
+from harness.logs import setup_logging
 from harness.render.tables import text_table
 from harness.results.io import read_json, write_bytes_atomic, write_json
 from harness.results.schema import COMPLETE, FAILED, DriftSummary, RunRecord
@@ -228,7 +229,7 @@ def write_npz(path: Path, **arrays: np.ndarray) -> None:
 
 
 def child_main(argv: list[str]) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    setup_logging()
     run_dir, name = argv
     store = RunStore(run_dir)
     try:

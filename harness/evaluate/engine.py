@@ -152,7 +152,7 @@ class VLLMEngine(TemplateLM):
             params = [params[i] for i in order]
         start = time.perf_counter()
         shuffled = self.llm.generate([prompts[i] for i in order], params, use_tqdm=True)
-        outputs = [None] * len(order)
+        outputs: list = [None] * len(order)
         for i, out in zip(order, shuffled):
             outputs[i] = out
         self.stats.engine_seconds += time.perf_counter() - start

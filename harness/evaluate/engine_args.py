@@ -235,7 +235,8 @@ def _adapter(key: str):
         annotation = owner_field.annotation
         metadata = list(owner_field.metadata)
         if metadata:
-            annotation = Annotated[(annotation, *metadata)]
+            parts = (annotation, *metadata)
+            annotation = Annotated[parts]
     else:
         annotation = _engine_hint(key)
         if annotation is None:

@@ -42,8 +42,8 @@ def git_sha() -> str | None:
     return sha + ("+dirty" if dirty else "")
 
 
-def hardware() -> dict:
-    info = {
+def hardware() -> dict[str, object]:
+    info: dict[str, object] = {
         "machine": platform.machine(),
         "system": platform.system(),
         "python": platform.python_version(),

@@ -20,7 +20,16 @@ from harness.evaluate import provenance
 from harness.evaluate.models import resolve_model
 from harness.logs import setup_logging
 from harness.resources import TASKS_DIR
-from harness.results.schema import COMPLETE, FAILED, REPEAT_SUFFIX, RUNNING, Manifest, Quantization, SampleRecord
+from harness.results.schema import (
+    COMPLETE,
+    FAILED,
+    REPEAT_SUFFIX,
+    RUNNING,
+    DatasetFingerprint,
+    Manifest,
+    Quantization,
+    SampleRecord,
+)
 from harness.results.store import RunStore
 from harness.suites import data
 
@@ -118,7 +127,7 @@ def _run_tasks(store: RunStore, config: RunConfig, manifest: Manifest, engine_ar
             fewshot_random_seed=config.seed,
             confirm_run_unsafe_code=config.allow_code_execution,
         )
-        manifest.datasets = data.fingerprints(leaves)
+        manifest.datasets = {task: DatasetFingerprint(**entry) for task, entry in data.fingerprints(leaves).items()}
     manifest.timings["evaluate_s"] = round(time.perf_counter() - t1, 2)
     manifest.timings["requests_s"] = round(engine.stats.engine_seconds, 2)
     manifest.requests_reused = checkpointed.reused
@@ -140,7 +149,7 @@ def _load_tasks(manager, config: RunConfig) -> tuple[list, dict]:
     from harness.evaluate.engine import DEFAULT_MAX_GEN_TOKS
 
     objects, leaves = [], {}
-    for spec in config.tasks or [TaskSpec(name=config.suite)]:
+    for spec in config.tasks or [TaskSpec(name=config.suite or "")]:
         loaded = manager.load([spec.name])
         top = loaded["groups"].get(spec.name) or loaded["tasks"][spec.name]
         if (shots := spec.num_fewshot) is not None:

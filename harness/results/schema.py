@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 SCHEMA_VERSION = 1
 
-RUNNING, COMPLETE, FAILED = "running", "complete", "failed"
+RUNNING: Final = "running"
+COMPLETE: Final = "complete"
+FAILED: Final = "failed"
 Status = Literal["running", "complete", "failed"]
 
 # A variant's folder name: letters, digits and "_.+-", never a path ("..", "/", a newline).

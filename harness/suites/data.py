@@ -66,11 +66,11 @@ def use_data_dirs(dirs: Iterable[str | Path]) -> Iterator[None]:
     """Answer ``datasets.load_dataset(ORG/NAME, ...)`` from the first mirror holding ORG/NAME."""
     import datasets
 
-    dirs = [Path(d) for d in dirs]
+    mirrors = [Path(d) for d in dirs]
     original = datasets.load_dataset
 
     def load_dataset(path, *args, **kwargs):
-        local = local_copy(str(path), dirs)
+        local = local_copy(str(path), mirrors)
         if local is None:
             return original(path, *args, **kwargs)
         # A hub revision (e.g. QuAC's refs/convert/parquet) names a hub branch; the mirror
@@ -83,7 +83,7 @@ def use_data_dirs(dirs: Iterable[str | Path]) -> Iterator[None]:
 
     datasets.load_dataset = load_dataset
     before = list(_ACTIVE)
-    _ACTIVE[:0] = dirs
+    _ACTIVE[:0] = mirrors
     try:
         yield
     finally:

@@ -172,10 +172,11 @@ def check_split(folder, name, split, *, data_dir=None, data_files=None) -> Split
     folder = Path(folder)
     picked = split_files(folder, name, data_dir=data_dir, data_files=data_files)
     files = _one_split(folder, name, split, picked)
-    counted = [_read_rows(f) for f in files[split]]
+    counted: list[int | None] = [_read_rows(f) for f in files[split]]
     ds = load_mirror(folder, name, data_dir=data_dir, data_files=data_files, split=split)
-    if None not in counted and sum(counted) != len(ds):
-        raise CorruptMirrorError(files[split][0], f"files hold {sum(counted)} rows, "
+    rows = [n for n in counted if n is not None]
+    if len(rows) == len(counted) and sum(rows) != len(ds):
+        raise CorruptMirrorError(files[split][0], f"files hold {sum(rows)} rows, "
                                  f"split {split} loaded {len(ds)}")
     fp = _fingerprints(folder, files, _hash_all(folder, files))[split]
     if fp.sha256 != ds._fingerprint:
@@ -353,11 +354,12 @@ def _diagnose(folder: Path, name, files: dict[str, list[Path]], exc: Exception) 
         claimed = _readme_split_sizes(folder, name)
         for split, fs in files.items():
             counted = [_read_rows(f) for f in fs]
-            if split in claimed and None not in counted and sum(counted) != claimed[split]:
+            rows = [n for n in counted if n is not None]
+            if split in claimed and len(rows) == len(counted) and sum(rows) != claimed[split]:
                 return CorruptMirrorError(
                     _readme_or(folder),
                     f"config {name or 'default'} split {split}: README says "
-                    f"{claimed[split]} rows, files hold {sum(counted)}",
+                    f"{claimed[split]} rows, files hold {sum(rows)}",
                 )
     cause = exc.__cause__ or exc
     return CorruptMirrorError(folder, f"config {name or 'default'} does not load: "
