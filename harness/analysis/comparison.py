@@ -14,8 +14,8 @@ The result is a typed harness.results.schema.Comparison; only the results folder
 from __future__ import annotations
 
 import math
-from typing import Literal
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
