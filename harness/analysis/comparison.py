@@ -34,7 +34,7 @@ from harness.results.schema import (
 )
 from harness.results.store import REPEAT_SUFFIX, RunStore
 
-MISSING = "missing"  # a variant folder without a manifest, or a row a variant has no score for
+NO_RESULTS = "missing"  # a variant folder without a manifest, or a row a variant has no score for
 # Per-document means and lm-eval's aggregate agree to float rounding when they are the
 # same quantity; anything looser means they are not.
 AGGREGATE_TOLERANCE = 1e-6
@@ -53,7 +53,7 @@ class UnpairedDocuments(ComparisonError):
 
 
 @dataclass
-class Variant:
+class VariantResults:
     """One variant's results as read from a results folder (this run's or an older one).
 
     name is its folder in the run; label names it in the table, and differs from name only
@@ -83,7 +83,9 @@ class Variant:
         """doc_id -> sample record, or None when the variant wrote no samples for task."""
         if task not in self._samples:
             path = self.store.samples_path(self.name, task)
-            self._samples[task] = None if not path.exists() else by_doc_id(self.store.read_samples(self.name, task), path)
+            self._samples[task] = (
+                None if not path.exists() else by_doc_id(self.store.read_samples(self.name, task), path)
+            )
         return self._samples[task]
 
 
@@ -97,15 +99,15 @@ def by_doc_id(records: list[SampleRecord], path: object) -> dict[int, SampleReco
     return out
 
 
-def load_variant(store: RunStore, name: str, label: str = "") -> Variant:
+def load_variant(store: RunStore, name: str, label: str = "") -> VariantResults:
     if not store.has_manifest(name):
-        return Variant(name, MISSING, f"no {store.manifest_path(name)}", TaskResults(), store, label)
+        return VariantResults(name, NO_RESULTS, f"no {store.manifest_path(name)}", TaskResults(), store, label)
     manifest = store.read_manifest(name)
     results = store.read_results(name) if manifest.status == COMPLETE else TaskResults()
-    return Variant(name, manifest.status or RUNNING, manifest.error, results, store, label)
+    return VariantResults(name, manifest.status or RUNNING, manifest.error, results, store, label)
 
 
-def lower_is_better(variants: list[Variant]) -> list[tuple[str, str]]:
+def lower_is_better(variants: list[VariantResults]) -> list[tuple[str, str]]:
     """(task, metric) pairs lm-eval marks as better when lower (perplexity and the like)."""
     pairs = set()
     for variant in variants:
@@ -121,7 +123,7 @@ def stderr_key(metric: str) -> str:
     return f"{name}_stderr,{filter_name}"
 
 
-def ordered_tasks(requested: list[str], variants: list[Variant]) -> list[str]:
+def ordered_tasks(requested: list[str], variants: list[VariantResults]) -> list[str]:
     """Requested tasks first, each group followed by its subtasks, then anything else."""
     children: dict[str, list[str]] = {}
     present: list[str] = []
@@ -150,7 +152,7 @@ def leaf_tasks(task: str, children: dict[str, list[str]]) -> list[str]:
 
 
 def join_scores(
-    task: str, metric: str, reference: Variant, candidate: Variant, require_pairs: bool
+    task: str, metric: str, reference: VariantResults, candidate: VariantResults, require_pairs: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | str:
     """Per-document scores of both variants over the leaves of task, aligned on doc_id.
 
@@ -170,8 +172,7 @@ def join_scores(
             problem = f"{leaf}: the variants answered different documents (doc_id {only[0]} in one only)"
         if problem and require_pairs:
             raise UnpairedDocuments(
-                f"{problem} ({candidate.label} in {candidate.store.root}, "
-                f"{reference.label} in {reference.store.root})"
+                f"{problem} ({candidate.label} in {candidate.store.root}, {reference.label} in {reference.store.root})"
             )
         if problem:
             return problem
@@ -214,7 +215,7 @@ def aggregate_weights(values: list[tuple[np.ndarray, float]], leaf_index: np.nda
 
 
 def paired_stats(
-    task: str, metric: str, reference: Variant, candidate: Variant, require_pairs: bool
+    task: str, metric: str, reference: VariantResults, candidate: VariantResults, require_pairs: bool
 ) -> stats.PairedStats | str:
     """Paired statistics of candidate vs reference for one row, or why there are none."""
     joined = join_scores(task, metric, reference, candidate, require_pairs)
@@ -255,8 +256,8 @@ def within_noise(delta: float | None, floor: float | None) -> Literal["yes", "no
 
 
 def compare_variants(
-    reference: Variant,
-    candidates: list[Variant],
+    reference: VariantResults,
+    candidates: list[VariantResults],
     requested_tasks: list[str],
     card: dict[tuple[str, str], float] | None = None,
     repeat: str | None = None,
@@ -295,7 +296,7 @@ def compare_variants(
     )
 
 
-def n_documents(task: str, variants: list[Variant]) -> int | None:
+def n_documents(task: str, variants: list[VariantResults]) -> int | None:
     for variant in variants:
         counts = variant.results.n_samples
         leaves = leaf_tasks(task, variant.children)
@@ -309,13 +310,13 @@ def _difference(a: float | None, b: float | None) -> float | None:
 
 
 def variant_cell(
-    task: str, metric: str, variant: Variant, reference: Variant, row: ComparisonRow, require_pairs: bool
+    task: str, metric: str, variant: VariantResults, reference: VariantResults, row: ComparisonRow, require_pairs: bool
 ) -> tuple[VariantCell, str | None]:
     """One variant's cell of a row, and a note when it has no paired statistics."""
     values = variant.scores.get(task, {})
     has_metric = variant.status == COMPLETE and metric in values
     cell = VariantCell(
-        status=variant.status if variant.status != COMPLETE or has_metric else MISSING,
+        status=variant.status if variant.status != COMPLETE or has_metric else NO_RESULTS,
         score=points(values.get(metric)) if has_metric else None,
         stderr=points(values.get(stderr_key(metric))) if has_metric else None,
     )

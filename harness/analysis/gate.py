@@ -34,7 +34,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, field_validator, model_validator
 
-from harness.analysis.comparison import Variant, compare_variants, load_variant
+from harness.analysis.comparison import VariantResults, compare_variants, load_variant
 from harness.errors import UsageError
 from harness.results.schema import COMPLETE, FAILED, RUNNING, Comparison, ComparisonRow, RunRecord
 from harness.results.store import REPEAT_SUFFIX, RunStore
@@ -180,7 +180,7 @@ def finished_run(store: RunStore) -> RunRecord:
     return run
 
 
-def reference_variant(store: RunStore, name: str, label: str) -> Variant:
+def reference_variant(store: RunStore, name: str, label: str) -> VariantResults:
     """The side every candidate is measured against: without its scores there is no verdict."""
     variant = load_variant(store, name, label)
     if variant.status != COMPLETE:
@@ -204,7 +204,7 @@ def requested_rows(
     return rows
 
 
-def pairing(reference: Variant, candidates: list[Variant], tasks: list[str]) -> Pairing:
+def pairing(reference: VariantResults, candidates: list[VariantResults], tasks: list[str]) -> Pairing:
     # require_pairs: a verdict on documents that do not pair up would be a verdict on nothing.
     comparison = compare_variants(reference, candidates, tasks, require_pairs=True)
     children = {g: s for v in (reference, *candidates) for g, s in v.children.items()}
