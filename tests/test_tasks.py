@@ -135,21 +135,27 @@ def test_gsm8k_answer_extraction(manager, response, strict, flexible):
 # ------------------------------------------------------------------ every suite task
 
 ALL_TASKS = [
-    "llama3_mmlu", "llama3_agieval_en", "llama3_commonsense_qa_cot", "llama3_winogrande",
-    "llama3_bbh_cot", "llama3_triviaqa_wiki", "llama3_squad_v2", "llama3_quac",
-    "llama3_boolq", "llama3_drop", "llama3_mmlu_instruct", "llama3_gpqa_main",
+    "llama3_mmlu", "llama3_agieval_en", "llama3_commonsense_qa", "llama3_commonsense_qa_cot",
+    "llama3_winogrande", "llama3_bbh_cot", "llama3_triviaqa_wiki", "llama3_squad_v2",
+    "llama3_quac", "llama3_boolq", "llama3_drop", "llama3_mmlu_instruct", "llama3_gpqa_main",
 ]
-# One representative subtask per group keeps the snapshots short.
-SNAPSHOT_OF = {"llama3_mmlu": "mmlu_anatomy", "llama3_mmlu_instruct": "mmlu_llama_anatomy",
-               "llama3_agieval_en": "llama3_agieval_lsat_ar",
-               "llama3_bbh_cot": "bbh_cot_fewshot_boolean_expressions"}
+# One representative subtask per group keeps the snapshots short; SQuAD's two subtasks
+# (answerable, unanswerable) differ in which documents they hold, so both are shown.
+SNAPSHOT_OF = {"llama3_mmlu": ["mmlu_anatomy"], "llama3_mmlu_instruct": ["mmlu_llama_anatomy"],
+               "llama3_agieval_en": ["llama3_agieval_lsat_ar"],
+               "llama3_bbh_cot": ["bbh_cot_fewshot_boolean_expressions"],
+               "llama3_squad_v2": ["llama3_squad_v2_hasans", "llama3_squad_v2_noans"]}
 
 
 @pytest.mark.parametrize("name", ALL_TASKS)
 def test_prompt_snapshot(manager, name):
     tasks = load(manager, [name])
-    task = tasks[SNAPSHOT_OF.get(name, name)]
-    check_golden(name, render(task))
+    subtasks = SNAPSHOT_OF.get(name, [name])
+    if len(subtasks) == 1:
+        text = render(tasks[subtasks[0]])
+    else:
+        text = "".join(f"## {sub}\n{render(tasks[sub])}" for sub in subtasks)
+    check_golden(name, text)
 
 
 def test_math_builds_when_its_scoring_deps_are_installed(manager):
@@ -160,13 +166,24 @@ def test_math_builds_when_its_scoring_deps_are_installed(manager):
 
 
 @pytest.mark.parametrize("name, count", [("llama3_mmlu", 57), ("llama3_mmlu_instruct", 57),
-                                         ("llama3_bbh_cot", 27), ("llama3_agieval_en", 8)])
+                                         ("llama3_bbh_cot", 27), ("llama3_agieval_en", 8),
+                                         ("llama3_squad_v2", 2)])
 def test_group_sizes_and_shots(manager, name, count):
     tasks = load(manager, [name])
     assert len(tasks) == count
     shots = {t.config.num_fewshot for t in tasks.values()}
     assert shots == {"llama3_mmlu": {5}, "llama3_mmlu_instruct": {5}, "llama3_bbh_cot": {3},
-                     "llama3_agieval_en": {3, 5}}[name]
+                     "llama3_agieval_en": {3, 5}, "llama3_squad_v2": {1}}[name]
+
+
+def test_math_generates_up_to_512_tokens():
+    from harness.suites.registry import task_configs
+
+    cfgs = task_configs(["llama3_math"])
+    assert len(cfgs) == 7
+    for cfg in cfgs.values():
+        assert cfg["generation_kwargs"]["max_gen_toks"] == 512
+        assert cfg["generation_kwargs"]["until"] == ["Problem:"]
 
 
 def test_mmlu_reports_macro_and_micro(manager):
@@ -195,10 +212,24 @@ def test_gpqa_option_order_is_fixed_by_record_id(manager):
 
 
 def test_squad_history_and_unanswerable(manager):
-    docs = load(manager, ["llama3_squad_v2"])["llama3_squad_v2"].validation_docs()
-    assert [len(d["history"]) for d in docs] == [0, 1, 2, 0]  # restarts per passage
-    assert docs[2]["golds"] == ["unanswerable"]
-    assert docs[1]["history"] == [["What is glass made from?", "sand"]]
+    tasks = load(manager, ["llama3_squad_v2"])
+    has = tasks["llama3_squad_v2_hasans"].validation_docs()
+    no = tasks["llama3_squad_v2_noans"].validation_docs()
+    # The history runs over every question of a passage, whichever subtask scores it.
+    assert [(d["question"], len(d["history"])) for d in has] == [
+        ("What is glass made from?", 0), ("What happens to glass when it cools?", 1),
+        ("When does the library close?", 0)]
+    assert [(d["question"], len(d["history"])) for d in no] == [("Who invented glass?", 2)]
+    assert no[0]["golds"] == []
+    assert has[1]["history"] == [["What is glass made from?", "sand"]]
+
+
+def test_squad_shot_pool_is_all_of_train(manager):
+    tasks = load(manager, ["llama3_squad_v2"])
+    for task in tasks.values():
+        pool = task.fewshot_docs()
+        assert [d["answerable"] for d in pool] == [True, True, False]
+        assert task.doc_to_target(pool[2]) == "unanswerable"
 
 
 def test_quac_one_doc_per_turn(manager):
@@ -241,6 +272,27 @@ def test_csqa_extraction(manager, response, expected):
     assert next(iter(resps)) == expected
 
 
+def test_csqa_letter_format(manager):
+    task = load(manager, ["llama3_commonsense_qa"])["llama3_commonsense_qa"]
+    assert task.config.num_fewshot == 7
+    task.build_all_requests(limit=1, rank=0, world_size=1)
+    # One request per choice; continuations are single letters (engine fast path).
+    assert [i.args[1] for i in task.instances] == [" A", " B", " C", " D", " E"]
+    ctx = task.instances[0].args[0]
+    assert ctx.count("\nAnswer:") == 8  # 7 shots + the question
+    assert ctx.endswith("Question: Where would you keep milk cold?\nA. oven\nB. refrigerator\n"
+                        "C. closet\nD. garage\nE. mailbox\nAnswer:")
+    assert task.doc_to_target(task.validation_docs()[0]) == 1
+
+
+def test_card_row_runs_the_letter_form_not_the_cot_form():
+    from harness.suites.registry import task_configs
+
+    base = task_configs(["llama3_base"])
+    assert "llama3_commonsense_qa" in base
+    assert "llama3_commonsense_qa_cot" not in base
+
+
 # ------------------------------------------------------------------ QA metrics
 
 
@@ -273,23 +325,206 @@ def test_qa_metrics(pred, golds, em, f1):
     assert m.f1(pred, golds) == pytest.approx(f1)
 
 
-def test_qa_scores_first_line_only():
+@pytest.mark.parametrize(
+    "pred, golds, em, f1",
+    [
+        # answerable (HasAns): best gold wins; abstaining is wrong
+        ("sand", ["sand", "heated sand"], 1.0, 1.0),
+        ("by heating sand", ["sand"], 0.0, 0.5),
+        ("unanswerable", ["sand"], 0.0, 0.0),
+        ("", ["sand"], 0.0, 0.0),
+        # unanswerable (NoAns): only the empty answer is right; the prompt's word for it counts
+        ("", [], 1.0, 1.0),
+        ("unanswerable", [], 1.0, 1.0),
+        ("Unanswerable.", [], 1.0, 1.0),
+        ("sand", [], 0.0, 0.0),
+        ("It is unanswerable", [], 0.0, 0.0),
+    ],
+)
+def test_squad_v2_official_scores(pred, golds, em, f1):
+    assert qa().squad_scores(pred, golds) == (em, pytest.approx(f1))
+
+
+def test_squad_v2_golds_and_results():
     m = qa()
-    doc = {"golds": ["sand"]}
-    assert m.squad_process_results(doc, [" sand\nQ: next question"]) == {"exact_match": 1.0,
-                                                                           "f1": 1.0}
+    # Official rule: a gold that normalises to nothing ("the") is no answer at all.
+    assert m._squad_golds({"answers": {"text": ["the", "sand"]}}) == ["sand"]
+    assert m._squad_golds({"answers": {"text": ["The", " "]}}) == []
+    assert m.squad_hasans_results({"golds": ["sand"]}, [" sand\nQ: next question"]) == {
+        "exact_match": 1.0, "f1": 1.0, "exact_match_hasans": 1.0, "f1_hasans": 1.0}
+    assert m.squad_noans_results({"golds": []}, [" unanswerable\nQ: next question"]) == {
+        "exact_match": 1.0, "f1": 1.0, "exact_match_noans": 1.0, "f1_noans": 1.0}
+    assert m.squad_noans_results({"golds": []}, [" 1850"])["exact_match_noans"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "references, kept",
+    [
+        (["CANNOTANSWER"], ["CANNOTANSWER"]),
+        (["CANNOTANSWER", "CANNOTANSWER", "in 1990"], ["CANNOTANSWER"]),
+        (["CANNOTANSWER", "in 1990"], ["CANNOTANSWER"]),  # a tie goes to CANNOTANSWER
+        (["CANNOTANSWER", "in 1990", "1990"], ["in 1990", "1990"]),
+        (["in 1990", "1990"], ["in 1990", "1990"]),
+    ],
+)
+def test_quac_cannotanswer_majority(references, kept):
+    assert qa().quac_references(references) == kept
+
+
+@pytest.mark.parametrize(
+    "pred, references, f1",
+    [
+        ("CANNOTANSWER", ["CANNOTANSWER"], 1.0),
+        ("cannotanswer", ["CANNOTANSWER"], 0.0),  # the scorer compares the literal string
+        ("CANNOTANSWER.", ["CANNOTANSWER"], 0.0),
+        ("", ["CANNOTANSWER"], 0.0),
+        ("They released three albums", ["CANNOTANSWER"], 0.0),
+        ("CANNOTANSWER", ["They released three albums"], 0.0),
+        ("three albums", ["They released three albums"], 2 / 3),
+        # several references: mean over leaving each out of the max over the rest
+        ("in 1990", ["in 1990", "1990", "the year 1990"], (1.0 + 1.0 + 2 / 3) / 3),
+    ],
+)
+def test_quac_scorer_f1(pred, references, f1):
+    assert qa().quac_f1(pred, references) == pytest.approx(f1)
+
+
+def test_quac_agreement_filter_and_results():
+    m = qa()
+    assert m.quac_agreement(["in 1990"]) == 1.0
+    assert m.quac_agreement(["in 1990", "1990"]) == pytest.approx(2 / 3)
+    assert m.quac_agreement(["in 1990", "a red car"]) == 0.0  # below 0.4: not scored
+    assert m.quac_process_results({"golds": ["CANNOTANSWER"]}, [" CANNOTANSWER\nQ: next"]) == {
+        "f1": 1.0, "exact_match": 1.0}
+    assert m.quac_process_results({"golds": ["CANNOTANSWER"]}, [" The drummer"]) == {
+        "f1": 0.0, "exact_match": 0.0}
+
+
+# ------------------------------------------------------------------ generation stops and answers
+
+
+def generate(task, response: str) -> str:
+    """What the engine returns for response: the text up to the first stop sequence."""
+    until = task.config.generation_kwargs["until"]
+    cut = min((i for i in (response.find(stop) for stop in until) if i >= 0), default=None)
+    return response if cut is None else response[:cut]
+
+
+def score(task, doc: dict, response: str) -> dict:
+    """The task's metrics for one document answered with response (filters applied)."""
+    out = generate(task, response)
+    scores = {}
+    for ensemble in task._filters:
+        resps = [[out]]
+        for f in ensemble.filters:
+            resps = f().apply(resps, [doc])
+        scores[ensemble.name] = task.process_results(doc, [next(iter(resps))])
+    return scores
+
+
+@pytest.mark.parametrize(
+    "response, target, em",
+    [
+        # reasoning_about_colored_objects has 7 items whose gold is "(Q)"
+        (" The pen is the 17th item. So the answer is (Q).\n\nQ: next", "(Q)", 1.0),
+        (" Queen Anne owned it. So the answer is (B).", "(B)", 1.0),  # a capital Q mid-text
+        (" So the answer is false.", "False", 1.0),  # case-insensitive, as Meta's recipe
+        (" So the answer is (P).", "(Q)", 0.0),
+        (" Let me think about it.", "(Q)", 0.0),  # no answer given
+    ],
+)
+def test_bbh_stop_and_case(manager, response, target, em):
+    tasks = load(manager, ["llama3_bbh_cot"])
+    task = tasks["bbh_cot_fewshot_reasoning_about_colored_objects"]
+    assert task.config.generation_kwargs["until"] == ["\n\nQ: "]
+    doc = {"input": "On the desk, you see a pen. What is its letter?", "target": target}
+    assert score(task, doc, response)["get-answer"]["exact_match"] == em
+
+
+@pytest.mark.parametrize(
+    "response, em",
+    [
+        (" St. Louis\n\nQuestion: next", 1.0),  # not cut at "."
+        (" St. Louis.", 1.0),
+        (" Saint Louis", 1.0),
+        (" Chicago", 0.0),
+    ],
+)
+def test_triviaqa_answers_with_periods(manager, response, em):
+    task = load(manager, ["llama3_triviaqa_wiki"])["llama3_triviaqa_wiki"]
+    doc = next(d for d in task.validation_docs() if d["answer"]["value"] == "St. Louis")
+    assert score(task, doc, response)["remove_whitespace"]["exact_match"] == em
+
+
+def test_triviaqa_question_mark_not_doubled(manager):
+    task = load(manager, ["llama3_triviaqa_wiki"])["llama3_triviaqa_wiki"]
+    texts = [task.doc_to_text(d) for d in task.validation_docs()]
+    assert "Question: Which US city is home to the Gateway Arch?\nAnswer:" in texts
+    assert "Question: In which continent is Egypt?\nAnswer:" in texts  # added when missing
+    task.build_all_requests(limit=2, rank=0, world_size=1)
+    assert not any("??" in i.args[0] for i in task.instances)
+
+
+@pytest.mark.parametrize(
+    "response, em, f1",
+    [
+        (" 2.5\n\nNext passage", 1.0, 1.0),  # not cut at the decimal point
+        (" 2.5.", 1.0, 1.0),  # a sentence-final period is not part of the number
+        (" 2.5 hours", 0.0, 0.67),  # number matches, extra word costs precision (DROP rounds)
+        (" 2", 0.0, 0.0),
+    ],
+)
+def test_drop_decimal_answers(manager, response, em, f1):
+    task = load(manager, ["llama3_drop"])["llama3_drop"]
+    doc = next(d for d in task.validation_docs() if d["question"].startswith("How many hours"))
+    got = score(task, doc, response)["none"]
+    assert (got["em"], got["f1"]) == (em, pytest.approx(f1))
 
 
 # ------------------------------------------------------------------ AGIEval shots
 
 
-def test_agieval_shots_from_csv(manager):
+def test_agieval_fewshot_layout(manager):
     task = load(manager, ["llama3_agieval_sat_math"])["llama3_agieval_sat_math"]
     task.build_all_requests(limit=1, rank=0, world_size=1)
+    assert [i.args[1] for i in task.instances] == [" A", " B", " C", " D", " E"]
     ctx = task.instances[0].args[0]
-    assert ctx.count("the answer is ") == 5  # 5 shots with their letter
-    assert ctx.endswith("Answer Choices: (A)1.5 hours (B)2 hours (C)2.5 hours (D)3 hours "
-                        "(E)3.5 hours\nA: Among A through E, the answer is")
+    assert ctx.startswith("Here are the answers for the problems in the exam.\nProblem 1.    "
+                          "What is 10 percent of 250?\nChoose from the following options:    "
+                          "(A)20 (B)25 (C)30 (D)35 (E)40\nThe answer is therefore B\n\n"
+                          "Problem 2.   All owls")
+    assert ctx.count("The answer is therefore ") == 5  # 5 shots with their letter
+    # The question under test, read back from the hails zero-shot query, is problem 6.
+    assert ctx.endswith("\n\nProblem 6.   A bus leaves at 9:00 and arrives at 11:30.  How "
+                        "long is the trip?\nChoose from the following options:    (A)1.5 "
+                        "hours (B)2 hours (C)2.5 hours (D)3 hours (E)3.5 hours\n"
+                        "The answer is therefore")
+
+
+def test_agieval_sat_en_without_passage_drops_shot_passages(manager):
+    tasks = load(manager, ["llama3_agieval_sat_en", "llama3_agieval_sat_en_without_passage"])
+    ctx = {}
+    for name, task in tasks.items():
+        task.build_all_requests(limit=1, rank=0, world_size=1)
+        ctx[name] = task.instances[0].args[0]
+    shot_passage = "All owls in the zoo are awake at night."
+    assert shot_passage in ctx["llama3_agieval_sat_en"]
+    assert shot_passage not in ctx["llama3_agieval_sat_en_without_passage"]
+    assert "Problem 2.    What follows?\n" in ctx["llama3_agieval_sat_en_without_passage"]
+
+
+def test_agieval_query_read_back():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "agieval_fewshot", TASKS / "llama3_base" / "agieval" / "fewshot.py")
+    fewshot = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fewshot)
+    doc = {"query": "P. Q: x? Answer Choices: (A)1 (B)2\nA: Among A through B, the answer is",
+           "choices": ["(A)1", "(B)2"]}
+    assert fewshot.split_query(doc) == ("P. ", "x?")
+    with pytest.raises(ValueError):
+        fewshot.split_query({**doc, "choices": ["(A)1"]})
 
 
 def test_agieval_csv_missing_offline(monkeypatch, tmp_path):

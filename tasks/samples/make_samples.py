@@ -151,14 +151,30 @@ def commonsense_qa() -> None:
         ("What might you wear when it rains?", "rain", ["sandals", "sunglasses", "scarf", "raincoat", "tie"], "D"),
         ("Where can you borrow books?", "borrow", ["bakery", "gym", "library", "bank", "zoo"], "C"),
     ]
-    rows = [{"id": f"sample_csqa_{i:03d}", "question": q, "question_concept": c,
-             "choices": {"label": list("ABCDE"), "text": t}, "answerKey": a}
-            for i, (q, c, t, a) in enumerate(docs)]
+    # Train holds 7 questions of its own: the letter task draws its 7 shots from train.
+    train_docs = [
+        ("What do you drink from?", "drink", ["shoe", "cup", "lamp", "rug", "coin"], "B"),
+        ("Where does a fish live?", "fish", ["tree", "desert", "attic", "water", "oven"], "D"),
+        ("What tells you the time?", "time", ["clock", "spoon", "brick", "leaf", "soap"], "A"),
+        ("What do you write with?", "write", ["pillow", "pen", "grape", "boot", "bell"], "B"),
+        ("Where do cars park?", "park", ["sink", "cloud", "garage", "nest", "drawer"], "C"),
+        ("What keeps you dry in rain?", "dry", ["sponge", "fork", "net", "umbrella", "fan"], "D"),
+        ("What do bees make?", "bees", ["honey", "silk", "glass", "paper", "salt"], "A"),
+    ]
+
+    def rows_of(docs, prefix):
+        return [{"id": f"{prefix}_{i:03d}", "question": q, "question_concept": c,
+                 "choices": {"label": list("ABCDE"), "text": t}, "answerKey": a}
+                for i, (q, c, t, a) in enumerate(docs)]
+
+    rows = rows_of(docs, "sample_csqa")
     features = [{"name": "id", **S}, {"name": "question", **S}, {"name": "question_concept", **S},
                 {"name": "choices", "struct": [{"name": "label", "list": "string"},
                                                {"name": "text", "list": "string"}]},
                 {"name": "answerKey", **S}]
-    write("tau/commonsense_qa", {"default": {"train": rows[:2], "validation": rows}}, features)
+    write("tau/commonsense_qa",
+          {"default": {"train": rows_of(train_docs, "sample_csqa_train"), "validation": rows}},
+          features)
 
 
 # ------------------------------------------------------------------------------ Winogrande
@@ -194,16 +210,19 @@ def bbh() -> None:
 
 # ------------------------------------------------------------------------------ TriviaQA
 def trivia_qa() -> None:
-    qa = [("Which planet is known as the red planet", "Mars", ["Mars", "Planet Mars"]),
-          ("What is the largest ocean on Earth", "Pacific Ocean", ["Pacific Ocean", "Pacific"]),
+    # Most TriviaQA questions end with "?" (the template must not add a second); some do not.
+    qa = [("Which planet is known as the red planet?", "Mars", ["Mars", "Planet Mars"]),
+          ("What is the largest ocean on Earth?", "Pacific Ocean", ["Pacific Ocean", "Pacific"]),
           ("How many legs does a spider have", "8", ["8", "Eight"]),
-          ("Which metal is liquid at room temperature", "Mercury", ["Mercury", "Quicksilver"]),
-          ("What color do you get by mixing blue and yellow", "Green", ["Green"]),
-          ("Which animal is called the king of the jungle", "Lion", ["Lion", "Lions"]),
-          ("What is frozen water called", "Ice", ["Ice"]),
+          ("Which metal is liquid at room temperature?", "Mercury", ["Mercury", "Quicksilver"]),
+          ("What color do you get by mixing blue and yellow?", "Green", ["Green"]),
+          ("Which animal is called the king of the jungle?", "Lion", ["Lion", "Lions"]),
+          ("Which US city is home to the Gateway Arch?", "St. Louis",
+           ["St. Louis", "Saint Louis", "St Louis"]),
+          ("What is frozen water called?", "Ice", ["Ice"]),
           ("In which continent is Egypt", "Africa", ["Africa"]),
-          ("How many days are in a week", "7", ["7", "Seven"]),
-          ("What gas do people breathe in to live", "Oxygen", ["Oxygen", "O2"])]
+          ("How many days are in a week?", "7", ["7", "Seven"]),
+          ("What gas do people breathe in to live?", "Oxygen", ["Oxygen", "O2"])]
 
     def row(i, q, v, aliases):
         return {
@@ -343,8 +362,10 @@ def drop() -> None:
              row(1, p1, "Which team ran for 7 yards?", spans=["The visitors"]),
              row(2, p3, "Which fruit sold best?", spans=["apples"]),
              row(3, p3, "How many kinds of fruit did the market sell?", number="3")]
+    p4 = "It rained for 2.5 hours on Monday and for 4 hours on Tuesday."
     val = [row(4, p2, "How many more people lived in the village in 1990 than in 1950?", number="300"),
-           row(5, p2, "In which year did the village have 450 people?", spans=["1970"])]
+           row(5, p2, "In which year did the village have 450 people?", spans=["1970"]),
+           row(6, p4, "How many hours did it rain on Monday?", number="2.5")]
     date = {"struct": [{"name": "day", **S}, {"name": "month", **S}, {"name": "year", **S}]}
     answer = {"struct": [{"name": "number", **S}, {"name": "date", **date},
                          {"name": "spans", "list": "string"}]}

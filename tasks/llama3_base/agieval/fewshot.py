@@ -1,5 +1,19 @@
-"""AGIEval's own few-shot examples (few_shot_prompts.csv of github.com/ruixiangcui/AGIEval),
-rendered in the zero-shot query format of the hails/agieval-* datasets.
+"""AGIEval's own few-shot examples (few_shot_prompts.csv of github.com/ruixiangcui/AGIEval)
+in AGIEval's own few-shot layout (src/dataset_loader.py, setting "few-shot": no
+explanations):
+
+    Here are the answers for the problems in the exam.
+    Problem 1.   <passage> <question>
+    Choose from the following options:    (A)... (B)...
+    The answer is therefore <letter>
+
+    Problem 2.   ...
+    Problem <k+1>.   <passage> <question>
+    Choose from the following options:    (A)... (B)...
+
+For sat-en-without-passage AGIEval uses sat-en's examples with their passages removed
+(its skip_passage). The test documents come from the hails/agieval-* datasets, whose query
+is AGIEval's zero-shot layout; passage, question and options are read back from it.
 
 The CSV is not redistributed here. It is read from, in order: $HARNESS_AGIEVAL_FEWSHOT (a
 file), ``<mirror>/ruixiangcui/AGIEval/data/few_shot_prompts.csv`` in the active data dirs
@@ -43,17 +57,47 @@ def csv_path() -> Path:
     return CACHE
 
 
-def query(passage: str | None, question: str, options: list[str]) -> str:
-    """AGIEval's convert_zero_shot layout for English multiple choice (what hails stores)."""
-    last = "ABCDE"[len(options) - 1]
+# Every example ends with its letter after this; the header line ("Here are the answers for
+# the problems in the exam.") is the task's description (_template_yaml).
+ANSWER = "The answer is therefore"
+
+
+def problem(number: int, passage: str | None, question: str, options: list[str]) -> str:
+    """One problem in AGIEval's few-shot layout, up to the answer's letter (exclusive)."""
     return (
-        f"{passage or ''}Q: {question} Answer Choices: {' '.join(options)}\n"
-        f"A: Among A through {last}, the answer is"
+        f"Problem {number}.   {passage or ''} {question}\n"
+        f"Choose from the following options:    {' '.join(options)}\n{ANSWER}"
     )
 
 
-def load_shots(subset: str, path: Path | None = None) -> list[dict]:
-    """The subset's examples as documents in the hails schema (query, choices, gold)."""
+def split_query(doc: dict) -> tuple[str, str]:
+    """(passage, question) of a hails document, whose query is AGIEval's zero-shot layout:
+    "<passage>Q: <question> Answer Choices: <options>\nA: Among A through <X>, the answer is".
+    """
+    options = " ".join(doc["choices"])
+    last = "ABCDEFG"[len(doc["choices"]) - 1]
+    tail = f" Answer Choices: {options}\nA: Among A through {last}, the answer is"
+    query = doc["query"]
+    if not query.endswith(tail) or query.count("Q: ") < 1:
+        raise ValueError(f"not an AGIEval zero-shot query: {query[-200:]!r}")
+    passage, _, question = query[: -len(tail)].rpartition("Q: ")
+    return passage, question
+
+
+def _doc_to_text(doc: dict, shots: int) -> str:
+    if "number" in doc:  # one of the examples, numbered in load_shots
+        return problem(doc["number"], doc["passage"], doc["question"], doc["choices"])
+    passage, question = split_query(doc)
+    return problem(shots + 1, passage, question, doc["choices"])
+
+
+# The problem under test is numbered after the examples shown before it.
+problem_after_3 = functools.partial(_doc_to_text, shots=3)
+problem_after_5 = functools.partial(_doc_to_text, shots=5)
+
+
+def load_shots(subset: str, path: Path | None = None, skip_passage: bool = False) -> list[dict]:
+    """The subset's examples, numbered from 1, with the parts of AGIEval's layout."""
     csv.field_size_limit(1 << 30)
     with open(path or csv_path(), newline="", encoding="utf-8") as f:
         rows = list(csv.reader(f))
@@ -64,7 +108,9 @@ def load_shots(subset: str, path: Path | None = None) -> list[dict]:
             continue
         ex = ast.literal_eval(row[col])
         shots.append({
-            "query": query(ex.get("passage"), ex["question"], ex["options"]),
+            "number": len(shots) + 1,
+            "passage": None if skip_passage else ex.get("passage"),
+            "question": ex["question"],
             "choices": ex["options"],
             "gold": ["ABCDE".index(ex["label"])],
         })
@@ -77,8 +123,9 @@ lsat_ar = functools.partial(load_shots, "lsat-ar")
 lsat_lr = functools.partial(load_shots, "lsat-lr")
 lsat_rc = functools.partial(load_shots, "lsat-rc")
 sat_en = functools.partial(load_shots, "sat-en")
-# AGIEval has no separate prompts for the passage-free SAT-en variant: it reuses sat-en's.
-sat_en_without_passage = functools.partial(load_shots, "sat-en")
+# AGIEval has no examples of its own for the passage-free SAT-en variant: it uses sat-en's
+# without their passages.
+sat_en_without_passage = functools.partial(load_shots, "sat-en", skip_passage=True)
 sat_math = functools.partial(load_shots, "sat-math")
 
 
