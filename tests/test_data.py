@@ -99,3 +99,27 @@ def test_pull_offline_is_refused_before_anything_is_written(tmp_path, monkeypatc
     assert cli.main(["data", "pull", "--suite", "llama3_arc_challenge", "--data-dir", str(target)]) == 2
     assert "needs the network" in capsys.readouterr().err
     assert not target.exists()
+
+
+def test_data_check_calls_a_truncated_split_corrupt_and_a_run_refuses_it(tmp_path, capsys):
+    import shutil
+
+    from harness import cli
+
+    mirror = tmp_path / "hub"
+    shutil.copytree(SAMPLES / "allenai" / "ai2_arc", mirror / "allenai" / "ai2_arc")
+    test_file = next((mirror / "allenai" / "ai2_arc").rglob("ARC-Challenge/test*"))
+    test_file.write_bytes(test_file.read_bytes()[: test_file.stat().st_size // 2])
+    args = ["--suite", "llama3_arc_challenge", "--data-dir", str(mirror)]
+    assert cli.main(["data", "check", *args]) == 1
+    out = capsys.readouterr().out
+    # datasets builds every split of a config, so the train split (shots) cannot load either.
+    assert "corrupt" in out and test_file.name in out and "0/2 splits available" in out
+
+    config = tmp_path / "config.yaml"
+    config.write_text(f"model: demo\noffline: true\ntasks: [llama3_arc_challenge]\ndata_dirs: [{mirror}]\n"
+                      "variants: [{name: bf16}]\n")
+    assert cli.main(["run", str(config), "--output-dir", str(tmp_path / "out")]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("harness run: error:")]
+    assert len(errors) == 1 and test_file.name in errors[0], errors
+    assert not (tmp_path / "out").exists()
