@@ -286,7 +286,8 @@ def data(args: argparse.Namespace) -> int:
         for out in datasets.pull_suite(args.suite, Path(args.data_dir[0]).expanduser()):
             print(out)
         return EXIT_OK
-    needs = datasets.check(args.suite, datasets.data_dirs_from(args.data_dir))
+    # Each split is loaded the way a run will load it, not only parsed.
+    needs = datasets.check(args.suite, datasets.data_dirs_from(args.data_dir), thorough=True)
     for n in needs:
         print(f"{n.status:8} {n.task:40} {n.path} {n.name or 'default'} {n.split} {n.where}")
     unavailable = [n for n in needs if not n.available]

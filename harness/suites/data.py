@@ -165,8 +165,11 @@ def is_offline() -> bool:
     return bool(datasets.config.HF_HUB_OFFLINE)
 
 
-def locate(need: Need, dirs: Iterable[Path]) -> Need:
-    """``need`` with status/where filled in. Never downloads data."""
+def locate(need: Need, dirs: Iterable[Path], thorough: bool = False) -> Need:
+    """``need`` with status/where filled in. Never downloads data.
+
+    A mirror split's files are always parsed; ``thorough`` also loads it the way a run will.
+    """
     from dataclasses import replace
 
     local = local_copy(need.path, dirs)
@@ -178,7 +181,7 @@ def locate(need: Need, dirs: Iterable[Path]) -> Need:
             if need.split not in configs.get(need.name or "default", set()):
                 return replace(need, status=MISSING, where=str(local))
             # Read far enough to prove it loads: a truncated file is corrupt, not available.
-            mirror.check_split(local, need.name, need.split)
+            (mirror.check_split if thorough else mirror.verify_split)(local, need.name, need.split)
         except mirror.CorruptMirrorError as e:
             return replace(need, status=CORRUPT, where=str(e))
         return replace(need, status=IN_DIR, where=str(local))
@@ -201,7 +204,7 @@ def locate(need: Need, dirs: Iterable[Path]) -> Need:
     return replace(need, status=ON_HUB, where="hub")
 
 
-def check(suite_or_tasks: str | list[str], dirs: Iterable[Path]) -> list[Need]:
+def check(suite_or_tasks: str | list[str], dirs: Iterable[Path], thorough: bool = False) -> list[Need]:
     """Every dataset split the suite/tasks read, located in ``dirs``, the HF cache or the hub."""
     from harness.suites import registry
 
@@ -209,7 +212,7 @@ def check(suite_or_tasks: str | list[str], dirs: Iterable[Path]) -> list[Need]:
     dirs = list(dirs)
     needs = []
     for task, cfg in registry.task_configs(names).items():
-        needs += [locate(n, dirs) for n in needed_splits(task, cfg)]
+        needs += [locate(n, dirs, thorough) for n in needed_splits(task, cfg)]
     return needs
 
 

@@ -161,6 +161,25 @@ def fingerprint(folder, name, split, *, data_dir=None, data_files=None) -> Split
     return _fingerprints(folder, files, _hash_all(folder, files))[split]
 
 
+def verify_split(folder, name, split, *, data_dir=None, data_files=None) -> None:
+    """Prove a split can be read without building it: the cheap check before every run.
+
+    ``datasets`` builds every split of a config at once, so every file of the config is parsed
+    with its own parser (a truncated parquet or a broken JSON line is named with its file), and
+    row counts are held against what the README's ``dataset_info`` claims.
+    """
+    folder = Path(folder)
+    files = split_files(folder, name, data_dir=data_dir, data_files=data_files)
+    _one_split(folder, name, split, files)
+    claimed = _readme_split_sizes(folder, name)
+    for each, paths in files.items():
+        counted = [_read_rows(f) for f in paths]
+        rows = [n for n in counted if n is not None]
+        if each in claimed and len(rows) == len(counted) and sum(rows) != claimed[each]:
+            raise CorruptMirrorError(_readme_or(folder), f"config {name or 'default'} split {each}: "
+                                     f"README says {claimed[each]} rows, files hold {sum(rows)}")
+
+
 def check_split(folder, name, split, *, data_dir=None, data_files=None) -> SplitFingerprint:
     """Prove one split loads; its fingerprint with ``num_rows``. For ``harness data check``.
 
