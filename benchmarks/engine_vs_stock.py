@@ -142,8 +142,13 @@ def run_child(args) -> None:
     }
     start = time.perf_counter()
     lm, llm = build_backend(args.child, resolve_model(args.model), engine_args, args.seed, args.batch_size)
-    out = {"backend": args.child, "engine_args": engine_args, "engine_start_s": time.perf_counter() - start,
-           "engine_starts": 1, "suites": {}}
+    out = {
+        "backend": args.child,
+        "engine_args": engine_args,
+        "engine_start_s": time.perf_counter() - start,
+        "engine_starts": 1,
+        "suites": {},
+    }
     meter = Meter(lm, llm)
     manager = TaskManager(include_path=str(ROOT / "tasks"))
     with data.use_data_dirs([Path(d) for d in args.data_dir]):
@@ -154,10 +159,18 @@ def run_child(args) -> None:
             load1 = os.getloadavg()[0]
             t0 = time.perf_counter()
             results = simple_evaluate(
-                model=lm, tasks=suite["tasks"], num_fewshot=suite["num_fewshot"], limit=limit,
-                gen_kwargs=suite.get("gen_kwargs"), task_manager=manager, log_samples=True,
-                bootstrap_iters=0, random_seed=args.seed, numpy_random_seed=args.seed,
-                torch_random_seed=args.seed, fewshot_random_seed=args.seed,
+                model=lm,
+                tasks=suite["tasks"],
+                num_fewshot=suite["num_fewshot"],
+                limit=limit,
+                gen_kwargs=suite.get("gen_kwargs"),
+                task_manager=manager,
+                log_samples=True,
+                bootstrap_iters=0,
+                random_seed=args.seed,
+                numpy_random_seed=args.seed,
+                torch_random_seed=args.seed,
+                fewshot_random_seed=args.seed,
             )
             tokenizer = llm.get_tokenizer()
             out["suites"][name] = {
@@ -172,8 +185,7 @@ def run_child(args) -> None:
                 # keyed by the prompt text they decode to, so the parent can pair them per document
                 "generation_prompts": {tokenizer.decode(ids): ids for ids in meter.generation_prompts},
             }
-            print(f"[{args.child}] {name}: requests {meter.request_s:.1f} s, engine {meter.engine_s:.1f} s",
-                  flush=True)
+            print(f"[{args.child}] {name}: requests {meter.request_s:.1f} s, engine {meter.engine_s:.1f} s", flush=True)
     Path(args.out).write_text(json.dumps(out))
 
 
@@ -192,8 +204,15 @@ def compare_loglikelihood(stock: dict, ours: dict) -> dict:
             max_diff = max(max_diff, *(abs(a - b) for a, b in zip(r["logprobs"], o["logprobs"])))
             if r["prediction"] != o["prediction"]:
                 top2 = sorted(r["logprobs"], reverse=True)[:2]
-                differences.append({"task": task, "doc_id": r["doc_id"], "stock": r["logprobs"],
-                                    "ours": o["logprobs"], "stock_margin": top2[0] - top2[1]})
+                differences.append(
+                    {
+                        "task": task,
+                        "doc_id": r["doc_id"],
+                        "stock": r["logprobs"],
+                        "ours": o["logprobs"],
+                        "stock_margin": top2[0] - top2[1],
+                    }
+                )
     return {"agree": agree, "total": total, "max_abs_logprob_diff": max_diff, "differences": differences}
 
 
@@ -218,14 +237,28 @@ def compare_generation(stock: dict, ours: dict) -> dict:
             same_prompt += ids_stock is not None and ids_stock == ids_ours
             same_output += r["output"] == o["output"]
             if r["output"] != o["output"]:
-                at = next((i for i, (a, b) in enumerate(zip(r["output"], o["output"])) if a != b),
-                          min(len(r["output"]), len(o["output"])))
-                differences.append({"task": task, "doc_id": r["doc_id"], "first_diff_char": at,
-                                    "stock": r["output"][max(0, at - 40):at + 40],
-                                    "ours": o["output"][max(0, at - 40):at + 40]})
+                at = next(
+                    (i for i, (a, b) in enumerate(zip(r["output"], o["output"])) if a != b),
+                    min(len(r["output"]), len(o["output"])),
+                )
+                differences.append(
+                    {
+                        "task": task,
+                        "doc_id": r["doc_id"],
+                        "first_diff_char": at,
+                        "stock": r["output"][max(0, at - 40) : at + 40],
+                        "ours": o["output"][max(0, at - 40) : at + 40],
+                    }
+                )
     mean = {side: {k: sum(v) / len(v) for k, v in s.items()} for side, s in scores.items()}
-    return {"total": total, "same_prompt_ids": same_prompt, "same_output": same_output,
-            "same_scores": same_scores, "scores": mean, "differences": differences}
+    return {
+        "total": total,
+        "same_prompt_ids": same_prompt,
+        "same_output": same_output,
+        "same_scores": same_scores,
+        "scores": mean,
+        "differences": differences,
+    }
 
 
 def summarize(runs: dict, suites: list[str]) -> dict:
@@ -244,25 +277,32 @@ def summarize(runs: dict, suites: list[str]) -> dict:
 
 def print_summary(runs: dict, summary: dict) -> None:
     for backend in BACKENDS:
-        print(f"{backend}: engine starts {runs[backend]['engine_starts']}, "
-              f"start {runs[backend]['engine_start_s']:.1f} s")
+        print(
+            f"{backend}: engine starts {runs[backend]['engine_starts']}, start {runs[backend]['engine_start_s']:.1f} s"
+        )
     for name, s in summary.items():
         print(f"\n== {name}: {', '.join(SUITES[name]['tasks'])}")
         print(f"{'backend':8} {'requests':>8} {'request s':>10} {'engine s':>9} {'req/s':>7} {'calls':>6}  load1")
         for backend in BACKENDS:
             b = s[backend]
-            print(f"{backend:8} {b['requests']:8d} {b['request_s']:10.1f} {b['engine_s']:9.1f} "
-                  f"{b['requests'] / b['request_s']:7.2f} {b['engine_calls']:6d}  "
-                  f"{b['load_avg_1min'][0]:.2f}->{b['load_avg_1min'][1]:.2f}")
+            print(
+                f"{backend:8} {b['requests']:8d} {b['request_s']:10.1f} {b['engine_s']:9.1f} "
+                f"{b['requests'] / b['request_s']:7.2f} {b['engine_calls']:6d}  "
+                f"{b['load_avg_1min'][0]:.2f}->{b['load_avg_1min'][1]:.2f}"
+            )
         print(f"request phase: stock / ours = {s['speedup']:.2f}x")
         p = s["parity"]
         if "agree" in p:
-            print(f"same predictions: {p['agree']}/{p['total']} ({100 * p['agree'] / p['total']:.1f} %), "
-                  f"max |logprob diff| {p['max_abs_logprob_diff']:.2e}")
+            print(
+                f"same predictions: {p['agree']}/{p['total']} ({100 * p['agree'] / p['total']:.1f} %), "
+                f"max |logprob diff| {p['max_abs_logprob_diff']:.2e}"
+            )
         else:
-            print(f"same prompt token ids: {p['same_prompt_ids']}/{p['total']}, "
-                  f"same outputs: {p['same_output']}/{p['total']}, "
-                  f"same per-sample scores: {p['same_scores']}/{p['total'] * 2}")
+            print(
+                f"same prompt token ids: {p['same_prompt_ids']}/{p['total']}, "
+                f"same outputs: {p['same_output']}/{p['total']}, "
+                f"same per-sample scores: {p['same_scores']}/{p['total'] * 2}"
+            )
             for metric in p["scores"]["stock"]:
                 print(f"  {metric}: stock {p['scores']['stock'][metric]:.3f}, ours {p['scores']['ours'][metric]:.3f}")
         for d in p["differences"]:

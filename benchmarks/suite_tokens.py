@@ -37,16 +37,24 @@ LLAMA3_CHAT = (
 )
 # Evaluation-split sizes of the datasets the mirror lacks (their prompts come from the
 # project's samples, which follow the real schemas).
-KNOWN_SIZES = {"llama3_triviaqa_wiki": 7993, "llama3_squad_v2": 11873, "llama3_quac": 7354, "llama3_drop": 9536,
-               "llama3_gpqa_main": 448}
+KNOWN_SIZES = {
+    "llama3_triviaqa_wiki": 7993,
+    "llama3_squad_v2": 11873,
+    "llama3_quac": 7354,
+    "llama3_drop": 9536,
+    "llama3_gpqa_main": 448,
+}
 
 
 def load_tokenizer(path: str):
     from transformers import AutoTokenizer
 
     p = Path(path)
-    tok = AutoTokenizer.from_pretrained(p.parent, gguf_file=p.name) if p.suffix == ".gguf" else (
-        AutoTokenizer.from_pretrained(p))
+    tok = (
+        AutoTokenizer.from_pretrained(p.parent, gguf_file=p.name)
+        if p.suffix == ".gguf"
+        else (AutoTokenizer.from_pretrained(p))
+    )
     tok.chat_template = tok.chat_template or LLAMA3_CHAT
     return tok
 
@@ -63,11 +71,16 @@ def unique_prefix_tokens(prompts: list[tuple[int, ...]]) -> int:
 
 def count_task(task, tok, docs: int, chat: bool) -> dict:
     def chat_template(history, add_generation_prompt=True):
-        return tok.apply_chat_template(history, tokenize=False, add_generation_prompt=add_generation_prompt,
-                                       continue_final_message=not add_generation_prompt)
+        return tok.apply_chat_template(
+            history,
+            tokenize=False,
+            add_generation_prompt=add_generation_prompt,
+            continue_final_message=not add_generation_prompt,
+        )
 
-    task.build_all_requests(limit=docs, apply_chat_template=chat, fewshot_as_multiturn=chat,
-                            chat_template=chat_template if chat else None)
+    task.build_all_requests(
+        limit=docs, apply_chat_template=chat, fewshot_as_multiturn=chat, chat_template=chat_template if chat else None
+    )
     stock = decode_stock = 0
     ours_prompts: list[tuple[int, ...]] = []
     decode_ours = 0
@@ -99,10 +112,17 @@ def count_task(task, tok, docs: int, chat: bool) -> dict:
     cached = unique_prefix_tokens(list(distinct))
     full = KNOWN_SIZES.get(task.config.task) or len(task.eval_docs)
     scale = full / sampled
-    return {"docs": full, "sampled": sampled, "kind": task.instances[0].request_type,
-            "stock_prefill": stock * scale, "ours_prefill": ours * scale, "ours_cached_prefill": cached * scale,
-            "decode_stock": decode_stock * scale, "decode_ours": decode_ours * scale,
-            "tokens_per_doc": stock / sampled}
+    return {
+        "docs": full,
+        "sampled": sampled,
+        "kind": task.instances[0].request_type,
+        "stock_prefill": stock * scale,
+        "ours_prefill": ours * scale,
+        "ours_cached_prefill": cached * scale,
+        "decode_stock": decode_stock * scale,
+        "decode_ours": decode_ours * scale,
+        "tokens_per_doc": stock / sampled,
+    }
 
 
 def main() -> int:
@@ -134,8 +154,9 @@ def main() -> int:
         for k in ("docs", "stock_prefill", "ours_prefill", "ours_cached_prefill", "decode_stock", "decode_ours"):
             t[k] = t.get(k, 0) + c[k]
     for suite, t in totals.items():
-        print(f"\n{suite}: " + ", ".join(f"{k} {v / 1e6:.2f}M" if k != "docs" else f"docs {v:.0f}"
-                                         for k, v in t.items()))
+        print(
+            f"\n{suite}: " + ", ".join(f"{k} {v / 1e6:.2f}M" if k != "docs" else f"docs {v:.0f}" for k, v in t.items())
+        )
     if args.out:
         Path(args.out).write_text(json.dumps({"tasks": counts, "totals": totals}, indent=1))
     return 0

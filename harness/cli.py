@@ -95,15 +95,26 @@ def non_negative_float(text: str) -> float:
 
 def add_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", nargs="?", type=Path, help="run config (default: configs/demo.yaml)")
-    p.add_argument("--data-dir", action="append", metavar="DIR",
-                   help="dataset mirror in hub layout; replaces the config's data_dirs (repeatable)")
+    p.add_argument(
+        "--data-dir",
+        action="append",
+        metavar="DIR",
+        help="dataset mirror in hub layout; replaces the config's data_dirs (repeatable)",
+    )
     p.add_argument("--output-dir", type=Path, help="results root (default: the config's output_dir)")
     p.add_argument("--run-id", help="folder name of the run (default: <run_name>-<UTC time>)")
     p.add_argument("--limit", type=positive_int, help="documents per task (overrides the config)")
-    p.add_argument("--allow-code-execution", action="store_true",
-                   help="let code tasks (HumanEval) run model-written code in the sandbox")
-    p.add_argument("--resume", metavar="RUN_DIR", type=Path,
-                   help="finish an interrupted run: complete variants are kept, finished requests reused")
+    p.add_argument(
+        "--allow-code-execution",
+        action="store_true",
+        help="let code tasks (HumanEval) run model-written code in the sandbox",
+    )
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        type=Path,
+        help="finish an interrupted run: complete variants are kept, finished requests reused",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -111,15 +122,23 @@ def run(args: argparse.Namespace) -> int:
 
     setup_logging()
     if args.resume:
-        given = [f"--{k.replace('_', '-')}" for k in ("config", "data_dir", "output_dir", "run_id", "limit")
-                 if getattr(args, k) is not None]
+        given = [
+            f"--{k.replace('_', '-')}"
+            for k in ("config", "data_dir", "output_dir", "run_id", "limit")
+            if getattr(args, k) is not None
+        ]
         if given:
             raise UsageError(f"--resume uses the run's own config; drop {', '.join(given)}")
         store, failed = runner.resume(args.resume)
     else:
-        store, failed = runner.start(args.config, data_dirs=args.data_dir, output_dir=args.output_dir,
-                                     run_id=args.run_id, limit=args.limit,
-                                     allow_code_execution=args.allow_code_execution)
+        store, failed = runner.start(
+            args.config,
+            data_dirs=args.data_dir,
+            output_dir=args.output_dir,
+            run_id=args.run_id,
+            limit=args.limit,
+            allow_code_execution=args.allow_code_execution,
+        )
     return finish_run(store, failed)
 
 
@@ -169,16 +188,32 @@ def add_gate(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", type=Path, help="results folder of the run to gate")
     reference = p.add_mutually_exclusive_group()
     reference.add_argument("--baseline", help="reference variant (default: run.json's)")
-    reference.add_argument("--against", type=Path, metavar="OLD_RUN",
-                           help="compare each variant with the same variant of an accepted earlier run, "
-                           "document by document (prompts must match)")
-    p.add_argument("--variant", action="append", default=[],
-                   help="with --against: gate only this variant (repeatable; default: all shared)")
+    reference.add_argument(
+        "--against",
+        type=Path,
+        metavar="OLD_RUN",
+        help="compare each variant with the same variant of an accepted earlier run, "
+        "document by document (prompts must match)",
+    )
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="with --against: gate only this variant (repeatable; default: all shared)",
+    )
     p.add_argument("--max-drop", type=non_negative_float, metavar="POINTS", help="largest drop allowed")
-    p.add_argument("--min-recovery", type=non_negative_float, metavar="PCT",
-                   help="smallest variant/reference x 100 allowed (vLLM CI: 100 x (1 - rtol))")
-    p.add_argument("--lower-bound", action="store_true", default=None,
-                   help="test the one-sided 95%% lower confidence bound instead of the point score")
+    p.add_argument(
+        "--min-recovery",
+        type=non_negative_float,
+        metavar="PCT",
+        help="smallest variant/reference x 100 allowed (vLLM CI: 100 x (1 - rtol))",
+    )
+    p.add_argument(
+        "--lower-bound",
+        action="store_true",
+        default=None,
+        help="test the one-sided 95%% lower confidence bound instead of the point score",
+    )
     p.add_argument("--thresholds", type=Path, metavar="FILE.yaml", help="defaults and per-task thresholds")
     p.add_argument("--subtasks", action="store_true", help="gate every subtask of a group, too")
 
@@ -192,8 +227,14 @@ def gate(args: argparse.Namespace) -> int:
     flags = {"max_drop": args.max_drop, "min_recovery": args.min_recovery, "lower_bound": args.lower_bound}
     policy = gating.read_policy(args.thresholds, flags)
     against = RunStore(args.against) if args.against is not None else None
-    outcome = gating.gate_run(RunStore(args.run), policy, baseline=args.baseline, against=against,
-                              variants=args.variant, subtasks=args.subtasks)
+    outcome = gating.gate_run(
+        RunStore(args.run),
+        policy,
+        baseline=args.baseline,
+        against=against,
+        variants=args.variant,
+        subtasks=args.subtasks,
+    )
     for note in outcome.notes:
         print(f"harness gate: note: {note}", file=sys.stderr)
     for reason in outcome.failures:
@@ -227,8 +268,9 @@ def report(args: argparse.Namespace) -> int:
 
 def add_drift(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", type=Path, help="results folder of a run")
-    p.add_argument("--max-sequences", type=positive_int, default=32,
-                   help="prompts scored, spread over tasks (default 32)")
+    p.add_argument(
+        "--max-sequences", type=positive_int, default=32, help="prompts scored, spread over tasks (default 32)"
+    )
     p.add_argument("--max-tokens", type=positive_int, default=512, help="last T tokens of each prompt (default 512)")
     p.add_argument("--top-k", type=positive_int, default=20, help="log-probabilities per position (default 20)")
 
@@ -239,8 +281,7 @@ def drift(args: argparse.Namespace) -> int:
     setup_logging()
     if args.max_tokens < 2:
         raise UsageError("--max-tokens must be at least 2")
-    return drifting.measure(args.run, max_sequences=args.max_sequences, max_tokens=args.max_tokens,
-                            top_k=args.top_k)
+    return drifting.measure(args.run, max_sequences=args.max_sequences, max_tokens=args.max_tokens, top_k=args.top_k)
 
 
 # -- tasks and data ----------------------------------------------------------------------
@@ -250,8 +291,13 @@ def add_tasks(p: argparse.ArgumentParser) -> None:
     from harness.suites.registry import SUITES
 
     p.add_argument("--suite", choices=list(SUITES), help="list one suite only")
-    p.add_argument("--data-dir", action="append", default=[], metavar="DIR",
-                   help="also report which datasets are missing from these mirrors / the HF cache")
+    p.add_argument(
+        "--data-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="also report which datasets are missing from these mirrors / the HF cache",
+    )
 
 
 def tasks(args: argparse.Namespace) -> int:
@@ -273,8 +319,13 @@ def tasks(args: argparse.Namespace) -> int:
 def add_data(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=["check", "pull"])
     p.add_argument("--suite", required=True, help="suite, group or task name")
-    p.add_argument("--data-dir", action="append", default=[], metavar="DIR",
-                   help="mirror folder in hub layout (repeatable; also $HARNESS_DATA_DIR)")
+    p.add_argument(
+        "--data-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="mirror folder in hub layout (repeatable; also $HARNESS_DATA_DIR)",
+    )
 
 
 def data(args: argparse.Namespace) -> int:

@@ -24,9 +24,7 @@ def doc_hash(*parts: object) -> str:
 def mean_stderr(values: list[float]) -> float:
     n = len(values)
     mean = sum(values) / n
-    return (
-        math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n) if n > 1 else 0.0
-    )
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n) if n > 1 else 0.0
 
 
 def as_metrics(
@@ -59,10 +57,7 @@ def build_results(
         metrics = as_metrics(tasks[members[0]]).keys()
         for metric in metrics:
             values = [results[m][metric] for m in members]
-            sizes = [
-                len(as_metrics(tasks[m])[metric]) if weight_by_size else 1
-                for m in members
-            ]
+            sizes = [len(as_metrics(tasks[m])[metric]) if weight_by_size else 1 for m in members]
             entry[metric] = sum(v * s for v, s in zip(values, sizes)) / sum(sizes)
             name, filter_name = metric.split(",")
             entry[f"{name}_stderr,{filter_name}"] = "N/A"
@@ -160,30 +155,28 @@ def write_run(
     # The noise-floor repeat is not a variant of the config: run.json adds it when noise_floor is set.
     variants = [v for v in scores if not v.endswith("~repeat")] + [v for v in failed if v not in scores]
     store.write_run(
-        RunRecord.model_validate({
-            "run_id": root.name,
-            "created": "2025-01-01T00:00:00+00:00",
-            "config_path": config_path,
-            "config": {"model": "demo"},
-            "baseline": baseline,
-            "variants": variants,
-            "tasks": tasks
-            if tasks is not None
-            else list(groups) or sorted(scores[baseline]),
-            "card": card,
-            "noise_floor": noise_floor,
-            "data_source": "local mirror /data/hub",
-            "status": "complete",
-        })
+        RunRecord.model_validate(
+            {
+                "run_id": root.name,
+                "created": "2025-01-01T00:00:00+00:00",
+                "config_path": config_path,
+                "config": {"model": "demo"},
+                "baseline": baseline,
+                "variants": variants,
+                "tasks": tasks if tasks is not None else list(groups) or sorted(scores[baseline]),
+                "card": card,
+                "noise_floor": noise_floor,
+                "data_source": "local mirror /data/hub",
+                "status": "complete",
+            }
+        )
     )
     for variant in [*variants, *(v for v in scores if v.endswith("~repeat"))]:
         if variant in failed:
             store.write_manifest(Manifest.model_validate(manifest(variant, "failed", failed[variant])))
             continue
         store.write_manifest(Manifest.model_validate(manifest(variant)))
-        store.write_results(
-            variant, build_results(scores[variant], groups, weight_by_size)
-        )
+        store.write_results(variant, build_results(scores[variant], groups, weight_by_size))
         for task, task_scores in scores[variant].items():
             salt = prompt_salt.get(variant, "")
             records = sample_records(variant, task, task_scores, salt)

@@ -44,38 +44,98 @@ CASES: list[tuple[str, str, Callable[[Path], None], str]] = [
     ("run.json truncated", "run.json", lambda p: p.write_text(p.read_text()[:40]), "run.json: not valid JSON"),
     ("run.json a list", "run.json", lambda p: p.write_text("[]"), "run.json: (top level)"),
     ("run.json without variants", "run.json", lambda p: edit_json(p, drop_key("variants")), "run.json: variants"),
-    ("variant climbing out", "run.json", lambda p: edit_json(p, set_key(["variants"], ["bf16", "../../etc"])),
-     "run.json: variants.1"),
-    ("absolute variant path", "run.json", lambda p: edit_json(p, set_key(["variants"], ["bf16", "/etc"])),
-     "run.json: variants.1"),
+    (
+        "variant climbing out",
+        "run.json",
+        lambda p: edit_json(p, set_key(["variants"], ["bf16", "../../etc"])),
+        "run.json: variants.1",
+    ),
+    (
+        "absolute variant path",
+        "run.json",
+        lambda p: edit_json(p, set_key(["variants"], ["bf16", "/etc"])),
+        "run.json: variants.1",
+    ),
     ("baseline climbing out", "run.json", lambda p: edit_json(p, set_key(["baseline"], "..")), "run.json: baseline"),
     ("unknown status", "run.json", lambda p: edit_json(p, set_key(["status"], "done")), "run.json: status"),
-    ("manifest truncated", "fp8/manifest.json", lambda p: p.write_text(p.read_text()[:30]),
-     "fp8/manifest.json: not valid JSON"),
-    ("manifest status missing", "fp8/manifest.json", lambda p: edit_json(p, drop_key("status")),
-     "fp8/manifest.json: status"),
-    ("manifest layers not a number", "fp8/manifest.json",
-     lambda p: edit_json(p, set_key(["quantization", "quantized_layers"], "many")),
-     "fp8/manifest.json: quantization.quantized_layers"),
-    ("results score NaN", "fp8/results.json", lambda p: edit_json(p, set_key(["results", "t_a", "acc,none"], float("nan"))),
-     "fp8/results.json: results: t_a.acc,none: nan is not a finite number"),
-    ("results score Infinity", "bf16/results.json",
-     lambda p: edit_json(p, set_key(["results", "t_a", "acc,none"], float("inf"))), "bf16/results.json: results"),
-    ("results score a string", "fp8/results.json", lambda p: edit_json(p, set_key(["results", "t_a", "acc,none"], "0.5")),
-     "fp8/results.json: results"),
-    ("document count not a number", "fp8/results.json",
-     lambda p: edit_json(p, set_key(["n-samples", "t_a", "effective"], "twenty")), "fp8/results.json: n-samples.t_a.effective"),
-    ("results not an object", "bf16/results.json", lambda p: p.write_text('"results"'), "bf16/results.json: (top level)"),
-    ("sample score NaN", "fp8/samples/t_a.jsonl",
-     lambda p: p.write_text(p.read_text().replace('"acc,none": 1.0', '"acc,none": NaN', 1)), "fp8/samples/t_a.jsonl:1: scores.acc,none"),
-    ("sample line truncated", "fp8/samples/t_b.jsonl", lambda p: p.write_text(p.read_text()[:-20]),
-     "fp8/samples/t_b.jsonl:12: not valid JSON"),
-    ("sample doc_id missing", "fp8/samples/t_a.jsonl",
-     lambda p: p.write_text(p.read_text().replace('"doc_id": 3, ', "", 1)), "fp8/samples/t_a.jsonl:4: doc_id"),
-    ("duplicate doc_id", "fp8/samples/t_a.jsonl",
-     lambda p: p.write_text(p.read_text().replace('"doc_id": 3,', '"doc_id": 2,', 1)), "doc_id 2 appears more than once"),
-    ("newer schema", "bf16/manifest.json", lambda p: edit_json(p, set_key(["schema_version"], 99)),
-     "bf16/manifest.json: schema_version 99 is newer"),
+    (
+        "manifest truncated",
+        "fp8/manifest.json",
+        lambda p: p.write_text(p.read_text()[:30]),
+        "fp8/manifest.json: not valid JSON",
+    ),
+    (
+        "manifest status missing",
+        "fp8/manifest.json",
+        lambda p: edit_json(p, drop_key("status")),
+        "fp8/manifest.json: status",
+    ),
+    (
+        "manifest layers not a number",
+        "fp8/manifest.json",
+        lambda p: edit_json(p, set_key(["quantization", "quantized_layers"], "many")),
+        "fp8/manifest.json: quantization.quantized_layers",
+    ),
+    (
+        "results score NaN",
+        "fp8/results.json",
+        lambda p: edit_json(p, set_key(["results", "t_a", "acc,none"], float("nan"))),
+        "fp8/results.json: results: t_a.acc,none: nan is not a finite number",
+    ),
+    (
+        "results score Infinity",
+        "bf16/results.json",
+        lambda p: edit_json(p, set_key(["results", "t_a", "acc,none"], float("inf"))),
+        "bf16/results.json: results",
+    ),
+    (
+        "results score a string",
+        "fp8/results.json",
+        lambda p: edit_json(p, set_key(["results", "t_a", "acc,none"], "0.5")),
+        "fp8/results.json: results",
+    ),
+    (
+        "document count not a number",
+        "fp8/results.json",
+        lambda p: edit_json(p, set_key(["n-samples", "t_a", "effective"], "twenty")),
+        "fp8/results.json: n-samples.t_a.effective",
+    ),
+    (
+        "results not an object",
+        "bf16/results.json",
+        lambda p: p.write_text('"results"'),
+        "bf16/results.json: (top level)",
+    ),
+    (
+        "sample score NaN",
+        "fp8/samples/t_a.jsonl",
+        lambda p: p.write_text(p.read_text().replace('"acc,none": 1.0', '"acc,none": NaN', 1)),
+        "fp8/samples/t_a.jsonl:1: scores.acc,none",
+    ),
+    (
+        "sample line truncated",
+        "fp8/samples/t_b.jsonl",
+        lambda p: p.write_text(p.read_text()[:-20]),
+        "fp8/samples/t_b.jsonl:12: not valid JSON",
+    ),
+    (
+        "sample doc_id missing",
+        "fp8/samples/t_a.jsonl",
+        lambda p: p.write_text(p.read_text().replace('"doc_id": 3, ', "", 1)),
+        "fp8/samples/t_a.jsonl:4: doc_id",
+    ),
+    (
+        "duplicate doc_id",
+        "fp8/samples/t_a.jsonl",
+        lambda p: p.write_text(p.read_text().replace('"doc_id": 3,', '"doc_id": 2,', 1)),
+        "doc_id 2 appears more than once",
+    ),
+    (
+        "newer schema",
+        "bf16/manifest.json",
+        lambda p: edit_json(p, set_key(["schema_version"], 99)),
+        "bf16/manifest.json: schema_version 99 is newer",
+    ),
 ]
 COMMANDS = {
     "compare": lambda run, tmp: ["compare", str(run)],
@@ -112,8 +172,11 @@ def test_samples_of_a_task_named_like_a_path_are_not_read(tmp_path, capsys):
 
 def test_compare_into_a_closed_pipe_is_quiet(tmp_path):
     store = write_run(tmp_path / "run", {"bf16": BASE, "fp8": BASE})
-    compare = subprocess.Popen([sys.executable, "-m", "harness.cli", "compare", str(store.root)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    compare = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "compare", str(store.root)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert compare.stdout is not None and compare.stderr is not None
     compare.stdout.close()  # `| head -0`: the reader is gone before the first line
     err = compare.stderr.read().decode()

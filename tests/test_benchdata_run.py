@@ -29,10 +29,10 @@ MAX_GEN_TOKS = 32
 
 
 def harness(*args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
-               HARNESS_AGIEVAL_FEWSHOT=str(AGIEVAL_FEWSHOT))
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HARNESS_AGIEVAL_FEWSHOT=str(AGIEVAL_FEWSHOT))
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True
+    )
 
 
 @pytest.fixture(scope="module", params=["llama3_base", "llama3_instruct"])
@@ -46,8 +46,9 @@ def suite_run(request, tmp_path_factory):
     out = tmp_path_factory.mktemp(suite)
     path = out / "config.yaml"
     path.write_text(yaml.safe_dump(config))
-    proc = harness("run", str(path), "--data-dir", str(HUB), "--limit", str(LIMIT),
-                   "--output-dir", str(out), "--run-id", "r")
+    proc = harness(
+        "run", str(path), "--data-dir", str(HUB), "--limit", str(LIMIT), "--output-dir", str(out), "--run-id", "r"
+    )
     return suite, members, proc, RunStore(out / "r")
 
 

@@ -17,6 +17,7 @@ def frame(store: RunStore, baseline: str | None = None) -> pd.DataFrame:
     """The comparison as the wide table behind comparison.csv."""
     return comparison_frame(build_comparison(store, baseline))
 
+
 BASE = {"t_a": alternating(40), "t_b": alternating(30, 3)}
 # fp8 gets documents 36 and 38 of t_a wrong (right in bf16); t_b unchanged.
 WORSE = {"t_a": alternating(40)[:-5] + [0.0] * 5, "t_b": alternating(30, 3)}
@@ -27,18 +28,14 @@ def row(df: pd.DataFrame, task: str, metric: str = ACC) -> pd.Series:
 
 
 def test_rows_follow_requested_task_order_with_groups_before_subtasks(tmp_path):
-    store = write_run(
-        tmp_path / "run", {"bf16": BASE, "fp8": WORSE}, groups={"g": ["t_a", "t_b"]}
-    )
+    store = write_run(tmp_path / "run", {"bf16": BASE, "fp8": WORSE}, groups={"g": ["t_a", "t_b"]})
     df = frame(store)
     assert list(df["task"]) == ["g", "t_a", "t_b"]
     assert list(df["n"]) == [70, 40, 30]
 
 
 def test_scores_deltas_recovery_and_flips_in_points(tmp_path):
-    store = write_run(
-        tmp_path / "run", {"bf16": BASE, "fp8": WORSE}, groups={"g": ["t_a", "t_b"]}
-    )
+    store = write_run(tmp_path / "run", {"bf16": BASE, "fp8": WORSE}, groups={"g": ["t_a", "t_b"]})
     df = frame(store)
     t_a = row(df, "t_a")
     assert t_a["bf16 score"] == pytest.approx(50.0)
@@ -93,9 +90,7 @@ def test_failed_variant_is_shown_failed_never_as_zero(tmp_path):
 
 
 def test_harness_compare_reproduces_the_files_byte_for_byte(tmp_path, capsys):
-    store = write_run(
-        tmp_path / "run", {"bf16": BASE, "fp8": WORSE}, groups={"g": ["t_a", "t_b"]}
-    )
+    store = write_run(tmp_path / "run", {"bf16": BASE, "fp8": WORSE}, groups={"g": ["t_a", "t_b"]})
     write_comparison(store, build_comparison(store))  # what the runner writes at the end of a run
     first = {name: (store.root / name).read_bytes() for name in (CSV_FILE, MD_FILE)}
     assert cli.main(["compare", str(store.root)]) == 0
@@ -181,9 +176,7 @@ def test_noise_floor_flags_deltas_within_the_baseline_repeat(tmp_path):
     assert t_a["fp8 within noise"] == "yes"  # the same size of change as the repeat
     assert t_a["int8 within noise"] == "no"  # -50 points
     assert t_a["w8a16 within noise"] == "yes"
-    assert (
-        row(df, "t_b")["int8 within noise"] == "yes"
-    )  # identical everywhere: floor 0, delta 0
+    assert row(df, "t_b")["int8 within noise"] == "yes"  # identical everywhere: floor 0, delta 0
     assert "bf16~repeat within noise" not in df.columns
 
 
@@ -214,9 +207,7 @@ def test_comparison_csv_reads_back_with_the_same_numbers(tmp_path):
     csv_path, _ = write_comparison(store, comparison)
     back = pd.read_csv(io.StringIO(Path(csv_path).read_text()))
     assert list(back.columns) == list(df.columns)
-    assert back["fp8 delta"].tolist() == pytest.approx(
-        df["fp8 delta"].tolist(), rel=1e-5
-    )
+    assert back["fp8 delta"].tolist() == pytest.approx(df["fp8 delta"].tolist(), rel=1e-5)
     assert RunStore(store.root).read_run().variants == ["bf16", "fp8"]
 
 

@@ -38,15 +38,28 @@ CASES = [
     ("duplicate variants", edited(variants=[{"name": "a"}, {"name": "a"}], baseline="a"), "duplicate name(s) a"),
     ("baseline not a variant", edited(baseline="fp16"), "baseline: 'fp16' is not one of the variants"),
     ("variant name with a slash", edited(variants=[{"name": "bf16"}, {"name": "a/b"}]), "variants.1.name"),
-    ("unknown engine key", edited(engine={"max_model_length": 2048}), "engine.max_model_length: not a vLLM engine argument"),
+    (
+        "unknown engine key",
+        edited(engine={"max_model_length": 2048}),
+        "engine.max_model_length: not a vLLM engine argument",
+    ),
     ("model inside engine", edited(engine={"model": "x"}), "engine.model: set the model with `model`"),
-    ("unknown quantization", edited(variants=[{"name": "bf16"}, {"name": "q", "engine": {"quantization": "int3"}}]),
-     "variants.1.engine.quantization: 'int3' is not a vLLM quantization method"),
-    ("fp8 on CPU", edited(variants=[{"name": "bf16"}, {"name": "q", "engine": {"quantization": "fp8"}}]),
-     "variants.1.engine.quantization: 'fp8' cannot run here"),
+    (
+        "unknown quantization",
+        edited(variants=[{"name": "bf16"}, {"name": "q", "engine": {"quantization": "int3"}}]),
+        "variants.1.engine.quantization: 'int3' is not a vLLM quantization method",
+    ),
+    (
+        "fp8 on CPU",
+        edited(variants=[{"name": "bf16"}, {"name": "q", "engine": {"quantization": "fp8"}}]),
+        "variants.1.engine.quantization: 'fp8' cannot run here",
+    ),
     ("missing model folder", edited(model="./no/such/model"), "model: model './no/such/model': no such folder"),
-    ("missing variant checkpoint folder", edited(variants=[{"name": "bf16"}, {"name": "w8", "model": "/no/such/ckpt"}]),
-     "variants.1.model"),
+    (
+        "missing variant checkpoint folder",
+        edited(variants=[{"name": "bf16"}, {"name": "w8", "model": "/no/such/ckpt"}]),
+        "variants.1.model",
+    ),
     ("unknown task", edited(tasks=[{"name": "llama3_no_such_task"}]), "tasks.0.name: unknown task, group or suite"),
     ("unknown suite", edited(tasks=[], suite="llama4_base"), "suite: unknown task, group or suite 'llama4_base'"),
     ("neither tasks nor suite", edited(tasks=[]), "tasks: give a list of tasks or a suite"),
@@ -112,7 +125,11 @@ def test_resume_of_a_missing_run_is_a_usage_error(run_harness, tmp_path):
 MORE_CASES = [
     ("limit given as a boolean", edited(limit=True), "limit: Input should be a valid integer"),
     ("seed given as a string", edited(seed="7"), "seed: Input should be a valid integer"),
-    ("variant name with a trailing newline", edited(variants=[{"name": "bf16\n"}], baseline="bf16\n"), "variants.0.name"),
+    (
+        "variant name with a trailing newline",
+        edited(variants=[{"name": "bf16\n"}], baseline="bf16\n"),
+        "variants.0.name",
+    ),
     ("run name climbing out", edited(run_name="../../etc"), "run_name: run name '../../etc'"),
     ("absolute run name", edited(run_name="/tmp/x"), "run_name"),
     ("dtype vLLM does not know", edited(engine={"dtype": "float99"}), "dtype"),
@@ -121,8 +138,11 @@ MORE_CASES = [
     ("no tensor parallel ranks", edited(engine={"tensor_parallel_size": 0}), "tensor_parallel_size"),
     ("card that does not exist", edited(card="llama9-1t"), "card: no model card 'llama9-1t'"),
     ("card name that is a path", edited(card="../../secrets"), "is not a card name"),
-    ("hub id not cached, offline", edited(variants=[{"name": "bf16"}, {"name": "w8", "model": "no-org/no-such-model"}]),
-     "variants.1.model: model 'no-org/no-such-model': not in the Hugging Face cache, and offline"),
+    (
+        "hub id not cached, offline",
+        edited(variants=[{"name": "bf16"}, {"name": "w8", "model": "no-org/no-such-model"}]),
+        "variants.1.model: model 'no-org/no-such-model': not in the Hugging Face cache, and offline",
+    ),
 ]
 
 
@@ -131,12 +151,20 @@ def test_more_bad_configs_stop_before_anything_exists(run_harness, tmp_path, lab
     test_bad_config_is_one_line_exit_2_and_writes_nothing(run_harness, tmp_path, label, config, expected)
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("model: demo\nlimit: 2\nlimit: 3\n", "config.yaml: not valid YAML: line 3, column 1: duplicate key 'limit' (first given on line 2)"),
-    # Each line doubles the one before: 2**60 elements from 61 short lines.
-    ("a0: &a0 [1, 1]\n" + "".join(f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}]\n" for i in range(1, 61)),
-     "more than 100 aliases"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (
+            "model: demo\nlimit: 2\nlimit: 3\n",
+            "config.yaml: not valid YAML: line 3, column 1: duplicate key 'limit' (first given on line 2)",
+        ),
+        # Each line doubles the one before: 2**60 elements from 61 short lines.
+        (
+            "a0: &a0 [1, 1]\n" + "".join(f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}]\n" for i in range(1, 61)),
+            "more than 100 aliases",
+        ),
+    ],
+)
 def test_yaml_that_would_change_meaning_or_explode_is_refused(run_harness, tmp_path, text, expected):
     path = tmp_path / "config.yaml"
     path.write_text(text)
@@ -163,13 +191,16 @@ def test_config_files_that_cannot_be_read_are_one_line(run_harness, tmp_path):
         assert len(proc.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("flags, expected", [
-    (["--limit", "0"], "--limit: 0 must be at least 1"),
-    (["--limit", "ten"], "--limit: 'ten' is not a whole number"),
-    (["--run-id", "../escape"], "--run-id '../escape'"),
-    (["--run-id", "/abs/path"], "--run-id '/abs/path'"),
-    (["--run-id", "."], "--run-id '.'"),
-])
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (["--limit", "0"], "--limit: 0 must be at least 1"),
+        (["--limit", "ten"], "--limit: 'ten' is not a whole number"),
+        (["--run-id", "../escape"], "--run-id '../escape'"),
+        (["--run-id", "/abs/path"], "--run-id '/abs/path'"),
+        (["--run-id", "."], "--run-id '.'"),
+    ],
+)
 def test_command_line_overrides_are_checked_like_the_file(run_harness, tmp_path, flags, expected):
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(GOOD))

@@ -117,8 +117,10 @@ def test_data_check_calls_a_truncated_split_corrupt_and_a_run_refuses_it(tmp_pat
     assert "corrupt" in out and test_file.name in out and "0/2 splits available" in out
 
     config = tmp_path / "config.yaml"
-    config.write_text(f"model: demo\noffline: true\ntasks: [llama3_arc_challenge]\ndata_dirs: [{mirror}]\n"
-                      "variants: [{name: bf16}]\n")
+    config.write_text(
+        f"model: demo\noffline: true\ntasks: [llama3_arc_challenge]\ndata_dirs: [{mirror}]\n"
+        "variants: [{name: bf16}]\n"
+    )
     assert cli.main(["run", str(config), "--output-dir", str(tmp_path / "out")]) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("harness run: error:")]
     assert len(errors) == 1 and test_file.name in errors[0], errors

@@ -113,8 +113,7 @@ def test_failing_variants_fail_alone_beside_a_noise_floor_repeat(tmp_path):
     ]
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
-    proc = harness("run", str(path), "--limit", "2", "--output-dir", str(tmp_path / "out"),
-                   "--run-id", "r", cwd=ROOT)
+    proc = harness("run", str(path), "--limit", "2", "--output-dir", str(tmp_path / "out"), "--run-id", "r", cwd=ROOT)
     store = RunStore(tmp_path / "out" / "r")
     assert proc.returncode == 1
     for name in ("bf16", "bf16~repeat"):
@@ -146,8 +145,14 @@ def weightless_checkpoint(tmp_path: Path) -> Path:
 
 def _start(args: list[str]) -> subprocess.Popen:
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
-    return subprocess.Popen([sys.executable, "-m", "harness.cli", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def _kill_when(proc: subprocess.Popen, ready, timeout: float = 600) -> None:
@@ -185,8 +190,10 @@ def test_killed_run_resumes_to_identical_results(tmp_path):
     resume = ["run", "--resume", str(store.root)]
 
     # 1: bf16 in its log-likelihood phase, some chunks persisted.
-    _kill_when(_start(["run", *common, "--run-id", "killed"]),
-               lambda: 0 < _persisted(store, "bf16", "loglikelihood") < loglikelihoods)
+    _kill_when(
+        _start(["run", *common, "--run-id", "killed"]),
+        lambda: 0 < _persisted(store, "bf16", "loglikelihood") < loglikelihoods,
+    )
     assert store.read_run().status == "running"  # never looks complete
     # 2: bf16 mid-generation: every log-likelihood and one chunk of generations persisted.
     _kill_when(_start(resume), lambda: _persisted(store, "bf16", "generate_until") == 2)
@@ -243,10 +250,26 @@ def test_a_killed_worker_fails_alone_and_resume_completes_it(tmp_path):
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     store = RunStore(tmp_path / "r")
-    run = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", str(path), "--limit", "2",
-                            "--output-dir", str(tmp_path), "--run-id", "r"], cwd=ROOT,
-                           env=dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1"),
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "run",
+            str(path),
+            "--limit",
+            "2",
+            "--output-dir",
+            str(tmp_path),
+            "--run-id",
+            "r",
+        ],
+        cwd=ROOT,
+        env=dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 600
     while (pid := _worker_pid(store, "bf16")) is None or _manifest_field(store, "bf16", "status") != "running":
         assert run.poll() is None and time.monotonic() < deadline, "the bf16 worker never started"

@@ -33,9 +33,15 @@ def engine():
     from harness.evaluate.engine import VLLMEngine
     from harness.evaluate.models import resolve_model
 
-    return VLLMEngine(resolve_model("demo"), {
-        "dtype": "float32", "enforce_eager": True, "max_model_len": 2048, "kv_cache_memory_bytes": 1 << 30,
-    })
+    return VLLMEngine(
+        resolve_model("demo"),
+        {
+            "dtype": "float32",
+            "enforce_eager": True,
+            "max_model_len": 2048,
+            "kv_cache_memory_bytes": 1 << 30,
+        },
+    )
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +95,8 @@ def test_letter_choices_fast_path_matches_stock_semantics(engine, stock):
     # the prediction lm-eval derives (argmax over choices) is the same for every document
     mine, stocks = _by_doc(instances, ours), _by_doc(instances, theirs)
     assert {d: max(range(len(v)), key=v.__getitem__) for d, v in mine.items()} == {
-        d: max(range(len(v)), key=v.__getitem__) for d, v in stocks.items()}
+        d: max(range(len(v)), key=v.__getitem__) for d, v in stocks.items()
+    }
     # at most one choice per document is the greedy token
     greedy_per_doc: dict[int, int] = {}
     for inst, (_, greedy) in zip(instances, ours):
@@ -127,8 +134,10 @@ def test_generation_prompts_are_token_identical_to_stock_tokenization(engine, st
     # A chat-formatted context too: it starts with the BOS text, which must not be doubled.
     chat = engine.apply_chat_template([{"role": "user", "content": instances[0].args[0]}])
     assert chat.startswith(engine.tokenizer.decode(engine.prefix_token_id))
-    requests = [SimpleNamespace(args=(ctx, {**kwargs, "max_gen_toks": 4}))
-                for ctx, kwargs in [*(i.args for i in instances), (chat, instances[0].args[1])]]
+    requests = [
+        SimpleNamespace(args=(ctx, {**kwargs, "max_gen_toks": 4}))
+        for ctx, kwargs in [*(i.args for i in instances), (chat, instances[0].args[1])]
+    ]
 
     sent = []
     generate = engine.llm.generate
@@ -143,10 +152,13 @@ def test_generation_prompts_are_token_identical_to_stock_tokenization(engine, st
     finally:
         engine.llm.generate = generate
 
-    tokenizer_view = SimpleNamespace(tokenizer=engine.tokenizer, prefix_token_id=engine.prefix_token_id,
-                                     add_bos_token=None)
-    expected = [maybe_truncate(stock.tok_encode(tokenizer_view, r.args[0]), max_gen_toks=4,
-                               max_model_len=engine.max_length)[0] for r in requests]
+    tokenizer_view = SimpleNamespace(
+        tokenizer=engine.tokenizer, prefix_token_id=engine.prefix_token_id, add_bos_token=None
+    )
+    expected = [
+        maybe_truncate(stock.tok_encode(tokenizer_view, r.args[0]), max_gen_toks=4, max_model_len=engine.max_length)[0]
+        for r in requests
+    ]
     assert sent == expected
     bos = engine.prefix_token_id
     assert sent[2][0] == bos and sent[2][1] != bos

@@ -36,19 +36,22 @@ def usable_sandbox():
 
 # ---------------------------------------------------------------------------------- pass@k
 # Values worked out by hand from 1 - C(n-c, k) / C(n, k).
-@pytest.mark.parametrize("n, c, k, expected", [
-    (1, 0, 1, 0.0),
-    (1, 1, 1, 1.0),
-    (10, 3, 1, 0.3),
-    (10, 3, 2, 24 / 45),  # 1 - 21/45
-    (10, 3, 5, 11 / 12),  # 1 - 21/252
-    (10, 3, 8, 1.0),  # fewer than k wrong samples: every draw of k has a correct one
-    (4, 2, 2, 5 / 6),  # 1 - 1/6
-    (5, 0, 5, 0.0),
-    (5, 1, 5, 1.0),
-    (200, 1, 1, 0.005),
-    (200, 1, 100, 0.5),  # 1 - C(199,100)/C(200,100) = 1 - 100/200
-])
+@pytest.mark.parametrize(
+    "n, c, k, expected",
+    [
+        (1, 0, 1, 0.0),
+        (1, 1, 1, 1.0),
+        (10, 3, 1, 0.3),
+        (10, 3, 2, 24 / 45),  # 1 - 21/45
+        (10, 3, 5, 11 / 12),  # 1 - 21/252
+        (10, 3, 8, 1.0),  # fewer than k wrong samples: every draw of k has a correct one
+        (4, 2, 2, 5 / 6),  # 1 - 1/6
+        (5, 0, 5, 0.0),
+        (5, 1, 5, 1.0),
+        (200, 1, 1, 0.005),
+        (200, 1, 100, 0.5),  # 1 - C(199,100)/C(200,100) = 1 - 100/200
+    ],
+)
 def test_pass_at_k(n, c, k, expected):
     assert humaneval.pass_at_k(n, c, k) == pytest.approx(expected, rel=1e-12, abs=1e-15)
 
@@ -60,17 +63,23 @@ def test_pass_at_k_rejects_impossible_counts(n, c, k):
 
 
 # ---------------------------------------------------------------------- program extraction
-DOC = {"prompt": "def f(x):\n    \"\"\"Double x.\"\"\"\n", "entry_point": "f",
-       "test": "def check(candidate):\n    assert candidate(2) == 4\n"}
+DOC = {
+    "prompt": 'def f(x):\n    """Double x."""\n',
+    "entry_point": "f",
+    "test": "def check(candidate):\n    assert candidate(2) == 4\n",
+}
 
 
-@pytest.mark.parametrize("response, body", [
-    ("    return 2 * x\n", "    return 2 * x\n"),
-    ("    return 2 * x\n```\nThis doubles x.", "    return 2 * x\n"),
-    ("```", ""),
-    ("    return 2 * x\n```\n\n```python\nprint(f(2))\n```", "    return 2 * x\n"),
-    ("", ""),
-])
+@pytest.mark.parametrize(
+    "response, body",
+    [
+        ("    return 2 * x\n", "    return 2 * x\n"),
+        ("    return 2 * x\n```\nThis doubles x.", "    return 2 * x\n"),
+        ("```", ""),
+        ("    return 2 * x\n```\n\n```python\nprint(f(2))\n```", "    return 2 * x\n"),
+        ("", ""),
+    ],
+)
 def test_extract_program(response, body):
     assert humaneval.extract_program(DOC, response) == DOC["prompt"] + body
 
@@ -84,8 +93,7 @@ def test_build_job_runs_check_with_the_entry_point():
 # --------------------------------------------------------------------- the real problems
 def test_every_canonical_solution_passes(problems, usable_sandbox):
     programs = [[p["prompt"] + p["canonical_solution"]] for p in problems]
-    outcomes = humaneval.score_programs(problems, programs, allow_code_execution=True,
-                                        workers=os.cpu_count())
+    outcomes = humaneval.score_programs(problems, programs, allow_code_execution=True, workers=os.cpu_count())
     failed = {p["task_id"]: o[0] for p, o in zip(problems, outcomes) if not o[0].passed}
     assert not failed
 
@@ -104,10 +112,10 @@ WRONG = {
 def test_wrong_solutions_fail(problems, usable_sandbox):
     by_id = {p["task_id"]: p for p in problems}
     docs = [by_id[t] for t in WRONG]
-    programs = [[d["prompt"] + WRONG[d["task_id"]], d["prompt"] + d["canonical_solution"]]
-                for d in docs]
-    outcomes = humaneval.score_programs(docs, programs, allow_code_execution=True,
-                                        limits=sandbox.Limits(timeout=3.0), workers=2)
+    programs = [[d["prompt"] + WRONG[d["task_id"]], d["prompt"] + d["canonical_solution"]] for d in docs]
+    outcomes = humaneval.score_programs(
+        docs, programs, allow_code_execution=True, limits=sandbox.Limits(timeout=3.0), workers=2
+    )
     assert [[o.passed for o in pair] for pair in outcomes] == [[False, True]] * len(docs)
 
 
@@ -120,7 +128,8 @@ def write_hub_copy(problems: list[dict], root: Path) -> Path:
         f.writelines(json.dumps(p) + "\n" for p in problems)
     (folder / "README.md").write_text(
         "---\nconfigs:\n- config_name: openai_humaneval\n  data_files:\n"
-        "  - split: test\n    path: openai_humaneval/test.jsonl\n---\n")
+        "  - split: test\n    path: openai_humaneval/test.jsonl\n---\n"
+    )
     return root
 
 
@@ -160,8 +169,7 @@ def test_task_scores_through_the_sandbox(manager, hub_copy, usable_sandbox, monk
     assert task._filters[0].name == "create_test"
     docs = list(task.test_docs())[:2]
     assert [d["task_id"] for d in docs] == ["HumanEval/0", "HumanEval/1"]
-    responses = [docs[0]["canonical_solution"] + "```\nThis compares every pair.",
-                 "    return []\n```"]
+    responses = [docs[0]["canonical_solution"] + "```\nThis compares every pair.", "    return []\n```"]
     assert score(task, docs, responses) == [{"pass@1": 1.0}, {"pass@1": 0.0}]
 
 
@@ -171,8 +179,9 @@ def test_task_prompt_prefills_the_function(manager, hub_copy, problems, monkeypa
     task.build_all_requests(limit=1, rank=0, world_size=1)
     context, gen = task.instances[0].args
     prompt = problems[0]["prompt"]
-    assert context.startswith("Write a solution to the following problem and make sure "
-                              f"that it passes the tests:\n```python\n{prompt}\n```\n")
+    assert context.startswith(
+        f"Write a solution to the following problem and make sure that it passes the tests:\n```python\n{prompt}\n```\n"
+    )
     assert context.endswith(f"Here is the completed function:\n```python\n{prompt}\n")
     assert "```" in gen["until"] and gen["max_gen_toks"] == 1024
 

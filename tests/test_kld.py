@@ -59,7 +59,9 @@ def test_top_k_is_a_lower_bound_whose_gap_is_the_rest_bucket_kl(pair, k):
     rest = ~(p_known & q_known)
     p_rest = np.where(rest, np.exp(lp), 0).sum(axis=1)
     q_rest = np.where(rest, np.exp(lq), 0).sum(axis=1)
-    cond_kl = np.where(rest, np.exp(lp) / p_rest[:, None] * (lp - np.log(p_rest[:, None]) - lq + np.log(q_rest[:, None])), 0).sum(axis=1)
+    cond_kl = np.where(
+        rest, np.exp(lp) / p_rest[:, None] * (lp - np.log(p_rest[:, None]) - lq + np.log(q_rest[:, None])), 0
+    ).sum(axis=1)
     np.testing.assert_allclose(exact - d["kld"], p_rest * cond_kl, atol=1e-10)
     np.testing.assert_allclose(d["rest_mass"], p_rest, atol=1e-12)
     assert (exact - d["kld"]).max() > 1e-6  # the bound is not trivially tight in this case

@@ -122,8 +122,7 @@ def test_same_named_folder_elsewhere_does_not_answer(tmp_path):
     """datasets keys its cache by folder basename + README: another `winogrande` folder whose
     validation file holds train rows must not be what this one's validation serves."""
     other = copy_sample(tmp_path, WINO, under="other")
-    (other / "winogrande_l" / "validation.jsonl").write_bytes(
-        (other / "winogrande_l" / "train.jsonl").read_bytes())
+    (other / "winogrande_l" / "validation.jsonl").write_bytes((other / "winogrande_l" / "train.jsonl").read_bytes())
     train_rows = rows(other / "winogrande_l" / "train.jsonl")
     assert mirror.load_mirror(other, "winogrande_l")["validation"].to_list() == train_rows
 
@@ -173,18 +172,25 @@ def test_malformed_jsonl_is_corrupt_naming_file_and_line(tmp_path):
         mirror.load_mirror(folder, "winogrande_l")
 
 
-@pytest.mark.parametrize("damage, problem", [
-    (lambda t: t.replace("configs:\n- config_name", "configs:\n- config_name: [\n- config_name", 1),
-     "malformed front matter (line 4)"),
-    (lambda t: t.replace("\n---\n", "\n\n", 1), "never closed"),
-    (lambda t: t.replace("configs:\n", "configs: 7\nx:\n", 1), "not a list of mappings"),
-])
+@pytest.mark.parametrize(
+    "damage, problem",
+    [
+        (
+            lambda t: t.replace("configs:\n- config_name", "configs:\n- config_name: [\n- config_name", 1),
+            "malformed front matter (line 4)",
+        ),
+        (lambda t: t.replace("\n---\n", "\n\n", 1), "never closed"),
+        (lambda t: t.replace("configs:\n", "configs: 7\nx:\n", 1), "not a list of mappings"),
+    ],
+)
 def test_malformed_readme_is_corrupt_naming_the_readme(tmp_path, damage, problem):
     folder = copy_sample(tmp_path, WINO)
     readme = folder / "README.md"
     readme.write_text(damage(readme.read_text()))
-    for call in (lambda: mirror.load_mirror(folder, "winogrande_l"),
-                 lambda: mirror.check_split(folder, "winogrande_l", "validation")):
+    for call in (
+        lambda: mirror.load_mirror(folder, "winogrande_l"),
+        lambda: mirror.check_split(folder, "winogrande_l", "validation"),
+    ):
         with pytest.raises(CorruptMirrorError) as exc:
             call()
         assert one_line(exc).startswith(f"{readme}: ")
@@ -195,15 +201,18 @@ def test_rows_disagreeing_with_readme_split_sizes_are_corrupt(tmp_path):
     """Hub mirrors record num_examples per split; a rewritten file is refused, not scored."""
     folder = copy_sample(tmp_path, WINO)
     readme = folder / "README.md"
-    readme.write_text(readme.read_text().replace(
-        "    dtype: string\n---",
-        "    dtype: string\n  splits:\n  - name: train\n    num_bytes: 1\n    num_examples: 6\n"
-        "  - name: validation\n    num_bytes: 1\n    num_examples: 999\n---", 1))
+    readme.write_text(
+        readme.read_text().replace(
+            "    dtype: string\n---",
+            "    dtype: string\n  splits:\n  - name: train\n    num_bytes: 1\n    num_examples: 6\n"
+            "  - name: validation\n    num_bytes: 1\n    num_examples: 999\n---",
+            1,
+        )
+    )
     with pytest.raises(CorruptMirrorError) as exc:
         mirror.load_mirror(folder, "winogrande_l")
     assert one_line(exc).startswith(f"{readme}: ")
-    assert "config winogrande_l split validation: README says 999 rows, files hold 2" in str(
-        exc.value)
+    assert "config winogrande_l split validation: README says 999 rows, files hold 2" in str(exc.value)
     readme.write_text(readme.read_text().replace("999", "2"))
     assert mirror.load_mirror(folder, "winogrande_l")["validation"].num_rows == 2
 
@@ -213,8 +222,9 @@ def test_missing_config_or_split_is_an_error_but_not_corrupt(tmp_path):
     with pytest.raises(MirrorError) as exc:
         mirror.check_split(folder, "winogrande_l", "test")
     assert not isinstance(exc.value, CorruptMirrorError)
-    assert one_line(exc) == (f"{folder / 'README.md'}: config winogrande_l has no split test "
-                             "(splits: train, validation)")
+    assert one_line(exc) == (
+        f"{folder / 'README.md'}: config winogrande_l has no split test (splits: train, validation)"
+    )
     with pytest.raises(MirrorError) as exc:
         mirror.load_mirror(folder, "winogrande_xl")
     assert not isinstance(exc.value, CorruptMirrorError)
@@ -230,10 +240,13 @@ def test_fingerprint_follows_the_bytes(tmp_path):
     fp = mirror.fingerprint(folder, "winogrande_l", "validation")
     assert [p for p, _, _ in fp.files] == ["winogrande_l/validation.jsonl"]
     # Reproducible outside Python: `cd FOLDER && sha256sum FILES | sha256sum`.
-    listing = subprocess.run(["sha256sum", "winogrande_l/validation.jsonl"], cwd=folder,
-                             capture_output=True, check=True).stdout
-    assert fp.sha256 == subprocess.run(["sha256sum"], input=listing, capture_output=True,
-                                       check=True).stdout.split()[0].decode()
+    listing = subprocess.run(
+        ["sha256sum", "winogrande_l/validation.jsonl"], cwd=folder, capture_output=True, check=True
+    ).stdout
+    assert (
+        fp.sha256
+        == subprocess.run(["sha256sum"], input=listing, capture_output=True, check=True).stdout.split()[0].decode()
+    )
 
     checked = mirror.check_split(folder, "winogrande_l", "validation")
     assert checked.sha256 == fp.sha256 and checked.num_rows == len(rows(val))

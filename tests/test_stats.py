@@ -18,12 +18,8 @@ from harness.analysis import stats
         (40, 60, binomtest(40, 100, 0.5, alternative="two-sided").pvalue),
     ],
 )
-def test_mcnemar_exact_is_the_binomial_test_on_discordant_pairs(
-    right_to_wrong, wrong_to_right, expected
-):
-    assert stats.mcnemar_exact(right_to_wrong, wrong_to_right) == pytest.approx(
-        expected
-    )
+def test_mcnemar_exact_is_the_binomial_test_on_discordant_pairs(right_to_wrong, wrong_to_right, expected):
+    assert stats.mcnemar_exact(right_to_wrong, wrong_to_right) == pytest.approx(expected)
 
 
 def test_mcnemar_exact_literal_value():
@@ -80,9 +76,7 @@ def test_bootstrap_interval_matches_the_normal_approximation_on_many_documents()
     assert result.ci_low == pytest.approx(-0.1 - half_width, abs=0.004)
     assert result.ci_high == pytest.approx(-0.1 + half_width, abs=0.004)
     # One-sided bound: z = 1.645, inside the two-sided interval.
-    assert result.lower_bound == pytest.approx(
-        -0.1 - 1.644854 * 0.3 / math.sqrt(1000), abs=0.004
-    )
+    assert result.lower_bound == pytest.approx(-0.1 - 1.644854 * 0.3 / math.sqrt(1000), abs=0.004)
     assert result.ci_low < result.lower_bound < result.delta
     assert (result.right_to_wrong, result.wrong_to_right) == (100, 0)
     assert result.mcnemar_p == pytest.approx(2 * 0.5**100)
@@ -92,24 +86,16 @@ def test_bootstrap_is_deterministic_for_a_seed():
     rng = np.random.default_rng(7)
     reference = rng.integers(0, 2, 300).astype(float)
     variant = rng.integers(0, 2, 300).astype(float)
-    assert stats.compare_paired(reference, variant) == stats.compare_paired(
-        reference, variant
-    )
-    assert stats.compare_paired(reference, variant, seed=1) != stats.compare_paired(
-        reference, variant
-    )
+    assert stats.compare_paired(reference, variant) == stats.compare_paired(reference, variant)
+    assert stats.compare_paired(reference, variant, seed=1) != stats.compare_paired(reference, variant)
 
 
 def test_weights_give_the_weighted_mean_delta():
     reference = np.array([1.0, 1.0, 1.0, 1.0])
     variant = np.array([0.0, 1.0, 1.0, 1.0])
-    weights = np.array(
-        [1.0, 1.0, 0.25, 0.25]
-    )  # e.g. two leaves of 2 docs, macro-averaged
+    weights = np.array([1.0, 1.0, 0.25, 0.25])  # e.g. two leaves of 2 docs, macro-averaged
     result = stats.compare_paired(reference, variant, weights)
-    assert result.delta == pytest.approx(
-        np.average(variant - reference, weights=weights)
-    )
+    assert result.delta == pytest.approx(np.average(variant - reference, weights=weights))
     assert result.ci_low <= result.delta <= result.ci_high
 
 

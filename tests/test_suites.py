@@ -29,11 +29,19 @@ def test_suites_match_their_groups():
 
 @pytest.mark.parametrize(
     "member, shots, max_gen, n",
-    [("llama3_arc_challenge", "25", "-", 1), ("llama3_gsm8k_cot", "8", 512, 1),
-     ("llama3_bbh_cot", "3", 512, 27), ("llama3_mmlu", "5", "-", 57),
-     ("llama3_agieval_en", "3-5", "-", 8), ("llama3_triviaqa_wiki", "5", 24, 1),
-     ("llama3_squad_v2", "1", 32, 2), ("llama3_quac", "1", 32, 1), ("llama3_drop", "3", 32, 1),
-     ("llama3_mmlu_instruct", "5", 10, 57), ("llama3_boolq", "0", "-", 1)],
+    [
+        ("llama3_arc_challenge", "25", "-", 1),
+        ("llama3_gsm8k_cot", "8", 512, 1),
+        ("llama3_bbh_cot", "3", 512, 27),
+        ("llama3_mmlu", "5", "-", 57),
+        ("llama3_agieval_en", "3-5", "-", 8),
+        ("llama3_triviaqa_wiki", "5", 24, 1),
+        ("llama3_squad_v2", "1", 32, 2),
+        ("llama3_quac", "1", 32, 1),
+        ("llama3_drop", "3", 32, 1),
+        ("llama3_mmlu_instruct", "5", 10, 57),
+        ("llama3_boolq", "0", "-", 1),
+    ],
 )
 def test_settings_come_from_yaml(member, shots, max_gen, n):
     s = suites.benchmark_settings(member)
@@ -67,11 +75,14 @@ def test_data_check_finds_samples_and_reports_missing(tmp_path):
     # A mirror holding the dataset without the needed split: reported, with its config/split.
     (tmp_path / "openai" / "gsm8k").mkdir(parents=True)
     (tmp_path / "openai" / "gsm8k" / "README.md").write_text(
-        "---\nconfigs:\n- config_name: main\n  data_files:\n  - split: train\n    path: t.jsonl\n---\n")
+        "---\nconfigs:\n- config_name: main\n  data_files:\n  - split: train\n    path: t.jsonl\n---\n"
+    )
     needs = data.check(["llama3_gsm8k_cot"], [tmp_path, SAMPLES])
     assert [(n.split, n.status) for n in needs] == [("test", data.MISSING)]
-    with pytest.raises(data.UsageError, match="dataset openai/gsm8k config main split test not found; "
-                       f"looked in: {tmp_path}, {SAMPLES}, HF cache"):
+    with pytest.raises(
+        data.UsageError,
+        match=f"dataset openai/gsm8k config main split test not found; looked in: {tmp_path}, {SAMPLES}, HF cache",
+    ):
         data.require(["llama3_gsm8k_cot"], [tmp_path, SAMPLES])
 
 

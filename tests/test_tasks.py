@@ -99,7 +99,9 @@ def test_gsm8k_cot(manager):
     assert ctx.count("Given the following problem") == 9
     # Each of the 9 problems carries the instruction; the 8 shots also end with an answer.
     assert ctx.count("The final answer is ") == 9 + 8
-    assert ctx.endswith("How many groups are there?\nYour response should end with \"The final answer is [answer]\" where [answer] is the response to the problem.\n")
+    assert ctx.endswith(
+        'How many groups are there?\nYour response should end with "The final answer is [answer]" where [answer] is the response to the problem.\n'
+    )
     assert gen["max_gen_toks"] == 512
     assert "Given the following problem" in gen["until"]
     task.set_config(key="num_fewshot", value=2)
@@ -135,16 +137,29 @@ def test_gsm8k_answer_extraction(manager, response, strict, flexible):
 # ------------------------------------------------------------------ every suite task
 
 ALL_TASKS = [
-    "llama3_mmlu", "llama3_agieval_en", "llama3_commonsense_qa", "llama3_commonsense_qa_cot",
-    "llama3_winogrande", "llama3_bbh_cot", "llama3_triviaqa_wiki", "llama3_squad_v2",
-    "llama3_quac", "llama3_boolq", "llama3_drop", "llama3_mmlu_instruct", "llama3_gpqa_main",
+    "llama3_mmlu",
+    "llama3_agieval_en",
+    "llama3_commonsense_qa",
+    "llama3_commonsense_qa_cot",
+    "llama3_winogrande",
+    "llama3_bbh_cot",
+    "llama3_triviaqa_wiki",
+    "llama3_squad_v2",
+    "llama3_quac",
+    "llama3_boolq",
+    "llama3_drop",
+    "llama3_mmlu_instruct",
+    "llama3_gpqa_main",
 ]
 # One representative subtask per group keeps the snapshots short; SQuAD's two subtasks
 # (answerable, unanswerable) differ in which documents they hold, so both are shown.
-SNAPSHOT_OF = {"llama3_mmlu": ["mmlu_anatomy"], "llama3_mmlu_instruct": ["mmlu_llama_anatomy"],
-               "llama3_agieval_en": ["llama3_agieval_lsat_ar"],
-               "llama3_bbh_cot": ["bbh_cot_fewshot_boolean_expressions"],
-               "llama3_squad_v2": ["llama3_squad_v2_hasans", "llama3_squad_v2_noans"]}
+SNAPSHOT_OF = {
+    "llama3_mmlu": ["mmlu_anatomy"],
+    "llama3_mmlu_instruct": ["mmlu_llama_anatomy"],
+    "llama3_agieval_en": ["llama3_agieval_lsat_ar"],
+    "llama3_bbh_cot": ["bbh_cot_fewshot_boolean_expressions"],
+    "llama3_squad_v2": ["llama3_squad_v2_hasans", "llama3_squad_v2_noans"],
+}
 
 
 @pytest.mark.parametrize("name", ALL_TASKS)
@@ -165,15 +180,30 @@ def test_math_builds_when_its_scoring_deps_are_installed(manager):
     check_golden("llama3_math", render(tasks["minerva_math_algebra"], limit=1))
 
 
-@pytest.mark.parametrize("name, count", [("llama3_mmlu", 57), ("llama3_mmlu_instruct", 57),
-                                         ("llama3_bbh_cot", 27), ("llama3_agieval_en", 8),
-                                         ("llama3_squad_v2", 2)])
+@pytest.mark.parametrize(
+    "name, count",
+    [
+        ("llama3_mmlu", 57),
+        ("llama3_mmlu_instruct", 57),
+        ("llama3_bbh_cot", 27),
+        ("llama3_agieval_en", 8),
+        ("llama3_squad_v2", 2),
+    ],
+)
 def test_group_sizes_and_shots(manager, name, count):
     tasks = load(manager, [name])
     assert len(tasks) == count
     shots = {t.config.num_fewshot for t in tasks.values()}
-    assert shots == {"llama3_mmlu": {5}, "llama3_mmlu_instruct": {5}, "llama3_bbh_cot": {3},
-                     "llama3_agieval_en": {3, 5}, "llama3_squad_v2": {1}}[name]
+    assert (
+        shots
+        == {
+            "llama3_mmlu": {5},
+            "llama3_mmlu_instruct": {5},
+            "llama3_bbh_cot": {3},
+            "llama3_agieval_en": {3, 5},
+            "llama3_squad_v2": {1},
+        }[name]
+    )
 
 
 def test_math_generates_up_to_512_tokens():
@@ -217,8 +247,10 @@ def test_squad_history_and_unanswerable(manager):
     no = tasks["llama3_squad_v2_noans"].validation_docs()
     # The history runs over every question of a passage, whichever subtask scores it.
     assert [(d["question"], len(d["history"])) for d in has] == [
-        ("What is glass made from?", 0), ("What happens to glass when it cools?", 1),
-        ("When does the library close?", 0)]
+        ("What is glass made from?", 0),
+        ("What happens to glass when it cools?", 1),
+        ("When does the library close?", 0),
+    ]
     assert [(d["question"], len(d["history"])) for d in no] == [("Who invented glass?", 2)]
     assert no[0]["golds"] == []
     assert has[1]["history"] == [["What is glass made from?", "sand"]]
@@ -257,11 +289,13 @@ def test_csqa_shots_are_the_papers(manager):
 
 @pytest.mark.parametrize(
     "response, expected",
-    [(" The answer must be cold. So the answer is (b).", "b"),
-     (" So the answer is (B).", "B"),
-     (" I think (c) but So the answer is (e). Also (a).", "e"),
-     (" The answer is b.", "[invalid]"),
-     ("", "[invalid]")],
+    [
+        (" The answer must be cold. So the answer is (b).", "b"),
+        (" So the answer is (B).", "B"),
+        (" I think (c) but So the answer is (e). Also (a).", "e"),
+        (" The answer is b.", "[invalid]"),
+        ("", "[invalid]"),
+    ],
 )
 def test_csqa_extraction(manager, response, expected):
     task = load(manager, ["llama3_commonsense_qa_cot"])["llama3_commonsense_qa_cot"]
@@ -280,8 +314,9 @@ def test_csqa_letter_format(manager):
     assert [i.args[1] for i in task.instances] == [" A", " B", " C", " D", " E"]
     ctx = task.instances[0].args[0]
     assert ctx.count("\nAnswer:") == 8  # 7 shots + the question
-    assert ctx.endswith("Question: Where would you keep milk cold?\nA. oven\nB. refrigerator\n"
-                        "C. closet\nD. garage\nE. mailbox\nAnswer:")
+    assert ctx.endswith(
+        "Question: Where would you keep milk cold?\nA. oven\nB. refrigerator\nC. closet\nD. garage\nE. mailbox\nAnswer:"
+    )
     assert task.doc_to_target(task.validation_docs()[0]) == 1
 
 
@@ -351,9 +386,17 @@ def test_squad_v2_golds_and_results():
     assert m._squad_golds({"answers": {"text": ["the", "sand"]}}) == ["sand"]
     assert m._squad_golds({"answers": {"text": ["The", " "]}}) == []
     assert m.squad_hasans_results({"golds": ["sand"]}, [" sand\nQ: next question"]) == {
-        "exact_match": 1.0, "f1": 1.0, "exact_match_hasans": 1.0, "f1_hasans": 1.0}
+        "exact_match": 1.0,
+        "f1": 1.0,
+        "exact_match_hasans": 1.0,
+        "f1_hasans": 1.0,
+    }
     assert m.squad_noans_results({"golds": []}, [" unanswerable\nQ: next question"]) == {
-        "exact_match": 1.0, "f1": 1.0, "exact_match_noans": 1.0, "f1_noans": 1.0}
+        "exact_match": 1.0,
+        "f1": 1.0,
+        "exact_match_noans": 1.0,
+        "f1_noans": 1.0,
+    }
     assert m.squad_noans_results({"golds": []}, [" 1850"])["exact_match_noans"] == 0.0
 
 
@@ -395,9 +438,10 @@ def test_quac_agreement_filter_and_results():
     assert m.quac_agreement(["in 1990", "1990"]) == pytest.approx(2 / 3)
     assert m.quac_agreement(["in 1990", "a red car"]) == 0.0  # below 0.4: not scored
     assert m.quac_process_results({"golds": ["CANNOTANSWER"]}, [" CANNOTANSWER\nQ: next"]) == {
-        "f1": 1.0, "exact_match": 1.0}
-    assert m.quac_process_results({"golds": ["CANNOTANSWER"]}, [" The drummer"]) == {
-        "f1": 0.0, "exact_match": 0.0}
+        "f1": 1.0,
+        "exact_match": 1.0,
+    }
+    assert m.quac_process_results({"golds": ["CANNOTANSWER"]}, [" The drummer"]) == {"f1": 0.0, "exact_match": 0.0}
 
 
 # ------------------------------------------------------------------ generation stops and answers
@@ -489,16 +533,20 @@ def test_agieval_fewshot_layout(manager):
     task.build_all_requests(limit=1, rank=0, world_size=1)
     assert [i.args[1] for i in task.instances] == [" A", " B", " C", " D", " E"]
     ctx = task.instances[0].args[0]
-    assert ctx.startswith("Here are the answers for the problems in the exam.\nProblem 1.    "
-                          "What is 10 percent of 250?\nChoose from the following options:    "
-                          "(A)20 (B)25 (C)30 (D)35 (E)40\nThe answer is therefore B\n\n"
-                          "Problem 2.   All owls")
+    assert ctx.startswith(
+        "Here are the answers for the problems in the exam.\nProblem 1.    "
+        "What is 10 percent of 250?\nChoose from the following options:    "
+        "(A)20 (B)25 (C)30 (D)35 (E)40\nThe answer is therefore B\n\n"
+        "Problem 2.   All owls"
+    )
     assert ctx.count("The answer is therefore ") == 5  # 5 shots with their letter
     # The question under test, read back from the hails zero-shot query, is problem 6.
-    assert ctx.endswith("\n\nProblem 6.   A bus leaves at 9:00 and arrives at 11:30.  How "
-                        "long is the trip?\nChoose from the following options:    (A)1.5 "
-                        "hours (B)2 hours (C)2.5 hours (D)3 hours (E)3.5 hours\n"
-                        "The answer is therefore")
+    assert ctx.endswith(
+        "\n\nProblem 6.   A bus leaves at 9:00 and arrives at 11:30.  How "
+        "long is the trip?\nChoose from the following options:    (A)1.5 "
+        "hours (B)2 hours (C)2.5 hours (D)3 hours (E)3.5 hours\n"
+        "The answer is therefore"
+    )
 
 
 def test_agieval_sat_en_without_passage_drops_shot_passages(manager):
@@ -516,12 +564,13 @@ def test_agieval_sat_en_without_passage_drops_shot_passages(manager):
 def test_agieval_query_read_back():
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(
-        "agieval_fewshot", TASKS / "llama3_base" / "agieval" / "fewshot.py")
+    spec = importlib.util.spec_from_file_location("agieval_fewshot", TASKS / "llama3_base" / "agieval" / "fewshot.py")
     fewshot = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(fewshot)
-    doc = {"query": "P. Q: x? Answer Choices: (A)1 (B)2\nA: Among A through B, the answer is",
-           "choices": ["(A)1", "(B)2"]}
+    doc = {
+        "query": "P. Q: x? Answer Choices: (A)1 (B)2\nA: Among A through B, the answer is",
+        "choices": ["(A)1", "(B)2"],
+    }
     assert fewshot.split_query(doc) == ("P. ", "x?")
     with pytest.raises(ValueError):
         fewshot.split_query({**doc, "choices": ["(A)1"]})
@@ -530,8 +579,7 @@ def test_agieval_query_read_back():
 def test_agieval_csv_missing_offline(monkeypatch, tmp_path):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(
-        "agieval_fewshot", TASKS / "llama3_base" / "agieval" / "fewshot.py")
+    spec = importlib.util.spec_from_file_location("agieval_fewshot", TASKS / "llama3_base" / "agieval" / "fewshot.py")
     fewshot = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(fewshot)
     monkeypatch.delenv("HARNESS_AGIEVAL_FEWSHOT", raising=False)
@@ -544,6 +592,7 @@ def test_agieval_csv_missing_offline(monkeypatch, tmp_path):
 
 # ------------------------------------------------------------------ the real-data mirror
 
+
 @pytest.mark.benchdata
 @needs_mirror
 def test_real_docs_build_requests(manager, monkeypatch):
@@ -551,8 +600,9 @@ def test_real_docs_build_requests(manager, monkeypatch):
     from harness.suites.data import use_data_dirs
 
     monkeypatch.setenv("HARNESS_AGIEVAL_FEWSHOT", str(AGIEVAL_FEWSHOT))
-    members = [m for suite in ("llama3_base", "llama3_instruct") for m in available_members(suite)
-               if m != "llama3_humaneval"]
+    members = [
+        m for suite in ("llama3_base", "llama3_instruct") for m in available_members(suite) if m != "llama3_humaneval"
+    ]
     # On this mirror: MMLU x2, AGIEval, CSQA, Winogrande, BBH, ARC, BoolQ, GSM8K (+ MATH).
     assert len(members) >= 9
     built = {}
@@ -571,10 +621,13 @@ def test_max_gen_toks_caps_generation_tasks_only(manager):
     from harness.evaluate.worker import _load_tasks
     from harness.suites.data import use_data_dirs
 
-    config = RunConfig.model_validate({
-        "tasks": ["llama3_gsm8k_cot", "llama3_drop", "llama3_arc_challenge"],
-        "max_gen_toks": 64, "variants": [{"name": "bf16"}],
-    })
+    config = RunConfig.model_validate(
+        {
+            "tasks": ["llama3_gsm8k_cot", "llama3_drop", "llama3_arc_challenge"],
+            "max_gen_toks": 64,
+            "variants": [{"name": "bf16"}],
+        }
+    )
     with use_data_dirs([SAMPLES]):
         _, leaves = _load_tasks(manager, config)
     gen = {name: t.get_config("generation_kwargs") for name, t in leaves.items()}

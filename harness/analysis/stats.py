@@ -35,9 +35,7 @@ class PairedStats:
     mcnemar_p: float | None
 
 
-def weighted_mean(
-    values: np.ndarray, weights: np.ndarray, axis: int = -1
-) -> np.ndarray:
+def weighted_mean(values: np.ndarray, weights: np.ndarray, axis: int = -1) -> np.ndarray:
     return np.sum(values * weights, axis=axis) / np.sum(weights, axis=axis)
 
 
@@ -70,9 +68,7 @@ def paired_ci(
         result = scipy_stats.bootstrap((deltas,), np.mean, **options)
     else:
         weights = np.asarray(weights, dtype=float)
-        result = scipy_stats.bootstrap(
-            (deltas, weights), weighted_mean, paired=True, **options
-        )
+        result = scipy_stats.bootstrap((deltas, weights), weighted_mean, paired=True, **options)
     interval = result.confidence_interval
     lower_bound = np.percentile(result.bootstrap_distribution, 100 * (1 - confidence))
     return (float(interval.low), float(interval.high), float(lower_bound))
@@ -108,9 +104,7 @@ def compare_paired(
     reference = np.asarray(reference, dtype=float)
     variant = np.asarray(variant, dtype=float)
     if reference.shape != variant.shape:
-        raise ValueError(
-            f"paired scores differ in length: {reference.shape} vs {variant.shape}"
-        )
+        raise ValueError(f"paired scores differ in length: {reference.shape} vs {variant.shape}")
     deltas = variant - reference
     if not deltas.size:
         delta = np.nan

@@ -33,8 +33,12 @@ def extract_program(doc: dict, response: str) -> str:
 def build_job(doc: dict, program: str) -> Job:
     # The prompt runs again as trusted setup: some tests call helpers it defines (poly in
     # HumanEval/32, encode_cyclic in /38), and a completion must not be able to redefine them.
-    return Job(program=program, entry_point=doc["entry_point"], setup=doc["prompt"],
-               test=f"{doc['test']}\ncheck({doc['entry_point']})\n")
+    return Job(
+        program=program,
+        entry_point=doc["entry_point"],
+        setup=doc["prompt"],
+        test=f"{doc['test']}\ncheck({doc['entry_point']})\n",
+    )
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -49,16 +53,20 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
 
 
-def score_programs(docs: Sequence[dict], programs: Sequence[Sequence[str]], *,
-                   allow_code_execution: bool, limits: Limits = DEFAULT_LIMITS,
-                   workers: int | None = None) -> list[list[Outcome]]:
+def score_programs(
+    docs: Sequence[dict],
+    programs: Sequence[Sequence[str]],
+    *,
+    allow_code_execution: bool,
+    limits: Limits = DEFAULT_LIMITS,
+    workers: int | None = None,
+) -> list[list[Outcome]]:
     """Outcomes per doc, one per program, in order; all jobs share one worker pool."""
     jobs = [build_job(doc, p) for doc, progs in zip(docs, programs, strict=True) for p in progs]
-    flat = sandbox.run_jobs(jobs, allow_code_execution=allow_code_execution, limits=limits,
-                            workers=workers)
+    flat = sandbox.run_jobs(jobs, allow_code_execution=allow_code_execution, limits=limits, workers=workers)
     out, i = [], 0
     for progs in programs:
-        out.append(flat[i:i + len(progs)])
+        out.append(flat[i : i + len(progs)])
         i += len(progs)
     return out
 
@@ -70,8 +78,10 @@ def run_tests(resps: list[list[str]], docs: list[dict]) -> list[list[dict]]:
     sandbox.require_permission(allowed)
     programs = [[extract_program(doc, r) for r in resp] for resp, doc in zip(resps, docs)]
     outcomes = score_programs(docs, programs, allow_code_execution=allowed)
-    return [[{"program": p, "passed": o.passed, "status": o.status, "detail": o.detail}
-             for p, o in zip(progs, outs)] for progs, outs in zip(programs, outcomes)]
+    return [
+        [{"program": p, "passed": o.passed, "status": o.status, "detail": o.detail} for p, o in zip(progs, outs)]
+        for progs, outs in zip(programs, outcomes)
+    ]
 
 
 def process_results(doc: dict, results: list) -> dict:
@@ -79,7 +89,6 @@ def process_results(doc: dict, results: list) -> dict:
     records = results[0] if results and isinstance(results[0], list) else results
     if not all(isinstance(r, dict) and "passed" in r for r in records):
         # Reached only if the filter did not run, i.e. nothing was executed or checked.
-        raise sandbox.CodeExecutionRefused(
-            "llama3_humaneval results were not scored by the sandbox filter")
+        raise sandbox.CodeExecutionRefused("llama3_humaneval results were not scored by the sandbox filter")
     n, c = len(records), sum(r["passed"] is True for r in records)
     return {"pass@1": pass_at_k(n, c, 1)}

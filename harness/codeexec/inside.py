@@ -32,6 +32,7 @@ TMPFS_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
 # Every JSON object on the wire is a one-key tag; lists are lists. Type checks are exact
 # (type(x) is int) on the decoding side so no subclass with custom methods gets through.
 
+
 def encode(value, depth=0):
     if depth > 100:
         raise ValueError("value nested too deeply")
@@ -81,7 +82,7 @@ def decode(obj, depth=0):
     if t is list:
         return [decode(v, depth + 1) for v in obj]
     if t is dict and len(obj) == 1:
-        (tag, body), = obj.items()
+        ((tag, body),) = obj.items()
         if tag == "f" and type(body) is str:
             return float(body)
         if tag == "c" and type(body) is list and len(body) == 2:
@@ -155,11 +156,19 @@ def worker_main(request_fd, reply_fd):
     import resource
 
     # Facts are gathered before any untrusted code runs, so they can be trusted.
-    _send(replies, {
-        "uid": os.getuid(), "gid": os.getgid(), "groups": os.getgroups(), "pid": os.getpid(),
-        "ns": _namespaces(), "python": sys.version.split()[0], "executable": sys.executable,
-        "limits": {n: resource.getrlimit(getattr(resource, n))[0] for n in setup["limits"]},
-    })
+    _send(
+        replies,
+        {
+            "uid": os.getuid(),
+            "gid": os.getgid(),
+            "groups": os.getgroups(),
+            "pid": os.getpid(),
+            "ns": _namespaces(),
+            "python": sys.version.split()[0],
+            "executable": sys.executable,
+            "limits": {n: resource.getrlimit(getattr(resource, n))[0] for n in setup["limits"]},
+        },
+    )
     namespace = {"__name__": "__candidate__"}
     load_error = None
     try:
@@ -262,9 +271,14 @@ def _start_worker(job):
     drop = worker["uid"] is not None
     process = subprocess.Popen(
         [worker["python"], "-s", "-c", source, "worker", str(request_r), str(reply_w)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        pass_fds=(request_r, reply_w), close_fds=True, env=job["env"],
-        user=worker["uid"] if drop else None, group=worker["gid"] if drop else None,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        pass_fds=(request_r, reply_w),
+        close_fds=True,
+        env=job["env"],
+        user=worker["uid"] if drop else None,
+        group=worker["gid"] if drop else None,
         extra_groups=[] if drop else None,
     )
     os.close(request_r)
@@ -280,8 +294,7 @@ def run_checker(job):
         facts["private_tmp"] = _mount_private_tmp()
     process, requests, replies = _start_worker(job)
     try:
-        _send(requests, {"program": job["program"], "entry_point": job["entry_point"],
-                         "limits": job["limits"]})
+        _send(requests, {"program": job["program"], "entry_point": job["entry_point"], "limits": job["limits"]})
         try:
             facts["worker"] = _receive(replies)
         except (EOFError, ValueError) as exc:
@@ -293,8 +306,7 @@ def run_checker(job):
             namespace[job["entry_point"]] = candidate
             exec(compile(job["test"], "<test>", "exec"), namespace)  # noqa: S102 - trusted
         except BaseException as exc:  # noqa: BLE001 - any way out of the test is a failure
-            return {"passed": False, "detail": f"{type(exc).__name__}: {_short(exc)}",
-                    "facts": facts}
+            return {"passed": False, "detail": f"{type(exc).__name__}: {_short(exc)}", "facts": facts}
         if candidate.calls == 0:
             return {"passed": False, "detail": "test never called the candidate", "facts": facts}
         return {"passed": True, "detail": "", "facts": facts}
@@ -311,8 +323,7 @@ def checker_main(job_fd, result_fd):
         try:
             result = run_checker(job)
         except Exception as exc:  # noqa: BLE001 - reported as a sandbox error, not a crash
-            result = {"passed": False, "error": True,
-                      "detail": f"{type(exc).__name__}: {_short(exc)}"}
+            result = {"passed": False, "error": True, "detail": f"{type(exc).__name__}: {_short(exc)}"}
         result["nonce"] = nonce
         out.write(json.dumps(result).encode())
 

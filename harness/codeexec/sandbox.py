@@ -131,18 +131,30 @@ def require_permission(allowed: bool) -> None:
     if not allowed:
         raise CodeExecutionRefused(
             "refusing to run model-generated code: set allow_code_execution: true "
-            f"(or --allow-code-execution, or {ALLOW_ENV}=1) to allow it")
+            f"(or --allow-code-execution, or {ALLOW_ENV}=1) to allow it"
+        )
 
 
-def run_job(job: Job, *, allow_code_execution: bool, limits: Limits = Limits(),
-            allow_root_without_isolation: bool = False) -> Outcome:
-    return run_jobs([job], allow_code_execution=allow_code_execution, limits=limits,
-                    workers=1, allow_root_without_isolation=allow_root_without_isolation)[0]
+def run_job(
+    job: Job, *, allow_code_execution: bool, limits: Limits = Limits(), allow_root_without_isolation: bool = False
+) -> Outcome:
+    return run_jobs(
+        [job],
+        allow_code_execution=allow_code_execution,
+        limits=limits,
+        workers=1,
+        allow_root_without_isolation=allow_root_without_isolation,
+    )[0]
 
 
-def run_jobs(jobs: Sequence[Job], *, allow_code_execution: bool, limits: Limits = Limits(),
-             workers: int | None = None,
-             allow_root_without_isolation: bool = False) -> list[Outcome]:
+def run_jobs(
+    jobs: Sequence[Job],
+    *,
+    allow_code_execution: bool,
+    limits: Limits = Limits(),
+    workers: int | None = None,
+    allow_root_without_isolation: bool = False,
+) -> list[Outcome]:
     """Outcomes in the order of `jobs`; each job is independent of the others."""
     require_permission(allow_code_execution)
     iso = isolation_in_force(allow_root_without_isolation)
@@ -161,12 +173,12 @@ def isolation(limits: Limits = Limits()) -> dict:
 
 def isolation_in_force(allow_root_without_isolation: bool = False) -> Isolation:
     iso = probe()
-    unprotected_root = (os.geteuid() == 0 and iso.uid is None
-                        and not iso.contains_pids)
+    unprotected_root = os.geteuid() == 0 and iso.uid is None and not iso.contains_pids
     if unprotected_root and not allow_root_without_isolation:
         raise CodeExecutionRefused(
             "refusing to run generated code as root without a PID namespace or uid drop "
-            f"(probe found: {iso.report}); pass allow_root_without_isolation=True to override")
+            f"(probe found: {iso.report}); pass allow_root_without_isolation=True to override"
+        )
     return iso
 
 
@@ -184,8 +196,7 @@ def probe(refresh: bool = False) -> Isolation:
 
 
 def _probe() -> Isolation:
-    job = Job(program="def f(x):\n    return x + 1\n", entry_point="f",
-              test="assert f(1) == 2\n")
+    job = Job(program="def f(x):\n    return x + 1\n", entry_point="f", test="assert f(1) == 2\n")
     host = _namespaces()
     tried = []
     for candidate in _candidates():
@@ -193,8 +204,10 @@ def _probe() -> Isolation:
         problem = outcome.detail if not outcome.passed else _verify(candidate, facts, host)
         if problem is None:
             return _described(candidate, facts, host)
-        tried.append(f"{' '.join(candidate.prefix) or 'no unshare'}"
-                     f" uid={candidate.uid} python={candidate.worker_python}: {problem}")
+        tried.append(
+            f"{' '.join(candidate.prefix) or 'no unshare'}"
+            f" uid={candidate.uid} python={candidate.worker_python}: {problem}"
+        )
     raise CodeExecutionRefused("no working sandbox configuration: " + "; ".join(tried))
 
 
@@ -211,10 +224,17 @@ def _candidates():
     prefixes.append(())
     # The venv's interpreter may live where nobody cannot read (a pyenv under /root);
     # the worker then needs another interpreter of the same kind.
-    pythons = list(dict.fromkeys(
-        p for p in (sys.executable, getattr(sys, "_base_executable", None),
-                    shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin"))
-        if p))
+    pythons = list(
+        dict.fromkeys(
+            p
+            for p in (
+                sys.executable,
+                getattr(sys, "_base_executable", None),
+                shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin"),
+            )
+            if p
+        )
+    )
     for prefix in prefixes:
         private_tmp = "--mount-proc" in prefix
         if root:
@@ -255,8 +275,9 @@ def _described(candidate: Isolation, facts: dict, host: dict) -> Isolation:
         "unshare": " ".join(candidate.prefix[1:]) or None,
         "pass_channel": "nonce from a separate non-dumpable checker process",
     }
-    return Isolation(candidate.prefix, candidate.uid, candidate.gid, candidate.worker_python,
-                     candidate.private_tmp, report)
+    return Isolation(
+        candidate.prefix, candidate.uid, candidate.gid, candidate.worker_python, candidate.private_tmp, report
+    )
 
 
 def _namespaces() -> dict:
@@ -267,10 +288,17 @@ def _environment() -> dict[str, str]:
     # Built from scratch: nothing of the parent's environment (tokens, keys) is passed on.
     # A fixed hash seed keeps set and dict-of-str iteration order identical between runs.
     return {
-        "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
-        "HOME": "/nonexistent", "TMPDIR": "/tmp", "PYTHONHASHSEED": "0",
-        "PYTHONDONTWRITEBYTECODE": "1", "PYTHONIOENCODING": "utf-8",
-        "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "HOME": "/nonexistent",
+        "TMPDIR": "/tmp",
+        "PYTHONHASHSEED": "0",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONIOENCODING": "utf-8",
+        "OMP_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
     }
 
 
@@ -287,12 +315,19 @@ def _run(job: Job, iso: Isolation, limits: Limits) -> tuple[Outcome, dict]:
     start = time.monotonic()
     deadline = start + limits.timeout
     nonce = secrets.token_hex(16)
-    payload = json.dumps({
-        "nonce": nonce, "program": job.program, "entry_point": job.entry_point,
-        "setup": job.setup, "test": job.test, "limits": limits.rlimits(),
-        "private_tmp": iso.private_tmp, "env": _environment(),
-        "worker": {"python": iso.worker_python, "uid": iso.uid, "gid": iso.gid},
-    }).encode()
+    payload = json.dumps(
+        {
+            "nonce": nonce,
+            "program": job.program,
+            "entry_point": job.entry_point,
+            "setup": job.setup,
+            "test": job.test,
+            "limits": limits.rlimits(),
+            "private_tmp": iso.private_tmp,
+            "env": _environment(),
+            "worker": {"python": iso.worker_python, "uid": iso.uid, "gid": iso.gid},
+        }
+    ).encode()
     workdir = tempfile.mkdtemp(prefix="harness-sandbox-")
     try:
         if iso.uid is not None and iso.gid is not None:
@@ -318,8 +353,7 @@ def _run(job: Job, iso: Isolation, limits: Limits) -> tuple[Outcome, dict]:
     if result.get("error"):
         return Outcome(False, "error", result.get("detail", ""), seconds), facts
     passed = result.get("passed") is True
-    return Outcome(passed, "passed" if passed else "failed", result.get("detail", ""),
-                   seconds), facts
+    return Outcome(passed, "passed" if passed else "failed", result.get("detail", ""), seconds), facts
 
 
 def _spawn_and_wait(iso, workdir, payload, deadline, errors) -> tuple[bytes, bool]:
@@ -328,8 +362,14 @@ def _spawn_and_wait(iso, workdir, payload, deadline, errors) -> tuple[bytes, boo
     try:
         process = subprocess.Popen(
             [*iso.prefix, sys.executable, "-s", CODEEXEC, "checker", str(job_r), str(result_w)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors, cwd=workdir,
-            env=_environment(), start_new_session=True, pass_fds=(job_r, result_w))
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
+            cwd=workdir,
+            env=_environment(),
+            start_new_session=True,
+            pass_fds=(job_r, result_w),
+        )
     except BaseException:
         for fd in (job_w, result_r):
             os.close(fd)

@@ -86,8 +86,10 @@ class CheckpointedLM(LM):
             return [_decode(kind, stored[k]) for k in keys]
         answers = getattr(self.lm, kind)(chunk)
         with self.db:
-            self.db.executemany("INSERT OR REPLACE INTO results VALUES (?, ?, ?)",
-                                [(k, kind, json.dumps(a)) for k, a in zip(keys, answers)])
+            self.db.executemany(
+                "INSERT OR REPLACE INTO results VALUES (?, ?, ?)",
+                [(k, kind, json.dumps(a)) for k, a in zip(keys, answers)],
+            )
         self.computed += len(keys)
         return answers
 

@@ -190,13 +190,15 @@ class VLLMEngine(TemplateLM):
         for i in indices:
             seq, ctxlen = inputs[i]
             choices.setdefault(tuple(seq[:ctxlen]), set()).add(seq[ctxlen])
-        jobs = [(ctx, sorted(ids)[j : j + MAX_CHOICE_TOKENS])
-                for ctx, ids in choices.items() for j in range(0, len(ids), MAX_CHOICE_TOKENS)]
+        jobs = [
+            (ctx, sorted(ids)[j : j + MAX_CHOICE_TOKENS])
+            for ctx, ids in choices.items()
+            for j in range(0, len(ids), MAX_CHOICE_TOKENS)
+        ]
         if not jobs:
             return
         params = [
-            SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=ids, detokenize=False)
-            for _, ids in jobs
+            SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=ids, detokenize=False) for _, ids in jobs
         ]
         outputs = self._generate([list(ctx) for ctx, _ in jobs], params)
         scored: dict[tuple[tuple[int, ...], int], tuple[float, bool]] = {}
@@ -274,8 +276,12 @@ class VLLMEngine(TemplateLM):
         return self.llm.apply_model(describe_weights)[0]
 
     def get_model_info(self) -> dict:
-        return {"engine": "vllm", "engine_args": self.engine_args, "engine_core": self.engine_core,
-                "compute_threads": self.compute_threads}
+        return {
+            "engine": "vllm",
+            "engine_args": self.engine_args,
+            "engine_core": self.engine_core,
+            "compute_threads": self.compute_threads,
+        }
 
     @property
     def engine_core(self) -> str:

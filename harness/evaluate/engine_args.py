@@ -111,7 +111,9 @@ def _check(engine_args: dict, model_path: str | None, where: str) -> None:
 def _check_value(key: str, value: Any) -> str | None:
     """vLLM's own type and bounds for this argument, plus no type-changing coercion."""
     if value is None:
-        return None if _takes_none(key) else "null is not a value for this argument (leave the key out for vLLM's default)"
+        return (
+            None if _takes_none(key) else "null is not a value for this argument (leave the key out for vLLM's default)"
+        )
     adapter = _adapter(key)
     if adapter is None:
         return None
@@ -293,7 +295,9 @@ def _local_model_dir(model_path: str | None, revision: Any = None) -> str | None
     try:
         from huggingface_hub import try_to_load_from_cache
 
-        found = try_to_load_from_cache(model_path, "config.json", revision=revision if isinstance(revision, str) else None)
+        found = try_to_load_from_cache(
+            model_path, "config.json", revision=revision if isinstance(revision, str) else None
+        )
     except Exception:
         return None
     return str(Path(found).parent) if isinstance(found, str) else None

