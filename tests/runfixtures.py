@@ -54,10 +54,12 @@ def build_results(
         }
     for group, members in groups.items():
         entry = {"alias": group, "name": group, "sample_len": 0}
-        metrics = as_metrics(tasks[members[0]]).keys()
+        # As lm-eval: each metric over the members that report it (e.g. SQuAD v2's HasAns leaf).
+        metrics = dict.fromkeys(metric for m in members for metric in as_metrics(tasks[m]))
         for metric in metrics:
-            values = [results[m][metric] for m in members]
-            sizes = [len(as_metrics(tasks[m])[metric]) if weight_by_size else 1 for m in members]
+            reporting = [m for m in members if metric in as_metrics(tasks[m])]
+            values = [results[m][metric] for m in reporting]
+            sizes = [len(as_metrics(tasks[m])[metric]) if weight_by_size else 1 for m in reporting]
             entry[metric] = sum(v * s for v, s in zip(values, sizes)) / sum(sizes)
             name, filter_name = metric.split(",")
             entry[f"{name}_stderr,{filter_name}"] = "N/A"

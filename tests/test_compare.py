@@ -220,3 +220,60 @@ def test_noise_floor_is_dropped_when_another_variant_is_the_reference(tmp_path):
     df = frame(store, baseline="fp8")
     assert not any(column.endswith("within noise") for column in df.columns)
     assert row(df, "t_a")["bf16 delta"] == pytest.approx(5.0)
+
+
+# A group metric only some leaves report, as SQuAD v2's: exact_match over both leaves,
+# exact_match_hasans from the answerable leaf alone, exact_match_noans from the other.
+EM, EM_HASANS, EM_NOANS = "exact_match,none", "exact_match_hasans,none", "exact_match_noans,none"
+
+
+def squad_like(hasans: list[float], noans: list[float]) -> dict[str, dict[str, list[float]]]:
+    return {
+        "hasans": {EM: hasans, EM_HASANS: hasans},
+        "noans": {EM: noans, EM_NOANS: noans},
+    }
+
+
+SQUAD_BASE = squad_like(alternating(30), alternating(10))
+# fp8 gets answerable documents 0 and 2 wrong (right in bf16), and gets unanswerable document 1 right.
+SQUAD_WORSE = squad_like([0.0, 0.0, 0.0] + alternating(30)[3:], [1.0, 1.0] + alternating(10)[2:])
+
+
+@pytest.mark.parametrize("weight_by_size", [True, False])
+def test_group_metric_of_some_leaves_pools_only_those_leaves(tmp_path, weight_by_size):
+    store = write_run(
+        tmp_path / "run",
+        {"bf16": SQUAD_BASE, "fp8": SQUAD_WORSE},
+        groups={"squad": ["hasans", "noans"]},
+        weight_by_size=weight_by_size,
+    )
+    comparison = build_comparison(store)
+    assert comparison.notes == []
+    df = comparison_frame(comparison)
+    hasans = row(df, "squad", EM_HASANS)
+    assert hasans["n"] == 30
+    assert hasans["fp8 delta"] == pytest.approx(-200 / 30)
+    assert (hasans["fp8 flips R>W"], hasans["fp8 flips W>R"]) == (2, 0)
+    assert hasans["fp8 delta CI low"] <= -200 / 30 <= hasans["fp8 delta CI high"]
+    noans = row(df, "squad", EM_NOANS)
+    assert noans["n"] == 10
+    assert (noans["fp8 flips R>W"], noans["fp8 flips W>R"]) == (0, 1)
+    overall = row(df, "squad", EM)
+    assert overall["n"] == 40
+    assert (overall["fp8 flips R>W"], overall["fp8 flips W>R"]) == (2, 1)
+    assert not math.isnan(overall["fp8 delta CI low"])
+
+
+def test_missing_document_score_in_a_leaf_that_reports_the_metric_still_gets_the_note(tmp_path):
+    store = write_run(tmp_path / "run", {"bf16": SQUAD_BASE, "fp8": SQUAD_WORSE}, groups={"squad": ["hasans", "noans"]})
+    records = store.read_samples("fp8", "hasans")
+    del records[4].scores[EM_HASANS]
+    store.write_samples("fp8", "hasans", records)
+    comparison = build_comparison(store)
+    assert comparison.notes == [
+        f"squad {EM_HASANS}, fp8: no paired statistics (hasans doc 4: no per-document {EM_HASANS})",
+        f"hasans {EM_HASANS}, fp8: no paired statistics (hasans doc 4: no per-document {EM_HASANS})",
+    ]
+    hasans = row(comparison_frame(comparison), "squad", EM_HASANS)
+    assert math.isnan(hasans["fp8 delta CI low"]) and hasans["n"] == 30
+    assert not math.isnan(row(comparison_frame(comparison), "squad", EM)["fp8 delta CI low"])

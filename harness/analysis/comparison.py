@@ -3,7 +3,8 @@
 Scores come from each variant's lm-eval aggregate (results.json); the paired statistics
 come from the per-document samples, joined on (task, doc_id). A group's paired statistics
 pool its leaf tasks' documents, weighted the way lm-eval weighted them (by size, or each
-leaf equally). Where the per-document scores do not reproduce the aggregate (a metric that
+leaf equally), over the leaves that report the metric: lm-eval averages a group metric over
+those only (llama3_squad_v2's exact_match_hasans comes from its hasans leaf alone). Where the per-document scores do not reproduce the aggregate (a metric that
 is not a mean over documents, or different document sets) the row gets no paired
 statistics and a note says why: a CI around the wrong number would be worse than none.
 
@@ -151,18 +152,48 @@ def leaf_tasks(task: str, children: dict[str, list[str]]) -> list[str]:
     return [leaf for child in children[task] for leaf in leaf_tasks(child, children)]
 
 
+def lacks_metric(variant: VariantResults, leaf: str, metric: str) -> bool:
+    """Whether variant's leaf is known not to report metric.
+
+    Known: the leaf's lm-eval aggregate is there without the metric, and none of its
+    per-document scores carry it. A leaf without an aggregate is not known to lack it.
+    """
+    if leaf not in variant.scores or metric in variant.scores[leaf]:
+        return False
+    docs = variant.samples(leaf)
+    return docs is None or not any(metric in doc.scores for doc in docs.values())
+
+
+def metric_leaves(task: str, metric: str, variants: list[VariantResults]) -> list[str]:
+    """The leaves of task whose documents make up metric's score.
+
+    lm-eval averages a group metric over the leaves that report it and leaves the others
+    out; so do the paired statistics and the document count. A leaf is left out only when
+    every variant is known to lack the metric there (lacks_metric); a leaf that reports it
+    but lacks a per-document score still counts, and gets its note.
+    """
+    leaves = leaf_tasks(task, variants[0].children)
+    if len(leaves) == 1:
+        return leaves
+    return [leaf for leaf in leaves if not all(lacks_metric(v, leaf, metric) for v in variants)]
+
+
 def join_scores(
     task: str, metric: str, reference: VariantResults, candidate: VariantResults, require_pairs: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | str:
     """Per-document scores of both variants over the leaves of task, aligned on doc_id.
 
-    Returns (reference, candidate, leaf index) or a reason why there is no pairing.
-    Different prompts for the same document raise PromptMismatch: the two variants did not
-    answer the same question, and comparing them would silently mislead. With
-    require_pairs, missing samples or different document sets raise UnpairedDocuments.
+    Only the leaves that report metric take part (metric_leaves). Returns (reference,
+    candidate, leaf index) or a reason why there is no pairing. Different prompts for the
+    same document raise PromptMismatch: the two variants did not answer the same question,
+    and comparing them would silently mislead. With require_pairs, missing samples or
+    different document sets raise UnpairedDocuments.
     """
     ref_scores, cand_scores, leaf_index = [], [], []
-    for index, leaf in enumerate(leaf_tasks(task, reference.children)):
+    leaves = metric_leaves(task, metric, [reference, candidate])
+    if not leaves:
+        return f"no leaf of {task} reports {metric}"
+    for index, leaf in enumerate(leaves):
         ref_docs, cand_docs = reference.samples(leaf), candidate.samples(leaf)
         problem = None
         if ref_docs is None or cand_docs is None:
@@ -197,7 +228,9 @@ def aggregate_weights(values: list[tuple[np.ndarray, float]], leaf_index: np.nda
     """Document weights under which per-document means reproduce every aggregate.
 
     lm-eval averages a group over its leaves either by size (plain mean over documents:
-    weights None) or giving each leaf equal weight. Returns a reason when neither fits.
+    weights None) or giving each leaf equal weight; leaf_index numbers the leaves that
+    report the metric (join_scores), the only ones either average includes. Returns a
+    reason when neither fits.
     """
     counts = np.bincount(leaf_index)
     macro = 1.0 / counts[leaf_index]
@@ -269,7 +302,7 @@ def compare_variants(
     for task in ordered_tasks(requested_tasks, variants):
         metrics = sorted({m for v in variants for m, x in v.scores.get(task, {}).items() if is_metric_key(m)})
         for metric in metrics:
-            row = ComparisonRow(task=task, metric=metric, n=n_documents(task, variants), cells={})
+            row = ComparisonRow(task=task, metric=metric, n=n_documents(task, metric, variants), cells={})
             if card is not None:
                 row.card = card.get((task, metric))
             for variant in variants:
@@ -296,10 +329,15 @@ def compare_variants(
     )
 
 
-def n_documents(task: str, variants: list[VariantResults]) -> int | None:
+def n_documents(task: str, metric: str, variants: list[VariantResults]) -> int | None:
+    """Documents behind the row: those of the leaves that report metric (metric_leaves)."""
+    complete = [v for v in variants if v.status == COMPLETE]
     for variant in variants:
         counts = variant.results.n_samples
         leaves = leaf_tasks(task, variant.children)
+        reporting = [leaf for leaf in leaves if not all(lacks_metric(v, leaf, metric) for v in complete)]
+        if len(leaves) > 1 and reporting:
+            leaves = reporting
         if all(leaf in counts for leaf in leaves):
             return sum(counts[leaf].effective for leaf in leaves)
     return None
