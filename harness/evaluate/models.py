@@ -86,8 +86,13 @@ def demo_gguf() -> Path:
     return path
 
 
+def demo_checkpoint_path() -> Path:
+    """Where the converted demo checkpoint lives (converted or not)."""
+    return cache_root() / "models" / DEMO_NAME
+
+
 def demo_checkpoint() -> Path:
-    target = cache_root() / "models" / DEMO_NAME
+    target = demo_checkpoint_path()
     if (target / "config.json").is_file():
         return target
     gguf = demo_gguf()

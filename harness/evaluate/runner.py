@@ -21,7 +21,7 @@ from harness.config import RunConfig, folder_name, load_config
 from harness.errors import UsageError
 from harness.evaluate.children import go_offline, run_in_own_session
 from harness.evaluate.engine_args import check_engine_values
-from harness.evaluate.models import check_model, resolve_model
+from harness.evaluate.models import check_model, demo_checkpoint_path, resolve_model
 from harness.resources import DEMO_CONFIG, SAMPLES_DIR
 from harness.results.schema import COMPLETE, FAILED, RUNNING, Manifest, RunRecord
 from harness.results.store import RunStore, StoreError
@@ -97,10 +97,11 @@ def _check_inputs(config: RunConfig, config_path: Path, dirs: list[Path], root: 
     for i, variant in enumerate(config.variants):
         if variant.model:
             check_model(variant.model, f"{where}: variants.{i}.model")
+    check_engine_values(config.engine, None, f"{where}: engine")  # named where it is written
     for i, variant in enumerate(config.variants):
-        model = variant.model or config.model
-        model_path = resolve_model(model) if model != "demo" else None
-        check_engine_values(config.engine_args(variant), model_path, f"{where}: variants.{i}.engine")
+        check_engine_values(
+            config.engine_args(variant), _checked_path(variant.model or config.model), f"{where}: variants.{i}.engine"
+        )
     card = load_card(config.card, config_path, f"{where}: card") if config.card else None
     names = [(f"tasks.{i}.name", t.name) for i, t in enumerate(config.tasks)] or [("suite", config.suite or "")]
     for key, name in names:
@@ -122,6 +123,14 @@ def _check_inputs(config: RunConfig, config_path: Path, dirs: list[Path], root: 
         data_source=describe_data(dirs),
         status=RUNNING,
     )
+
+
+def _checked_path(model: str) -> str | None:
+    """The checkpoint the engine values are checked against: the demo's only once converted."""
+    if model != "demo":
+        return resolve_model(model)
+    converted = demo_checkpoint_path()
+    return str(converted) if (converted / "config.json").is_file() else None
 
 
 def _data_dirs(config: RunConfig, config_path: Path, cli_dirs: list[str] | None) -> list[Path]:
