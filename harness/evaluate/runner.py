@@ -17,7 +17,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from harness.config import RunConfig, folder_name, load_config
+from harness.config import RunConfig, folder_name, load_config, validate_config
 from harness.errors import UsageError
 from harness.evaluate.children import go_offline, run_in_own_session
 from harness.evaluate.engine_args import check_engine_values
@@ -65,7 +65,7 @@ def resume(run_dir: Path) -> tuple[RunStore, list[str]]:
         run = store.read_run()
     except StoreError as e:
         raise UsageError(f"--resume: {e}") from None
-    if RunConfig.model_validate(run.config).offline:
+    if validate_config(run.config, f"{store.run_file}: config").offline:
         go_offline()
     store.set_run_status(RUNNING)
     return store, run_variants(store)

@@ -209,7 +209,11 @@ def check(suite_or_tasks: str | list[str], dirs: Iterable[Path], thorough: bool 
     names = [suite_or_tasks] if isinstance(suite_or_tasks, str) else list(suite_or_tasks)
     dirs = list(dirs)
     needs = []
-    for task, cfg in registry.task_configs(names).items():
+    try:
+        configs = registry.task_configs(names)
+    except KeyError as e:
+        raise UsageError(f"--suite: {e.args[0]}") from None
+    for task, cfg in configs.items():
         needs += [locate(n, dirs, thorough) for n in needed_splits(task, cfg)]
     return needs
 
