@@ -183,3 +183,17 @@ def test_compare_into_a_closed_pipe_is_quiet(tmp_path):
     assert compare.wait(timeout=120) == 0
     assert "Traceback" not in err and err == ""
     assert (store.root / "comparison.csv").is_file()
+
+
+def test_resume_of_a_run_whose_config_no_longer_validates_is_one_line(tmp_path, capsys):
+    store = write_run(tmp_path / "run", {"bf16": BASE, "fp8": BASE})  # config: {model: demo} only
+    before = snapshot(tmp_path)
+    assert cli.main(["run", "--resume", str(store.root)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("run.json: config: variants: Field required") and len(err.splitlines()) == 1, err
+    assert snapshot(tmp_path) == before
+
+
+def test_data_check_of_an_unknown_suite_is_one_line(capsys):
+    assert cli.main(["data", "check", "--suite", "llama4_base"]) == 2
+    assert capsys.readouterr().err.strip() == "harness data: error: --suite: unknown task or group 'llama4_base'"
