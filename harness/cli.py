@@ -284,6 +284,38 @@ def drift(args: argparse.Namespace) -> int:
     return drifting.measure(args.run, max_sequences=args.max_sequences, max_tokens=args.max_tokens, top_k=args.top_k)
 
 
+# -- rescore -----------------------------------------------------------------------------
+
+
+def add_rescore(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", type=Path, help="results folder of a run")
+    p.add_argument(
+        "--tasks",
+        nargs="+",
+        metavar="TASK",
+        help="re-score only these of the run's tasks (default: all); the others keep their records",
+    )
+
+
+def rescore(args: argparse.Namespace) -> int:
+    from harness.analysis.comparison import build_comparison
+    from harness.evaluate.rescore import rescore_run
+    from harness.render.tables import format_table, write_comparison
+    from harness.results.store import RunStore
+
+    setup_logging()
+    store = RunStore(args.run)
+    variants = rescore_run(store, args.tasks)
+    for name in store.read_run().evaluated_variants():
+        if name not in variants:
+            print(f"harness rescore: note: variant {name} is not complete; not re-scored", file=sys.stderr)
+    comparison = build_comparison(store)
+    csv_path, md_path = write_comparison(store, comparison)
+    print(format_table(comparison), end="")
+    print(f"re-scored {', '.join(variants)} from their stored answers; wrote {csv_path} and {md_path}")
+    return EXIT_OK
+
+
 # -- tasks and data ----------------------------------------------------------------------
 
 
@@ -352,6 +384,7 @@ COMMANDS: list[Command] = [
     ("compare", "rebuild a run's comparison table from its results folder", add_compare, compare),
     ("gate", "pass/fail a run against regression thresholds (exit 0/1/2)", add_gate, gate),
     ("report", "write report.md, report.html and PNG plots for a run", add_report, report),
+    ("rescore", "re-run a run's filters and metrics from its stored answers (no model)", add_rescore, rescore),
     ("drift", "KL divergence, top-1 agreement and perplexity of each variant vs the baseline", add_drift, drift),
     ("tasks", "list the benchmark suites and their settings", add_tasks, tasks),
     ("data", "check or pull the datasets a suite needs", add_data, data),

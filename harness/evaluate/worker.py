@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 from harness.config import RunConfig, TaskSpec
@@ -75,8 +76,6 @@ def evaluate_variant(store: RunStore, name: str) -> bool:
 
 
 def _run_tasks(store: RunStore, config: RunConfig, manifest: Manifest, engine_args: dict) -> None:
-    from lm_eval import simple_evaluate
-    from lm_eval.tasks import TaskManager
 
     from harness.evaluate.checkpoint import CheckpointedLM
     from harness.evaluate.engine import VLLMEngine
@@ -105,19 +104,57 @@ def _run_tasks(store: RunStore, config: RunConfig, manifest: Manifest, engine_ar
         weights["weight_bytes"] / 1e6,
     )
 
-    if config.allow_code_execution:
-        from harness.codeexec import sandbox
-
-        # Code tasks read this in their filter; the isolation in force goes into the manifest.
-        os.environ["HARNESS_ALLOW_CODE_EXECUTION"] = "1"
-        manifest.sandbox = sandbox.isolation()
-    manager = TaskManager(include_path=str(TASKS_DIR))
+    manifest.sandbox = allow_code_execution(config)
     checkpointed = CheckpointedLM(engine, store.variant_dir(name) / REQUESTS_DB, config.chunk_requests)
-    with data.use_data_dirs([Path(d) for d in manifest.data_dirs]):
-        tasks, leaves = _load_tasks(manager, config)
+    evaluation = evaluate_tasks(checkpointed, config, manifest.data_dirs)
+    manifest.datasets = evaluation.datasets
+    manifest.timings["evaluate_s"] = evaluation.seconds
+    manifest.timings["requests_s"] = round(engine.stats.engine_seconds, 2)
+    manifest.requests_reused = checkpointed.reused
+    checkpointed.close()
+    manifest.throughput = engine.stats.as_dict()
+    manifest.task_versions = evaluation.results.get("versions", {})
+    for task, records in evaluation.samples.items():
+        store.write_samples(name, task, records)
+    store.write_results(name, evaluation.results)
+
+
+def allow_code_execution(config: RunConfig) -> dict | None:
+    """Let code tasks run model-written code when the run allows it; the isolation in force."""
+    if not config.allow_code_execution:
+        return None
+    from harness.codeexec import sandbox
+
+    # Code tasks read this in their filter; the isolation in force goes into the manifest.
+    os.environ["HARNESS_ALLOW_CODE_EXECUTION"] = "1"
+    return sandbox.isolation()
+
+
+@dataclass
+class Evaluation:
+    """lm-eval's results (without samples and task configs), one record per document, datasets read."""
+
+    results: dict
+    samples: dict[str, list[SampleRecord]]
+    datasets: dict[str, DatasetFingerprint]
+    seconds: float
+
+
+def evaluate_tasks(model, config: RunConfig, data_dirs: list[str], only: list[str] | None = None) -> Evaluation:
+    """Run lm-eval's evaluation of the config's tasks (or only those named) with `model`.
+
+    The worker passes its engine (CheckpointedLM); `harness rescore` a model that answers from
+    requests.sqlite. Datasets come from the run's mirrors, as when the run was made.
+    """
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    manager = TaskManager(include_path=str(TASKS_DIR))
+    with data.use_data_dirs([Path(d) for d in data_dirs]):
+        tasks, leaves = _load_tasks(manager, config, only)
         t1 = time.perf_counter()
         results = simple_evaluate(
-            model=checkpointed,
+            model=model,
             tasks=tasks,
             limit=config.limit,
             task_manager=manager,
@@ -132,29 +169,26 @@ def _run_tasks(store: RunStore, config: RunConfig, manifest: Manifest, engine_ar
             fewshot_random_seed=config.seed,
             confirm_run_unsafe_code=config.allow_code_execution,
         )
-        manifest.datasets = {task: DatasetFingerprint(**entry) for task, entry in data.fingerprints(leaves).items()}
-    manifest.timings["evaluate_s"] = round(time.perf_counter() - t1, 2)
-    manifest.timings["requests_s"] = round(engine.stats.engine_seconds, 2)
-    manifest.requests_reused = checkpointed.reused
-    checkpointed.close()
-    manifest.throughput = engine.stats.as_dict()
-    manifest.task_versions = results.get("versions", {})
+        datasets = {task: DatasetFingerprint(**entry) for task, entry in data.fingerprints(leaves).items()}
+    seconds = round(time.perf_counter() - t1, 2)
     samples = results.pop("samples", {})
-    for task, records in samples.items():
-        store.write_samples(name, task, _sample_records(task, records))
+    records = {task: _sample_records(task, logged) for task, logged in samples.items()}
     results.pop("configs", None)  # the task configs hold callables; versions carry the identity
-    store.write_results(name, results)
+    return Evaluation(results, records, datasets, seconds)
 
 
-def _load_tasks(manager, config: RunConfig) -> tuple[list, dict]:
+def _load_tasks(manager, config: RunConfig, only: list[str] | None = None) -> tuple[list, dict]:
     """Build task objects once, applying per-task shot counts and the run's generation cap.
 
-    Returns the top-level tasks/groups to evaluate and all leaf tasks by name.
+    Returns the top-level tasks/groups to evaluate (all of the config's, or those named in
+    `only`) and all leaf tasks by name.
     """
     from harness.evaluate.engine import DEFAULT_MAX_GEN_TOKS
 
     objects, leaves = [], {}
     for spec in config.tasks or [TaskSpec(name=config.suite or "")]:
+        if only is not None and spec.name not in only:
+            continue
         loaded = manager.load([spec.name])
         top = loaded["groups"].get(spec.name) or loaded["tasks"][spec.name]
         if (shots := spec.num_fewshot) is not None:

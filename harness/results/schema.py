@@ -15,7 +15,15 @@ import math
 import re
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+)
 
 SCHEMA_VERSION = 1
 
@@ -148,6 +156,16 @@ class Manifest(Record):
     datasets: dict[str, DatasetFingerprint] = Field(default_factory=dict)
     task_versions: dict[str, Any] = Field(default_factory=dict)
     drift: dict[str, Any] | None = None
+    # `harness rescore`: one entry per re-scoring (time, tasks, task versions, git sha, versions).
+    # Written only once there is one, so a manifest that was never re-scored reads as before.
+    rescored: list[dict[str, Any]] = Field(default_factory=list)
+
+    @model_serializer(mode="wrap")
+    def _rescored_only_when_rescored(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        if not self.rescored:
+            data.pop("rescored", None)
+        return data
 
 
 # -- <variant>/results.json (lm-eval's aggregate, checked where the harness reads it) ----------

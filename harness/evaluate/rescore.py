@@ -1,0 +1,229 @@
+"""`harness rescore`: lm-eval's filters and metrics again, over the answers a run already has.
+
+After a fix to a filter, a regex or a metric, an old run need not see a model again. Every
+complete variant's `requests.sqlite` holds the engine's answer to each request the run made
+(harness.evaluate.checkpoint); `StoredAnswers` is an lm-eval model that answers from that
+database alone, and the worker's own `evaluate_tasks` runs the run's config over it: same
+tasks, shots, limit, seeds and data mirrors, so the requests are the run's, and a re-scored
+variant equals a fresh run of the fixed tasks. A request the database lacks (the fix changed a
+prompt, or the task is new) is an error naming the task, and nothing is rewritten.
+
+New results.json, samples and manifests are written only after every variant re-scored, then
+the comparison is rebuilt; each manifest's `rescored` list says when, which tasks, with which
+task versions and which harness.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Callable
+from contextlib import closing
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import cached_property
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from lm_eval.api.model import LM, TemplateLM
+
+from harness.config import RunConfig
+from harness.errors import UsageError
+from harness.evaluate import provenance
+from harness.evaluate.checkpoint import _decode, request_key
+from harness.evaluate.children import go_offline
+from harness.evaluate.worker import REQUESTS_DB, Evaluation, allow_code_execution, evaluate_tasks
+from harness.results.schema import COMPLETE, RUNNING, Manifest, TaskResults
+from harness.results.store import RunStore, parse
+
+log = logging.getLogger(__name__)
+
+# results.json entries keyed by task or group name: a partial re-score replaces its tasks' only.
+TASK_KEYED = (
+    "results",
+    "groups",
+    "group_subtasks",
+    "versions",
+    "n-shot",
+    "higher_is_better",
+    "n-samples",
+    "task_hashes",
+)
+
+
+class MissingAnswers(UsageError):
+    """The run's database has no answer to a request the tasks make now."""
+
+
+class StoredAnswers(LM):
+    """An lm-eval model answering only from a variant's requests.sqlite; no engine.
+
+    The tokenizer (for chat templates) is the run's, read from the variant's checkpoint only when
+    lm-eval asks for it, so a run without chat templates re-scores where the model is absent.
+    """
+
+    def __init__(self, path: Path, manifest: Manifest):
+        super().__init__()
+        self.path = Path(path)
+        self.manifest = manifest
+        if not self.path.is_file():
+            raise UsageError(f"{self.path}: not found (the variant's answers)")
+        self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        self.answered = 0
+
+    def loglikelihood(self, requests: list) -> list:
+        return self._answer("loglikelihood", requests)
+
+    def loglikelihood_rolling(self, requests: list) -> list:
+        return self._answer("loglikelihood_rolling", requests)
+
+    def generate_until(self, requests: list) -> list:
+        return self._answer("generate_until", requests)
+
+    def _answer(self, kind: str, requests: list) -> list:
+        keys = [request_key(kind, req.args) for req in requests]
+        stored: dict[str, str] = {}
+        for start in range(0, len(keys), 500):  # SQLite's bound-parameter limit
+            part = keys[start : start + 500]
+            marks = ",".join("?" * len(part))
+            stored.update(
+                self.db.execute(f"SELECT key, value FROM results WHERE kind = ? AND key IN ({marks})", [kind, *part])
+            )
+        missing = [req for req, key in zip(requests, keys) if key not in stored]
+        if missing:
+            tasks = sorted({str(getattr(req, "task_name", "?")) for req in missing})
+            raise MissingAnswers(
+                f"{self.path}: {len(missing)} of {len(requests)} {kind} requests of task {', '.join(tasks)} "
+                f"have no stored answer (the task's prompts or requests changed since the run; re-run it instead)"
+            )
+        self.answered += len(keys)
+        return [_decode(kind, stored[key]) for key in keys]
+
+    # -- what lm-eval asks of a model besides answers: the run's tokenizer, as VLLMEngine ------
+    @cached_property
+    def hf_tokenizer(self) -> Any:
+        from transformers import AutoTokenizer
+
+        args = self.manifest.engine_args
+        source = args.get("tokenizer") or self.manifest.model_path
+        if not source:
+            raise UsageError(f"variant {self.manifest.variant}: the manifest names no model_path to read a tokenizer")
+        try:
+            return AutoTokenizer.from_pretrained(
+                source,
+                revision=args.get("tokenizer_revision"),
+                trust_remote_code=bool(args.get("trust_remote_code", False)),
+            )
+        except (OSError, ValueError) as e:
+            raise UsageError(f"variant {self.manifest.variant}: cannot read the tokenizer of {source}: {e}") from None
+
+    @property
+    def tokenizer_name(self) -> str:
+        return self.hf_tokenizer.name_or_path.replace("/", "__")
+
+    def chat_template(self, chat_template: bool | str = False) -> str | None:
+        # lm-eval's own selection (TemplateLM, which VLLMEngine is) reads only `.tokenizer`.
+        return TemplateLM.chat_template(SimpleNamespace(tokenizer=self.hf_tokenizer), chat_template)
+
+    def apply_chat_template(self, chat_history: list[dict], add_generation_prompt: bool = True) -> str:
+        return self.hf_tokenizer.apply_chat_template(
+            chat_history,
+            tokenize=False,
+            add_generation_prompt=add_generation_prompt,
+            continue_final_message=not add_generation_prompt,
+        )
+
+    def get_model_info(self) -> dict:
+        m = self.manifest
+        return {
+            "engine": "vllm",
+            "engine_args": m.engine_args,
+            "engine_core": m.engine_core,
+            "compute_threads": m.compute_threads,
+            "answers": f"re-scored from {REQUESTS_DB}",
+        }
+
+    def close(self) -> None:
+        self.db.close()
+
+
+@dataclass
+class Rescored:
+    variant: str
+    manifest: Manifest
+    results: dict
+    evaluation: Evaluation
+
+
+def rescore_run(
+    store: RunStore, only: list[str] | None = None, progress: Callable[[str], None] = log.info
+) -> list[str]:
+    """Re-score every complete variant of the run (the tasks in `only`, or all); the variants done.
+
+    Nothing is written unless every variant re-scored; then results.json, samples and manifests,
+    each file atomically. The caller rebuilds the comparison.
+    """
+    run = store.read_run()
+    if run.status == RUNNING:
+        raise UsageError(f"{store.run_file}: the run is still running or was interrupted; finish it first")
+    config = RunConfig.model_validate(run.config)
+    if only is not None:
+        unknown = [t for t in only if t not in run.tasks]
+        if unknown:
+            raise UsageError(f"--tasks: {', '.join(unknown)} not among the run's tasks ({', '.join(run.tasks)})")
+        only = list(dict.fromkeys(only))
+    # A malformed manifest is an error (StoreError), not a variant quietly left out.
+    variants = [
+        name
+        for name in run.evaluated_variants()
+        if store.has_manifest(name) and store.read_manifest(name).status == COMPLETE
+    ]
+    if not variants:
+        raise UsageError(f"{store.root}: no complete variant to re-score")
+    for name in variants:  # all of them before any work
+        if not (path := store.variant_dir(name) / REQUESTS_DB).is_file():
+            raise UsageError(f"{path}: not found (the variant's answers)")
+    if config.offline:
+        go_offline()
+    sandbox = allow_code_execution(config)
+
+    done: list[Rescored] = []
+    for name in variants:
+        progress(f"re-scoring {name}")
+        manifest = store.read_manifest(name)
+        old = store.read_results(name)
+        with closing(StoredAnswers(store.variant_dir(name) / REQUESTS_DB, manifest)) as model:
+            evaluation = evaluate_tasks(model, config, run.data_dirs, only)
+        results = _merged(old.model_dump(by_alias=True), evaluation.results) if only else evaluation.results
+        # Checked now, so that a bad file cannot stop the writing half-way.
+        parse(TaskResults, results, str(store.results_path(name)))
+        manifest.rescored = [
+            *manifest.rescored,
+            {
+                "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "tasks": only or list(run.tasks),
+                "task_versions": evaluation.results.get("versions", {}),
+                "requests_answered": model.answered,
+                "git_sha": provenance.git_sha(),
+                "versions": provenance.package_versions(),
+                **({"sandbox": sandbox} if sandbox is not None else {}),
+            },
+        ]
+        done.append(Rescored(name, manifest, results, evaluation))
+
+    for item in done:
+        for task, records in item.evaluation.samples.items():
+            store.write_samples(item.variant, task, records)
+        store.write_results(item.variant, item.results)
+        store.write_manifest(item.manifest)
+    return [item.variant for item in done]
+
+
+def _merged(old: dict, new: dict) -> dict:
+    """The old results.json with the re-scored tasks' entries replaced (a --tasks re-score)."""
+    merged = {**old, **{k: v for k, v in new.items() if k not in TASK_KEYED}}
+    for key in TASK_KEYED:
+        if key in old or key in new:
+            merged[key] = {**(old.get(key) or {}), **(new.get(key) or {})}
+    return merged
