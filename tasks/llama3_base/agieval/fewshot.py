@@ -49,7 +49,8 @@ def csv_path() -> Path:
     if data.is_offline():
         looked = [str(d / RELATIVE) for d in data.active_dirs()] + [str(CACHE)]
         raise FileNotFoundError(
-            "AGIEval few_shot_prompts.csv not found; looked in: " + ", ".join(looked)
+            "AGIEval few_shot_prompts.csv not found; looked in: "
+            + ", ".join(looked)
             + " (offline; or set HARNESS_AGIEVAL_FEWSHOT)"
         )
     CACHE.parent.mkdir(parents=True, exist_ok=True)
@@ -107,13 +108,15 @@ def load_shots(subset: str, path: Path | None = None, skip_passage: bool = False
         if not row[0].startswith("sample") or not row[col].strip():
             continue
         ex = ast.literal_eval(row[col])
-        shots.append({
-            "number": len(shots) + 1,
-            "passage": None if skip_passage else ex.get("passage"),
-            "question": ex["question"],
-            "choices": ex["options"],
-            "gold": ["ABCDE".index(ex["label"])],
-        })
+        shots.append(
+            {
+                "number": len(shots) + 1,
+                "passage": None if skip_passage else ex.get("passage"),
+                "question": ex["question"],
+                "choices": ex["options"],
+                "gold": ["ABCDE".index(ex["label"])],
+            }
+        )
     return shots
 
 

@@ -89,8 +89,7 @@ def squad_hasans_docs(dataset):
 
 def squad_noans_docs(dataset):
     """The unanswerable questions (SQuAD v2's NoAns set), history built over all questions."""
-    return _with_history(dataset).filter(lambda d: not d["answerable"],
-                                         load_from_cache_file=False)
+    return _with_history(dataset).filter(lambda d: not d["answerable"], load_from_cache_file=False)
 
 
 def squad_doc_to_text(doc: dict) -> str:
@@ -153,8 +152,9 @@ def _quac_pair_f1(prediction: str, reference: str) -> float:
 def quac_f1(prediction: str, references: list[str]) -> float:
     if len(references) == 1:
         return _quac_pair_f1(prediction, references[0])
-    held_out = [max(_quac_pair_f1(prediction, r) for j, r in enumerate(references) if j != i)
-                for i in range(len(references))]
+    held_out = [
+        max(_quac_pair_f1(prediction, r) for j, r in enumerate(references) if j != i) for i in range(len(references))
+    ]
     return sum(held_out) / len(held_out)
 
 
@@ -163,8 +163,7 @@ def quac_agreement(references: list[str]) -> float:
     if len(references) == 1:
         return 1.0
     return sum(
-        max(_quac_pair_f1(r, o) for j, o in enumerate(references) if j != i)
-        for i, r in enumerate(references)
+        max(_quac_pair_f1(r, o) for j, o in enumerate(references) if j != i) for i, r in enumerate(references)
     ) / len(references)
 
 
@@ -195,8 +194,7 @@ def quac_process_docs(dataset):
                 out["golds"].append(golds)
         return out
 
-    return dataset.map(_turns, batched=True, remove_columns=dataset.column_names,
-                       load_from_cache_file=False)
+    return dataset.map(_turns, batched=True, remove_columns=dataset.column_names, load_from_cache_file=False)
 
 
 def quac_doc_to_text(doc: dict) -> str:
