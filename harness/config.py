@@ -24,7 +24,7 @@ from pydantic import (
 
 from harness.errors import UsageError
 from harness.resources import DEMO_CONFIG
-from harness.results.schema import NAME_PATTERN
+from harness.results.schema import NAME_PATTERN, first_problem
 from harness.yamlfile import read_yaml
 
 
@@ -125,10 +125,7 @@ def validate_config(raw: Any, path: Path | str) -> RunConfig:
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as e:
-        err = e.errors()[0]
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = err["msg"].removeprefix("Value error, ")
-        raise UsageError(f"{path}: {key}: {msg}") from None
+        raise UsageError(f"{path}: {first_problem(e)}") from None
 
 
 def load_config(path: Path | str | None, overrides: dict[str, Any] | None = None) -> RunConfig:

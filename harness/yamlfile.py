@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from harness.errors import UsageError
+from harness.results.io import StoreError, read_text
 
 MAX_ALIASES = 100
 
@@ -65,15 +66,9 @@ def load_yaml(text: str) -> Any:
 def read_yaml(path: Path) -> Any:
     """A YAML file as data; every problem is one UsageError naming the file (and line)."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise UsageError(f"{path}: is a folder, not a file") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"{path}: not UTF-8 text") from None
-    except OSError as e:
-        raise UsageError(f"{path}: cannot be read ({e.strerror or e})") from None
+        text = read_text(path)
+    except StoreError as e:
+        raise UsageError(str(e)) from None
     try:
         return load_yaml(text)
     except yaml.YAMLError as e:

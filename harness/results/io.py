@@ -48,7 +48,7 @@ def read_text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise StoreError(f"{path}: not found") from None
+        raise StoreError(f"{path}: file not found") from None
     except IsADirectoryError:
         raise StoreError(f"{path}: is a folder, not a file") from None
     except UnicodeDecodeError:

@@ -21,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
+    ValidationError,
     field_validator,
     model_serializer,
 )
@@ -42,6 +43,13 @@ def _folder_name(value: str) -> str:
     if not NAME_PATTERN.fullmatch(value.removesuffix(REPEAT_SUFFIX)) or ".." in value:
         raise ValueError(f"{value!r} is not a folder name (letters, digits, '_', '.', '+', '-')")
     return value
+
+
+def first_problem(error: ValidationError) -> str:
+    """A validation error as one "field.path: what is wrong"."""
+    err = error.errors()[0]
+    field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    return f"{field}: {err['msg'].removeprefix('Value error, ')}"
 
 
 def _finite(value: float) -> float:

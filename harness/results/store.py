@@ -33,6 +33,7 @@ from harness.results.schema import (
     SampleRecord,
     TaskResults,
     _folder_name,
+    first_problem,
 )
 
 __all__ = ["COMPLETE", "FAILED", "REPEAT_SUFFIX", "RUNNING", "RunStore", "StoreError", "parse"]
@@ -54,10 +55,7 @@ def parse(model: type[M], raw: Any, where: str) -> M:
     try:
         return model.model_validate(raw)
     except ValidationError as e:
-        err = e.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        message = err["msg"].removeprefix("Value error, ")
-        raise StoreError(f"{where}: {field}: {message}") from None
+        raise StoreError(f"{where}: {first_problem(e)}") from None
 
 
 def dump(record: BaseModel) -> dict:
