@@ -211,10 +211,27 @@ def test_killed_run_resumes_to_identical_results(tmp_path):
         for task in ("llama3_arc_challenge", "llama3_gsm8k_cot"):
             records = store.read_samples(variant, task)
             assert len(records) == 3
-            assert records == reference.read_samples(variant, task), (variant, task)
+            for ours, theirs in zip(records, reference.read_samples(variant, task)):
+                assert _same_record(ours.model_dump(), theirs.model_dump()), (variant, task, ours.doc_id)
     # The first line names the run; everything after it must match.
     ours, theirs = ((s.root / "comparison.md").read_text().splitlines()[1:] for s in (store, reference))
     assert ours == theirs
+
+
+# Two engine calls over the same bf16 prompt on CPU have differed in the fifth decimal of a
+# log-probability (-1.4076006 against -1.4076896, measured in CI on a quiet 2-vCPU Xeon), so
+# answers are compared to this tolerance; prompts, choices, extractions and scores exactly.
+LOGPROB_TOLERANCE = 1e-3
+
+
+def _same_record(ours: object, theirs: object) -> bool:
+    if isinstance(ours, float) and isinstance(theirs, float):
+        return abs(ours - theirs) <= LOGPROB_TOLERANCE
+    if isinstance(ours, dict) and isinstance(theirs, dict):
+        return ours.keys() == theirs.keys() and all(_same_record(ours[k], theirs[k]) for k in ours)
+    if isinstance(ours, list | tuple) and isinstance(theirs, list | tuple):
+        return len(ours) == len(theirs) and all(_same_record(a, b) for a, b in zip(ours, theirs))
+    return type(ours) is type(theirs) and ours == theirs
 
 
 def _persisted(store: RunStore, variant: str, kind: str) -> int:
