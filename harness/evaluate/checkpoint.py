@@ -80,10 +80,10 @@ class CheckpointedLM(LM):
 
     def _answer_chunk(self, kind: str, chunk: list) -> list:
         keys = [request_key(kind, req.args) for req in chunk]
-        stored = self._load(keys)
+        stored = stored_answers(self.db, keys)
         if all(k in stored for k in keys):
             self.reused += len(keys)
-            return [_decode(kind, stored[k]) for k in keys]
+            return [decode_answer(kind, stored[k]) for k in keys]
         answers = getattr(self.lm, kind)(chunk)
         with self.db:
             self.db.executemany(
@@ -93,19 +93,21 @@ class CheckpointedLM(LM):
         self.computed += len(keys)
         return answers
 
-    def _load(self, keys: list[str]) -> dict[str, str]:
-        found: dict[str, str] = {}
-        for start in range(0, len(keys), 500):  # SQLite's bound-parameter limit
-            part = keys[start : start + 500]
-            marks = ",".join("?" * len(part))
-            found.update(self.db.execute(f"SELECT key, value FROM results WHERE key IN ({marks})", part))
-        return found
-
     def close(self) -> None:
         self.db.close()
 
 
-def _decode(kind: str, value: str) -> Any:
+def stored_answers(db: sqlite3.Connection, keys: list[str]) -> dict[str, str]:
+    """key -> stored answer (JSON) for the keys the database holds; the kind is part of each key."""
+    found: dict[str, str] = {}
+    for start in range(0, len(keys), 500):  # SQLite's bound-parameter limit
+        part = keys[start : start + 500]
+        marks = ",".join("?" * len(part))
+        found.update(db.execute(f"SELECT key, value FROM results WHERE key IN ({marks})", part))
+    return found
+
+
+def decode_answer(kind: str, value: str) -> Any:
     answer = json.loads(value)
     # lm-eval expects (log-probability, is_greedy) tuples back from `loglikelihood`.
     return tuple(answer) if kind == "loglikelihood" else answer

@@ -31,7 +31,7 @@ from lm_eval.api.model import LM, TemplateLM
 from harness.config import RunConfig
 from harness.errors import UsageError
 from harness.evaluate import provenance
-from harness.evaluate.checkpoint import _decode, request_key
+from harness.evaluate.checkpoint import decode_answer, request_key, stored_answers
 from harness.evaluate.children import go_offline
 from harness.evaluate.worker import REQUESTS_DB, Evaluation, allow_code_execution, evaluate_tasks
 from harness.results.schema import COMPLETE, RUNNING, Manifest, TaskResults
@@ -83,13 +83,7 @@ class StoredAnswers(LM):
 
     def _answer(self, kind: str, requests: list) -> list:
         keys = [request_key(kind, req.args) for req in requests]
-        stored: dict[str, str] = {}
-        for start in range(0, len(keys), 500):  # SQLite's bound-parameter limit
-            part = keys[start : start + 500]
-            marks = ",".join("?" * len(part))
-            stored.update(
-                self.db.execute(f"SELECT key, value FROM results WHERE kind = ? AND key IN ({marks})", [kind, *part])
-            )
+        stored = stored_answers(self.db, keys)
         missing = [req for req, key in zip(requests, keys) if key not in stored]
         if missing:
             tasks = sorted({str(getattr(req, "task_name", "?")) for req in missing})
@@ -98,7 +92,7 @@ class StoredAnswers(LM):
                 f"have no stored answer (the task's prompts or requests changed since the run; re-run it instead)"
             )
         self.answered += len(keys)
-        return [_decode(kind, stored[key]) for key in keys]
+        return [decode_answer(kind, stored[key]) for key in keys]
 
     # -- what lm-eval asks of a model besides answers: the run's tokenizer, as VLLMEngine ------
     @cached_property

@@ -179,15 +179,9 @@ def verify_split(folder, name, split, *, data_dir=None, data_files=None) -> None
     folder = Path(folder)
     files = split_files(folder, name, data_dir=data_dir, data_files=data_files)
     _one_split(folder, name, split, files)
-    claimed = _readme_split_sizes(folder, name)
-    for each, paths in files.items():
-        counted = [_read_rows(f) for f in paths]
-        rows = [n for n in counted if n is not None]
-        if each in claimed and len(rows) == len(counted) and sum(rows) != claimed[each]:
-            raise CorruptMirrorError(
-                _readme_or(folder),
-                f"config {name or 'default'} split {each}: README says {claimed[each]} rows, files hold {sum(rows)}",
-            )
+    mismatch = _row_count_mismatch(folder, name, files)
+    if mismatch is not None:
+        raise mismatch
 
 
 def check_split(folder, name, split, *, data_dir=None, data_files=None) -> SplitFingerprint:
@@ -379,20 +373,27 @@ def _diagnose(folder: Path, name, files: dict[str, list[Path]], exc: Exception) 
                 return bad
     if isinstance(exc, NonMatchingSplitsSizesError):
         # Its payload is only a formatted string; recount against the README instead.
-        claimed = _readme_split_sizes(folder, name)
-        for split, fs in files.items():
-            counted = [_read_rows(f) for f in fs]
-            rows = [n for n in counted if n is not None]
-            if split in claimed and len(rows) == len(counted) and sum(rows) != claimed[split]:
-                return CorruptMirrorError(
-                    _readme_or(folder),
-                    f"config {name or 'default'} split {split}: README says "
-                    f"{claimed[split]} rows, files hold {sum(rows)}",
-                )
+        mismatch = _row_count_mismatch(folder, name, files)
+        if mismatch is not None:
+            return mismatch
     cause = exc.__cause__ or exc
     return CorruptMirrorError(
         folder, f"config {name or 'default'} does not load: {type(cause).__name__}: {_one_line(cause)}"
     )
+
+
+def _row_count_mismatch(folder: Path, name, files: dict[str, list[Path]]) -> CorruptMirrorError | None:
+    """The first split whose files hold another number of rows than the README claims."""
+    claimed = _readme_split_sizes(folder, name)
+    for split, paths in files.items():
+        counted = [_read_rows(f) for f in paths]
+        rows = [n for n in counted if n is not None]
+        if split in claimed and len(rows) == len(counted) and sum(rows) != claimed[split]:
+            return CorruptMirrorError(
+                _readme_or(folder),
+                f"config {name or 'default'} split {split}: README says {claimed[split]} rows, files hold {sum(rows)}",
+            )
+    return None
 
 
 def _readme_split_sizes(folder: Path, name) -> dict[str, int]:
