@@ -214,6 +214,18 @@ def add_gate(p: argparse.ArgumentParser) -> None:
         default=None,
         help="test the one-sided 95%% lower confidence bound instead of the point score",
     )
+    p.add_argument(
+        "--max-kld",
+        type=non_negative_float,
+        metavar="NATS",
+        help="largest mean KL divergence from the run's baseline per task (drift.json: `harness drift RUN`)",
+    )
+    p.add_argument(
+        "--min-top1",
+        type=non_negative_float,
+        metavar="PCT",
+        help="smallest top-1 agreement with the run's baseline per task, in percent (drift.json)",
+    )
     p.add_argument("--thresholds", type=Path, metavar="FILE.yaml", help="defaults and per-task thresholds")
     p.add_argument("--subtasks", action="store_true", help="gate every subtask of a group, too")
 
@@ -224,7 +236,13 @@ def gate(args: argparse.Namespace) -> int:
 
     if args.variant and args.against is None:
         raise UsageError("--variant: only with --against")
-    flags = {"max_drop": args.max_drop, "min_recovery": args.min_recovery, "lower_bound": args.lower_bound}
+    flags = {
+        "max_drop": args.max_drop,
+        "min_recovery": args.min_recovery,
+        "lower_bound": args.lower_bound,
+        "max_kld": args.max_kld,
+        "min_top1": args.min_top1,
+    }
     policy = gating.read_policy(args.thresholds, flags)
     against = RunStore(args.against) if args.against is not None else None
     outcome = gating.gate_run(

@@ -5,8 +5,11 @@ import pytest
 from runfixtures import alternating, write_run
 
 from harness import cli
+from harness.analysis import drift as drift_summary
+from harness.results.schema import DriftSummary, DriftVariant
 from harness.results.store import RunStore
 
+NO_THRESHOLD = "no threshold given: use --max-drop, --min-recovery, --max-kld, --min-top1 or --thresholds"
 BASE = {"t_a": alternating(40), "t_b": alternating(30, 3)}
 # Answers made worse on purpose: t_a loses documents 36 and 38 (50.00 -> 45.00 points).
 WORSE = {"t_a": alternating(40)[:-5] + [0.0] * 5, "t_b": alternating(30, 3)}
@@ -183,7 +186,10 @@ def test_against_an_accepted_run_compares_document_by_document(tmp_path, capsys)
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("defaults: {max_dorp: 1}\n", "defaults: unknown key 'max_dorp' (known: max_drop, min_recovery, lower_bound)"),
+        (
+            "defaults: {max_dorp: 1}\n",
+            "defaults: unknown key 'max_dorp' (known: max_drop, min_recovery, lower_bound, max_kld, min_top1)",
+        ),
         ("limits: {}\n", "unknown key 'limits' (known: defaults, tasks)"),
         ("defaults: {max_drop: -1}\n", "defaults.max_drop: expected a finite number >= 0, got -1"),
         ("defaults: {max_drop: .nan}\n", "defaults.max_drop: expected a finite number >= 0, got nan"),
@@ -194,9 +200,9 @@ def test_against_an_accepted_run_compares_document_by_document(tmp_path, capsys)
         ("defaults: {max_drop: yes}\n", "defaults.max_drop: expected a finite number >= 0, got True"),
         ("defaults: {max_drop: null}\n", "defaults.max_drop: expected a finite number >= 0, got None"),
         ("defaults: {lower_bound: 1}\n", "defaults.lower_bound: expected true or false, got 1"),
-        ("defaults: 5\n", "defaults: expected a mapping of max_drop, min_recovery, lower_bound"),
+        ("defaults: 5\n", "defaults: expected a mapping of max_drop, min_recovery, lower_bound, max_kld, min_top1"),
         ("tasks: [t_a]\n", "tasks: expected a mapping of task -> thresholds"),
-        ("tasks:\n  t_a:\n", "tasks.t_a: expected a mapping of max_drop, min_recovery, lower_bound"),
+        ("tasks:\n  t_a:\n", "tasks.t_a: expected a mapping of max_drop, min_recovery, lower_bound, max_kld, min_top1"),
         ("- max_drop\n", "(top level): expected a mapping with the keys defaults and tasks"),
         ("defaults: [max_drop\n", "not valid YAML: line 2, column 1: expected ',' or ']', but got '<stream end>'"),
         (
@@ -242,7 +248,7 @@ def test_empty_thresholds_file_gives_no_threshold(tmp_path, capsys):
     thresholds = tmp_path / "thresholds.yaml"
     thresholds.write_text("")
     message = bad_input(capsys, store.root, "--thresholds", thresholds)
-    assert message == "no threshold given: use --max-drop, --min-recovery or --thresholds"
+    assert message == NO_THRESHOLD
 
 
 @pytest.mark.parametrize(
@@ -257,7 +263,7 @@ def test_non_numeric_threshold_flags_are_refused_by_argparse(tmp_path, capsys, f
 
 def test_no_threshold_at_all_is_bad_input(tmp_path, capsys):
     store = write_run(tmp_path / "run", {"bf16": BASE, "fp8": BASE})
-    assert bad_input(capsys, store.root) == "no threshold given: use --max-drop, --min-recovery or --thresholds"
+    assert bad_input(capsys, store.root) == NO_THRESHOLD
 
 
 def test_variant_flag_needs_against(tmp_path, capsys):
@@ -464,3 +470,168 @@ def test_against_an_unknown_variant_is_bad_input(tmp_path, capsys):
     new = write_run(tmp_path / "new", {"bf16": BASE, "int8": BASE})
     message = bad_input(capsys, new.root, "--against", accepted.root, "--variant", "int8", "--max-drop", 1)
     assert message == f"{accepted.run_file}: no variant 'int8' (variants: bf16, fp8)"
+
+
+# -- drift ---------------------------------------------------------------------------------
+
+GOOD_DRIFT = {"t_a": (0.012, 97.5), "t_b": (0.020, 96.0)}  # (mean KLD nats, top-1 agreement %)
+DAMAGED_DRIFT = {"t_a": (0.45, 71.0), "t_b": (0.03, 95.0)}
+
+
+def write_drift(store: RunStore, figures: dict[str, dict[str, tuple[float, float]] | str]) -> None:
+    """drift.json as `harness drift` writes it: figures[variant][task] = (kld_mean, top-1 %);
+    a string is the error of a variant whose drift measurement failed."""
+    tasks = sorted({t for f in figures.values() if isinstance(f, dict) for t in f})
+    variants = {"bf16": DriftVariant(status="complete")}
+    for name, f in figures.items():
+        if isinstance(f, str):
+            variants[name] = DriftVariant(status="failed", error=f)
+            continue
+        per_task = {t: {"positions": 200, "kld_mean": k, "top1_agreement_pct": p} for t, (k, p) in f.items()}
+        overall = {key: sum(v[key] for v in per_task.values()) / len(per_task) for key in per_task[tasks[0]]}
+        variants[name] = DriftVariant(status="complete", overall=overall, tasks=per_task)
+    summary = DriftSummary(
+        run_id=store.root.name,
+        baseline="bf16",
+        settings={"max_sequences": 4, "max_tokens": 128, "top_k": 20},
+        sequences={"count": 2 * len(tasks), "tokens": 400 * len(tasks), "per_task": dict.fromkeys(tasks, 2)},
+        variants=variants,
+    )
+    drift_summary.write_drift(store, summary)
+
+
+def test_drift_within_thresholds_passes_beside_accuracy(tmp_path, capsys):
+    store = write_run(tmp_path / "run", {"bf16": BASE, "fp8": BASE, "int8": BASE})
+    write_drift(store, {"fp8": GOOD_DRIFT, "int8": GOOD_DRIFT})
+    code, out, _ = gate(capsys, store.root, "--max-kld", 0.05, "--min-top1", 90)
+    assert (code, "all 4 checks passed" in out) == (0, True)  # (fp8, int8) x (t_a, t_b)
+    code, out, _ = gate(capsys, store.root, "--max-kld", 0.05, "--max-drop", 1)
+    assert (code, "all 8 checks passed" in out) == (0, True)  # accuracy and drift, side by side
+
+
+def test_drift_beyond_thresholds_fails_naming_variant_task_value_and_threshold(tmp_path, capsys):
+    store = write_run(tmp_path / "run", {"bf16": BASE, "int8": BASE, "damaged": BASE})
+    write_drift(store, {"int8": GOOD_DRIFT, "damaged": DAMAGED_DRIFT})
+    code, out, _ = gate(capsys, store.root, "--max-kld", 0.05, "--min-top1", 90, "--max-drop", 1)
+    assert code == 1
+    assert "FAIL damaged vs bf16 t_a drift: mean KLD 0.45 nats > max-kld 0.05 (by 0.4)" in out
+    assert "FAIL damaged vs bf16 t_a drift: top-1 agreement 71.00% < min-top1 90% (by 19.00)" in out
+    assert "int8" not in out and "t_b" not in out
+    assert "1 of 8 checks failed" in out  # two reasons, one (variant, task) check
+
+
+def test_per_task_drift_thresholds_override_the_flags(tmp_path, capsys):
+    store = write_run(tmp_path / "run", {"bf16": BASE, "damaged": BASE})
+    write_drift(store, {"damaged": DAMAGED_DRIFT})
+    thresholds = tmp_path / "thresholds.yaml"
+    thresholds.write_text("tasks:\n  t_a: {max_kld: 0.5}\n")
+    assert gate(capsys, store.root, "--thresholds", thresholds, "--max-kld", 0.05)[0] == 0
+    thresholds.write_text("defaults: {max_kld: 0.5}\ntasks:\n  t_b: {max_kld: 0.01, min_top1: 99.5}\n")
+    code, out, _ = gate(capsys, store.root, "--thresholds", thresholds)
+    assert code == 1
+    assert "t_b drift: mean KLD 0.03 nats > max-kld 0.01 (by 0.02)" in out
+    assert "t_b drift: top-1 agreement 95.00% < min-top1 99.5% (by 4.50)" in out
+    assert "t_a" not in out and "1 of 2 checks failed" in out
+
+
+def test_drift_threshold_without_drift_results_is_bad_input(tmp_path, capsys):
+    store = write_run(tmp_path / "run", {"bf16": BASE, "fp8": BASE})
+    message = bad_input(capsys, store.root, "--max-kld", 0.05)
+    assert message == f"{store.root}: run has no drift.json: run `harness drift {store.root}` first"
+    assert gate(capsys, store.root, "--max-drop", 1)[0] == 0  # accuracy alone never needs it
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (("--max-kld", "nan"), "argument --max-kld: 'nan' must be a finite number >= 0"),
+        (("--max-kld", "-0.1"), "argument --max-kld: '-0.1' must be a finite number >= 0"),
+        (("--min-top1", "inf"), "argument --min-top1: 'inf' must be a finite number >= 0"),
+        (("--min-top1", "101"), "--min-top1: expected a percentage from 0 to 100, got 101.0"),
+    ],
+)
+def test_drift_threshold_flags_that_are_not_limits_are_bad_input(tmp_path, capsys, argv, message):
+    store = write_run(tmp_path / "run", {"bf16": BASE, "fp8": BASE})
+    write_drift(store, {"fp8": GOOD_DRIFT})
+    assert bad_input(capsys, store.root, *argv) == message
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("defaults: {max_kld: .nan}\n", "defaults.max_kld: expected a finite number >= 0, got nan"),
+        ("tasks:\n  t_a: {max_kld: -1}\n", "tasks.t_a.max_kld: expected a finite number >= 0, got -1"),
+        ("tasks:\n  t_a: {min_top1: '90'}\n", "tasks.t_a.min_top1: expected a finite number >= 0, got '90'"),
+        ("defaults: {min_top1: 250}\n", "defaults.min_top1: expected a percentage from 0 to 100, got 250"),
+    ],
+)
+def test_drift_thresholds_file_values_that_are_not_limits_are_bad_input(tmp_path, capsys, text, message):
+    store = write_run(tmp_path / "run", {"bf16": BASE, "fp8": BASE})
+    write_drift(store, {"fp8": GOOD_DRIFT})
+    thresholds = tmp_path / "thresholds.yaml"
+    thresholds.write_text(text)
+    assert bad_input(capsys, store.root, "--thresholds", thresholds) == f"{thresholds}: {message}"
+
+
+def test_variant_missing_from_drift_results_is_bad_input(tmp_path, capsys):
+    # int8 was added to the run after `harness drift` ran: no number to hold it to.
+    store = write_run(tmp_path / "run", {"bf16": BASE, "fp8": BASE, "int8": BASE})
+    write_drift(store, {"fp8": GOOD_DRIFT})
+    message = bad_input(capsys, store.root, "--max-kld", 0.05)
+    assert message == (
+        f"{store.root / 'drift.json'}: no variant 'int8' (measured: bf16, fp8): run `harness drift` again on this run"
+    )
+
+
+def test_non_finite_drift_figure_is_bad_input(tmp_path, capsys):
+    store = write_run(tmp_path / "run", {"bf16": BASE, "fp8": BASE})
+    write_drift(store, {"fp8": GOOD_DRIFT})
+    edit_json(store.root / "drift.json", lambda d: d["variants"]["fp8"]["tasks"]["t_b"].update(kld_mean=float("nan")))
+    message = bad_input(capsys, store.root, "--max-kld", 0.05)
+    assert message == f"{store.root / 'drift.json'}: variants.fp8.tasks.t_b: kld_mean is nan, not a finite number"
+
+
+def test_failed_drift_measurement_fails_the_variant(tmp_path, capsys):
+    store = write_run(tmp_path / "run", {"bf16": BASE, "fp8": BASE, "int8": BASE})
+    write_drift(store, {"fp8": GOOD_DRIFT, "int8": "engine crashed"})
+    code, out, _ = gate(capsys, store.root, "--max-kld", 0.05)
+    assert code == 1
+    assert "FAIL int8: drift measurement failed (engine crashed)" in out and "1 of 3 checks failed" in out
+
+
+def test_drift_is_measured_from_the_run_baseline_only(tmp_path, capsys):
+    store = write_run(tmp_path / "run", {"bf16": BASE, "fp8": BASE, "int8": BASE})
+    write_drift(store, {"fp8": GOOD_DRIFT, "int8": GOOD_DRIFT})
+    message = bad_input(capsys, store.root, "--baseline", "int8", "--max-kld", 0.05)
+    assert message == f"{store.root / 'drift.json'}: drift measured from bf16, not from the reference int8"
+
+
+def test_against_gates_this_run_drift_and_quotes_the_accepted_one(tmp_path, capsys):
+    accepted = write_run(tmp_path / "accepted", {"bf16": BASE, "int8": BASE})
+    write_drift(accepted, {"int8": GOOD_DRIFT})
+    requantized = write_run(tmp_path / "new", {"bf16": BASE, "int8": BASE})
+    write_drift(requantized, {"int8": DAMAGED_DRIFT})
+    argv = (requantized.root, "--against", accepted.root, "--max-drop", 1, "--max-kld", 0.05)
+    code, out, err = gate(capsys, *argv)
+    assert code == 1
+    # Accuracy: bf16 and int8 against their accepted selves (4 checks); drift: int8 only (2).
+    assert "FAIL int8 vs bf16 t_a drift: mean KLD 0.45 nats > max-kld 0.05 (by 0.4) (accepted run: 0.012)" in out
+    assert "1 of 6 checks failed" in out
+    assert err == (
+        "harness gate: note: int8 drift overall: mean KLD 0.24 nats, top-1 agreement 83.00%; "
+        "accepted run: mean KLD 0.016 nats, top-1 agreement 96.75%\n"
+    )
+    (accepted.root / "drift.json").unlink()
+    code, out, err = gate(capsys, *argv)
+    assert code == 1 and "(accepted run" not in out
+    assert err == f"harness gate: note: {accepted.root}: no drift.json: the accepted run's drift is not quoted\n"
+
+
+def test_drift_threshold_for_a_task_the_run_lacks_is_a_note(tmp_path, capsys):
+    store = write_run(tmp_path / "run", {"bf16": BASE, "fp8": BASE})
+    write_drift(store, {"fp8": GOOD_DRIFT})
+    thresholds = tmp_path / "thresholds.yaml"
+    thresholds.write_text("defaults: {max_kld: 0.05}\ntasks:\n  t_z: {max_kld: 0.1}\n")
+    code, _, err = gate(capsys, store.root, "--thresholds", thresholds)
+    assert code == 0
+    assert err == "harness gate: note: no such task in this run: t_z\n"

@@ -3,15 +3,21 @@
 Each (variant, task, metric) is checked against the thresholds that apply to its task:
 per-task values from a YAML file, else command-line flags, else the file's defaults.
 
-    defaults: {max_drop: 1.0, min_recovery: 92.0, lower_bound: false}
+    defaults: {max_drop: 1.0, min_recovery: 92.0, lower_bound: false, max_kld: 0.05, min_top1: 90}
     tasks:
-      gsm8k_cot_llama: {max_drop: 3.0}
+      gsm8k_cot_llama: {max_drop: 3.0, max_kld: 0.1}
 
 max_drop is in points; min_recovery in percent of the reference score (vLLM's accuracy CI
 passes when measured >= expected x (1 - rtol): min_recovery = 100 x (1 - rtol)). With
 lower_bound the variant's score is replaced by its one-sided 95% lower confidence bound
 (reference + the bootstrap lower bound of the paired delta), so a variant passes only
 when the data show it is no worse than allowed, not merely when its point estimate is.
+
+max_kld (nats) and min_top1 (percent) gate drift: each variant's mean KL divergence from the
+run's baseline and its top-1 agreement on every task of RUN/drift.json (`harness drift RUN`).
+Drift is always this run's variant against this run's baseline, also with --against: drift.json
+holds nothing measured against another run's checkpoint. With --against, the accepted run's
+figure for the same variant and task is quoted beside a failure when that run has a drift.json.
 
 Only the tasks a run asked for are gated by default (a group, not its 57 subjects; a
 requested group without a score of its own, such as a suite, stands for its members);
@@ -35,8 +41,10 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, field_validator, model_validator
 
 from harness.analysis.comparison import VariantResults, compare_variants, load_variant
+from harness.analysis.drift import JSON_FILE as DRIFT_FILE
+from harness.analysis.drift import read_drift
 from harness.errors import UsageError
-from harness.results.schema import COMPLETE, FAILED, RUNNING, Comparison, ComparisonRow, RunRecord
+from harness.results.schema import COMPLETE, FAILED, RUNNING, Comparison, ComparisonRow, DriftSummary, RunRecord
 from harness.results.store import REPEAT_SUFFIX, RunStore
 from harness.yamlfile import read_yaml
 
@@ -53,6 +61,13 @@ def _limit(value: object) -> float:
     return float(value)
 
 
+def _percent(value: object) -> float:
+    limit = _limit(value)
+    if limit > 100:
+        raise ValueError(f"expected a percentage from 0 to 100, got {value!r}")
+    return limit
+
+
 def _switch(value: object) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"expected true or false, got {value!r}")
@@ -65,6 +80,8 @@ class Thresholds(BaseModel):
     max_drop: Annotated[float | None, BeforeValidator(_limit)] = None  # points
     min_recovery: Annotated[float | None, BeforeValidator(_limit)] = None  # percent
     lower_bound: Annotated[bool, BeforeValidator(_switch)] = False
+    max_kld: Annotated[float | None, BeforeValidator(_limit)] = None  # nats, mean over a task's positions
+    min_top1: Annotated[float | None, BeforeValidator(_percent)] = None  # percent of positions
 
     @model_validator(mode="before")
     @classmethod
@@ -78,8 +95,16 @@ class Thresholds(BaseModel):
         return self.model_copy(update={key: getattr(other, key) for key in other.model_fields_set})
 
     @property
+    def accuracy(self) -> bool:
+        return self.max_drop is not None or self.min_recovery is not None
+
+    @property
+    def drift(self) -> bool:
+        return self.max_kld is not None or self.min_top1 is not None
+
+    @property
     def empty(self) -> bool:
-        return self.max_drop is None and self.min_recovery is None
+        return not (self.accuracy or self.drift)
 
 
 class Policy(BaseModel):
@@ -120,6 +145,10 @@ class Policy(BaseModel):
     def empty(self) -> bool:
         return self.defaults.empty and all(t.empty for t in self.tasks.values())
 
+    @property
+    def drift(self) -> bool:
+        return self.defaults.drift or any(t.drift for t in self.tasks.values())
+
 
 def _validation_problem(e: ValidationError) -> str:
     """The first error as 'key.path: what is wrong'."""
@@ -155,7 +184,7 @@ def read_policy(path: Path | None, flags: dict[str, Any]) -> Policy:
     defaults = from_file.defaults.over(_flag_thresholds(flags))
     policy = Policy(defaults=defaults, tasks={t: defaults.over(v) for t, v in from_file.tasks.items()})
     if policy.empty:
-        raise UsageError("no threshold given: use --max-drop, --min-recovery or --thresholds")
+        raise UsageError("no threshold given: use --max-drop, --min-recovery, --max-kld, --min-top1 or --thresholds")
     return policy
 
 
@@ -310,12 +339,12 @@ def gated_rows(pair: Pairing, policy: Policy, subtasks: bool) -> list[tuple[Comp
         for row in comparison.rows
         if (subtasks or row.task in pair.requested or row.task in policy.tasks)
         and (row.task, row.metric) not in lower_is_better
-        and not policy.for_task(row.task).empty
+        and policy.for_task(row.task).accuracy
     ]
 
 
-def check_pairing(pair: Pairing, policy: Policy, subtasks: bool, outcome: Outcome) -> None:
-    """Every candidate's gated rows; a failed variant is one failing check."""
+def check_pairing(pair: Pairing, policy: Policy, subtasks: bool, outcome: Outcome, drift: DriftGate | None) -> None:
+    """Every candidate's gated rows and drift; a failed variant is one failing check."""
     comparison = pair.comparison
     rows = gated_rows(pair, policy, subtasks)
     for variant in comparison.candidates:
@@ -328,6 +357,107 @@ def check_pairing(pair: Pairing, policy: Policy, subtasks: bool, outcome: Outcom
         else:
             for row, limits in rows:
                 outcome.add(check_row(row, variant, comparison.reference, limits))
+            if drift is not None and variant != drift.summary.baseline:
+                drift.check_variant(variant, policy, outcome)
+
+
+# -- drift -----------------------------------------------------------------------------------
+
+
+@dataclass
+class DriftGate:
+    """This run's drift.json, and the accepted run's when --against names one that has it."""
+
+    path: Path
+    summary: DriftSummary
+    accepted: DriftSummary | None = None
+
+    @classmethod
+    def load(cls, store: RunStore, reference: str, accepted: RunStore | None) -> DriftGate:
+        summary = read_drift(store)
+        if summary is None:
+            raise UsageError(f"{store.root}: run has no {DRIFT_FILE}: run `harness drift {store.root}` first")
+        path = store.root / DRIFT_FILE
+        if summary.baseline != reference:
+            raise UsageError(f"{path}: drift measured from {summary.baseline}, not from the reference {reference}")
+        base = summary.variants.get(summary.baseline)
+        if base is None or base.status != COMPLETE:
+            status = base.status if base is not None else "missing"
+            raise UsageError(f"{path}: baseline {summary.baseline} is {status}: no drift was measured")
+        return cls(path, summary, read_drift(accepted) if accepted is not None else None)
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.summary.sequences.get("per_task", {}))
+
+    def check_variant(self, variant: str, policy: Policy, outcome: Outcome) -> None:
+        """One check per task with a drift threshold; a variant drift could not score fails once."""
+        entry = self.summary.variants.get(variant)
+        if entry is None:
+            measured = ", ".join(self.summary.variants)
+            raise UsageError(
+                f"{self.path}: no variant {variant!r} (measured: {measured}): run `harness drift` again on this run"
+            )
+        if entry.status != COMPLETE:
+            outcome.add([f"{variant}: drift measurement {entry.status}" + (f" ({entry.error})" if entry.error else "")])
+            return
+        if self.accepted is not None:
+            outcome.notes.append(self.trend(variant, entry.overall or {}))
+        for task in self.tasks:
+            limits = policy.for_task(task)
+            if not limits.drift:
+                continue
+            figures = entry.tasks.get(task)
+            if figures is None:
+                raise UsageError(f"{self.path}: variants.{variant}.tasks: no {task}")
+            accepted = self.accepted_figures(variant, task)
+            outcome.add(self.check_task(variant, task, figures, limits, accepted))
+
+    def trend(self, variant: str, overall: dict[str, float | int]) -> str:
+        """This run's overall drift of a variant beside the accepted run's, for the notes."""
+        before = self.accepted.variants.get(variant) if self.accepted is not None else None
+        then = (
+            f"accepted run: {drift_text(before.overall)}" if before and before.overall else "none in the accepted run"
+        )
+        return f"{variant} drift overall: {drift_text(overall)}; {then}"
+
+    def accepted_figures(self, variant: str, task: str) -> dict[str, float | int]:
+        entry = self.accepted.variants.get(variant) if self.accepted is not None else None
+        return entry.tasks.get(task, {}) if entry is not None else {}
+
+    def check_task(
+        self, variant: str, task: str, figures: dict[str, float | int], limits: Thresholds, accepted: dict
+    ) -> list[str]:
+        where = f"{variant} vs {self.summary.baseline} {task} drift"
+        field = f"{self.path}: variants.{variant}.tasks.{task}"
+        reasons = []
+        if limits.max_kld is not None:
+            kld = number(figures.get("kld_mean"), field, "kld_mean")
+            if kld > limits.max_kld:
+                reasons.append(
+                    f"{where}: mean KLD {kld:.4g} nats > max-kld {limits.max_kld:g} (by {kld - limits.max_kld:.4g})"
+                    + quoted(accepted.get("kld_mean"), "{:.4g}")
+                )
+        if limits.min_top1 is not None:
+            top1 = number(figures.get("top1_agreement_pct"), field, "top1_agreement_pct")
+            if top1 < limits.min_top1:
+                reasons.append(
+                    f"{where}: top-1 agreement {top1:.2f}% < min-top1 {limits.min_top1:g}% "
+                    f"(by {limits.min_top1 - top1:.2f})" + quoted(accepted.get("top1_agreement_pct"), "{:.2f}%")
+                )
+        return reasons
+
+
+def drift_text(figures: dict[str, float | int]) -> str:
+    kld, top1 = figures.get("kld_mean", math.nan), figures.get("top1_agreement_pct", math.nan)
+    return f"mean KLD {kld:.4g} nats, top-1 agreement {top1:.2f}%"
+
+
+def quoted(value: float | None, form: str) -> str:
+    """The accepted run's figure beside a failing one, when it has a usable one."""
+    if value is None or not math.isfinite(value):
+        return ""
+    return f" (accepted run: {form.format(value)})"
 
 
 def gate_run(
@@ -347,10 +477,16 @@ def gate_run(
     pairs = (
         [against_baseline(store, run, baseline)] if against is None else against_accepted(store, run, against, variants)
     )
+    # Drift is measured from the run's own baseline, with or without --against.
+    reference = baseline or run.baseline
+    drift = DriftGate.load(store, reference, against) if policy.drift else None
     outcome = Outcome()
+    if drift is not None and against is not None and drift.accepted is None:
+        outcome.notes.append(f"{against.root}: no {DRIFT_FILE}: the accepted run's drift is not quoted")
     for pair in pairs:
-        check_pairing(pair, policy, subtasks, outcome)
-    unknown = sorted(set(policy.tasks) - {row.task for pair in pairs for row in pair.comparison.rows})
+        check_pairing(pair, policy, subtasks, outcome, drift)
+    known = {row.task for pair in pairs for row in pair.comparison.rows} | set(drift.tasks if drift else ())
+    unknown = sorted(set(policy.tasks) - known)
     if unknown:
         outcome.notes.append(f"no such task in this run: {', '.join(unknown)}")
     if outcome.checks == 0:
