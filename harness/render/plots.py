@@ -1,15 +1,23 @@
-"""The report's plots, as PNG bytes: scores, deltas, flips, trade-off, and drift when measured.
+"""The report's plots, as PNG bytes: scores, deltas, flips, trade-off, and drift when measured;
+and the model-card plot (`card_plot`).
 
 Every plot is drawn on a matplotlib Figure object and rendered by the Agg canvas: no display,
 no pyplot state shared between calls. Each names the files its numbers come from.
+
+Rows are benchmarks, one per line down the y axis, named as the model card names them (MMLU,
+AGIEval English, ...) with the lm-eval metric in small print beneath; variants are bars or
+points within the row. The figure grows by the rows' height instead of squeezing them, and
+every label sits in its own row, so names cannot overlap whatever the suite's size.
 """
 
 from __future__ import annotations
 
 import io
 import math
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -17,9 +25,30 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from harness.analysis.drift import JSON_FILE as DRIFT_JSON
-from harness.results.schema import COMPLETE, Comparison, ComparisonRow, DriftSummary, Manifest, VariantCell
+from harness.results.io import write_bytes_atomic
+from harness.results.schema import (
+    COMPLETE,
+    Card,
+    Comparison,
+    ComparisonRow,
+    DriftSummary,
+    Manifest,
+    VariantCell,
+)
+from harness.suites.benchmarks import card_benchmarks
 
 Z95 = 1.959964  # two-sided 95% normal quantile: stderr -> interval half-width
+
+# Sizes in points and inches. A row is as tall as its label or its bars, whichever is more.
+NAME_PT, NOTE_PT = 9.0, 7.0
+LINE = 1.3  # line height / font size
+NAME_WIDTH, NOTE_WIDTH = 24, 30  # characters before a label wraps
+SLOT_IN = 0.17  # one bar (or the card marker) within a row
+ROW_PAD_IN = 0.12
+WIDTH_IN = 8.0
+FRAME_IN = 1.6  # title, legend, x ticks and x label
+CARD_COLOR = "black"
+CARD_PREFIX = "card: "  # the card's legend entry
 
 
 @dataclass
@@ -33,24 +62,90 @@ class Plot:
 def png_bytes(fig: Figure) -> bytes:
     FigureCanvasAgg(fig)  # attaches the Agg canvas: savefig never reaches for a GUI backend
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=100)
     return buffer.getvalue()
 
 
-def new_figure(n_rows: int) -> tuple[Figure, Axes]:
-    fig = Figure(figsize=(max(6.0, 1.2 * n_rows + 2), 4.5))
-    return fig, fig.add_subplot()
+# -- rows and their labels -----------------------------------------------------------------
 
 
-def side_by_side(n_rows: int, names: list[str]) -> tuple[np.ndarray, float, dict[str, np.ndarray]]:
-    """Row positions, one bar's width, and each variant's positions next to the others in a row."""
-    x = np.arange(n_rows)
-    width = 0.8 / max(len(names), 1)
-    return x, width, {name: x + (i - (len(names) - 1) / 2) * width for i, name in enumerate(names)}
+@dataclass
+class RowLabel:
+    name: str  # the card's benchmark name, or the task when no card names it
+    note: str  # the metric, and the task when the name is the card's
 
 
-def row_labels(rows: list[ComparisonRow]) -> list[str]:
-    return [f"{r.task}\n{r.metric}" for r in rows]
+def row_label(task: str, metric: str, benchmarks: dict[str, tuple[str, str]]) -> RowLabel:
+    known = benchmarks.get(task)
+    if known is None:
+        return RowLabel(task, metric)
+    return RowLabel(known[0], f"{metric} ({task})")
+
+
+def card_order(rows: list[ComparisonRow], card: Card | None) -> list[ComparisonRow]:
+    """Card benchmarks first, in the card's order; a task's metrics stay together."""
+    order = {task: i for i, task in enumerate(card_benchmarks(card))}
+    return sorted(rows, key=lambda r: order.get(r.task, len(order)))
+
+
+def row_labels(rows: list[ComparisonRow], card: Card | None) -> list[RowLabel]:
+    benchmarks = card_benchmarks(card)
+    return [row_label(r.task, r.metric, benchmarks) for r in rows]
+
+
+def wrapped(text: str, width: int) -> str:
+    return textwrap.fill(text, width, break_on_hyphens=False) or " "
+
+
+def label_height_in(label: RowLabel) -> float:
+    lines_name = wrapped(label.name, NAME_WIDTH).count("\n") + 1
+    lines_note = wrapped(label.note, NOTE_WIDTH).count("\n") + 1
+    # The name sits above the row's centre line and the note below it: the taller half counts twice.
+    return 2 * max(lines_name * NAME_PT, lines_note * NOTE_PT) * LINE / 72
+
+
+def rows_figure(labels: list[RowLabel], slots: int, panels: int = 1) -> tuple[Figure, list[Axes]]:
+    """A figure with one row per label, tall enough for the labels and `slots` bars per row."""
+    row_in = max(slots * SLOT_IN, max((label_height_in(lb) for lb in labels), default=0.0)) + ROW_PAD_IN
+    fig = Figure(figsize=(WIDTH_IN, FRAME_IN + row_in * max(len(labels), 1)), layout="constrained")
+    axes = [fig.add_subplot(1, panels, i + 1) for i in range(panels)]
+    for ax in axes:
+        ax.set_ylim(len(labels) - 0.5, -0.5)  # first row on top, in the card's order
+        ax.set_yticks(np.arange(len(labels)), [""] * len(labels))
+        ax.grid(axis="x", color="0.9")
+        ax.set_axisbelow(True)
+    for i, label in enumerate(labels):
+        write_row_label(axes[0], i, label)
+    for ax in axes[1:]:
+        ax.tick_params(axis="y", left=False)
+    return fig, axes
+
+
+def write_row_label(ax: Axes, y: int, label: RowLabel) -> None:
+    """Name above the row's centre line, metric note below it, both right-aligned to the axis."""
+    for text, lift, va, size, color, gid in [
+        (wrapped(label.name, NAME_WIDTH), 1, "bottom", NAME_PT, "black", "row-name"),
+        (wrapped(label.note, NOTE_WIDTH), -1, "top", NOTE_PT, "0.35", "row-note"),
+    ]:
+        ax.annotate(
+            text,
+            xy=(0, y),
+            xycoords=ax.get_yaxis_transform(),  # x in axes fraction, y in rows
+            xytext=(-6, lift),
+            textcoords="offset points",
+            ha="right",
+            va=va,
+            fontsize=size,
+            color=color,
+            gid=gid,
+        )
+
+
+def slot_positions(n_rows: int, slots: int) -> tuple[float, list[np.ndarray]]:
+    """One bar's height, and the y positions of each slot, side by side within every row."""
+    height = 0.8 / max(slots, 1)
+    rows = np.arange(n_rows)
+    return height, [rows + (i - (slots - 1) / 2) * height for i in range(slots)]
 
 
 def values(rows: list[ComparisonRow], name: str, read: Callable[[VariantCell], float | int | None]) -> np.ndarray:
@@ -60,88 +155,191 @@ def values(rows: list[ComparisonRow], name: str, read: Callable[[VariantCell], f
 
 
 def label_variant(comparison: Comparison, name: str) -> str:
-    status = comparison.status[name]
+    status = comparison.status.get(name, COMPLETE)
     return name if status == COMPLETE else f"{name} ({status})"
 
 
-def finish(ax: Axes, rows: list[ComparisonRow], ylabel: str, title: str) -> None:
-    ax.set_xticks(np.arange(len(rows)), row_labels(rows), fontsize=8)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-
-
-def scores(comparison: Comparison) -> Plot:
-    rows = comparison.top_rows()
+def variant_color(comparison: Comparison, name: str) -> str:
+    """The same colour for a variant in every plot of a run."""
     names = comparison.variants()
-    fig, ax = new_figure(len(rows))
-    _, width, at = side_by_side(len(rows), names)
-    for name in names:
+    return f"C{names.index(name) % 10}" if name in names else "C9"
+
+
+def finish(fig: Figure, ax: Axes, xlabel: str, title: str) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=10, loc="left")
+    handles, labels = ax.get_legend_handles_labels()
+    # The card's entry last, after the variants it is compared with.
+    order = sorted(range(len(handles)), key=lambda i: labels[i].startswith(CARD_PREFIX))
+    handles, labels = [handles[i] for i in order], [labels[i] for i in order]
+    if handles:
+        # Above the plot, out of the bars' way: at most three entries a line.
+        fig.legend(handles, labels, loc="outside upper center", ncols=min(3, len(handles)), fontsize=8)
+
+
+# -- scores and the card -------------------------------------------------------------------
+
+
+def draw_scores(
+    ax: Axes, comparison: Comparison, rows: list[ComparisonRow], variants: list[str], card_label: str | None
+) -> None:
+    """Each variant's score as a bar with its 95% interval, and the card's value as a marker.
+
+    card_label None draws no card slot; otherwise the card takes the row's last slot.
+    """
+    slots = len(variants) + (card_label is not None)
+    height, at = slot_positions(len(rows), slots)
+    for name, y in zip(variants, at):
         errors = Z95 * values(rows, name, lambda c: c.stderr)
-        ax.bar(
-            at[name],
+        ax.barh(
+            y,
             values(rows, name, lambda c: c.score),
-            width,
-            yerr=np.nan_to_num(errors),
-            capsize=3,
+            height,
+            xerr=np.nan_to_num(errors),
+            capsize=2,
+            color=variant_color(comparison, name),
+            error_kw={"elinewidth": 0.8},
             label=label_variant(comparison, name),
         )
-    finish(ax, rows, "score (points)", "Score per task, ±95% (1.96 x lm-eval stderr)")
-    return Plot("scores", "Scores per task", "<variant>/results.json (score, stderr)", png_bytes(fig))
+    if card_label is not None:
+        card = np.array([math.nan if r.card is None else r.card for r in rows])
+        ax.scatter(card, at[-1], marker="D", s=22, color=CARD_COLOR, zorder=3, label=card_label, gid="card")
+    ax.set_xlim(left=0)
 
 
-def deltas(comparison: Comparison) -> Plot:
-    rows = comparison.top_rows()
-    fig, ax = new_figure(len(rows))
-    _, _, at = side_by_side(len(rows), comparison.candidates)
-    for name in comparison.candidates:
+def card_label(comparison: Comparison, rows: list[ComparisonRow]) -> str | None:
+    """The card's legend entry, or None when the run has no card value on these rows."""
+    if not comparison.has_card or all(r.card is None for r in rows):
+        return None
+    return f"{CARD_PREFIX}{comparison.card_name}"
+
+
+def scores_figure(comparison: Comparison, card: Card | None = None) -> Figure:
+    rows = card_order(comparison.top_rows(), card)
+    labels = row_labels(rows, card)
+    marker = card_label(comparison, rows)
+    fig, (ax,) = rows_figure(labels, len(comparison.variants()) + (marker is not None))
+    draw_scores(ax, comparison, rows, comparison.variants(), marker)
+    finish(fig, ax, "score (points)", "Score per benchmark, ±95% (1.96 x lm-eval stderr)")
+    return fig
+
+
+def scores(comparison: Comparison, card: Card | None = None) -> Plot:
+    return Plot(
+        "scores",
+        "Scores per benchmark",
+        "<variant>/results.json (score, stderr); the card's values from run.json",
+        png_bytes(scores_figure(comparison, card)),
+    )
+
+
+def card_rows(comparison: Comparison, card: Card | None) -> list[ComparisonRow]:
+    """The rows of card benchmarks in the metric the card reports; every top row if none is."""
+    benchmarks = card_benchmarks(card)
+    rows = [r for r in comparison.top_rows() if benchmarks.get(r.task, ("", ""))[1] == r.metric]
+    return card_order(rows or comparison.top_rows(), card)
+
+
+def card_figure(comparison: Comparison, variants: list[str], card: Card | None = None) -> Figure:
+    rows = card_rows(comparison, card)
+    labels = row_labels(rows, card)
+    marker = card_label(comparison, rows)
+    fig, (ax,) = rows_figure(labels, len(variants) + (marker is not None))
+    draw_scores(ax, comparison, rows, variants, marker)
+    finish(fig, ax, "score (points), ±95% (1.96 x lm-eval stderr)", f"Measured {' vs '.join(variants)} and the card")
+    return fig
+
+
+def card_plot(comparison: Comparison, variants: list[str], path: Path, card: Card | None = None) -> Path:
+    """Write the model-card plot to `path` (PNG) and return it.
+
+    One row per card benchmark (the rows whose metric is the one the card reports; every top
+    row when none is), named as the card names it. Each of `variants` (e.g. ["bf16", "fp8"])
+    is a bar with its 95% interval (1.96 x lm-eval's stderr; none for groups lm-eval gives no
+    stderr); the card's published value is a black diamond beside them when the run has a
+    card. `card` is the run's `RunRecord.card`: its benchmark names win over the Llama 3
+    suites' (harness.suites.benchmarks). Variants keep the colours they have in the report.
+    """
+    unknown = [v for v in variants if v not in comparison.variants()]
+    if unknown:
+        raise ValueError(f"not variants of run {comparison.run_id!r}: {', '.join(unknown)}")
+    write_bytes_atomic(path, png_bytes(card_figure(comparison, variants, card)))
+    return path
+
+
+# -- deltas and flips ----------------------------------------------------------------------
+
+
+def deltas_figure(comparison: Comparison, card: Card | None = None) -> Figure:
+    rows = card_order(comparison.top_rows(), card)
+    labels = row_labels(rows, card)
+    fig, (ax,) = rows_figure(labels, len(comparison.candidates))
+    _, at = slot_positions(len(rows), len(comparison.candidates))
+    for name, y in zip(comparison.candidates, at):
         delta = values(rows, name, lambda c: c.delta)
         low, high = values(rows, name, lambda c: c.ci_low), values(rows, name, lambda c: c.ci_high)
         ax.errorbar(
-            at[name],
             delta,
-            yerr=np.nan_to_num([delta - low, high - delta]),
+            y,
+            xerr=np.nan_to_num([delta - low, high - delta]),
             fmt="o",
-            capsize=4,
+            markersize=4,
+            capsize=3,
+            color=variant_color(comparison, name),
             label=label_variant(comparison, name),
         )
-    ax.axhline(0, color="grey", linewidth=0.8)
+    ax.axvline(0, color="grey", linewidth=0.8)
     finish(
+        fig,
         ax,
-        rows,
         f"delta vs {comparison.reference} (points)",
         "Delta from the baseline, paired 95% bootstrap CI over documents",
     )
+    return fig
+
+
+def deltas(comparison: Comparison, card: Card | None = None) -> Plot:
     return Plot(
         "deltas",
         "Delta from the baseline",
         "results.json (delta); samples/*.jsonl joined on doc_id (CI)",
-        png_bytes(fig),
+        png_bytes(deltas_figure(comparison, card)),
     )
 
 
-def flips(comparison: Comparison) -> Plot:
-    rows = comparison.top_rows()
-    fig, ax = new_figure(len(rows))
-    _, width, at = side_by_side(len(rows), comparison.candidates)
-    for name in comparison.candidates:
+def flips_figure(comparison: Comparison, card: Card | None = None) -> Figure:
+    rows = card_order(comparison.top_rows(), card)
+    labels = row_labels(rows, card)
+    fig, (ax,) = rows_figure(labels, len(comparison.candidates))
+    height, at = slot_positions(len(rows), len(comparison.candidates))
+    for name, y in zip(comparison.candidates, at):
         label = label_variant(comparison, name)
+        color = variant_color(comparison, name)
         lost = values(rows, name, lambda c: c.flips_right_to_wrong)
         gained = values(rows, name, lambda c: c.flips_wrong_to_right)
-        bars = ax.bar(at[name], -lost, width, label=f"{label} right->wrong")
+        ax.barh(y, -lost, height, color=color, label=f"{label} right->wrong")
         # The same colour, lighter: the two bars of one variant read as a pair.
-        color = bars.patches[0].get_facecolor() if bars.patches else None
-        ax.bar(at[name], gained, width, color=color, alpha=0.45, label=f"{label} wrong->right")
-    ax.axhline(0, color="grey", linewidth=0.8)
+        ax.barh(y, gained, height, color=color, alpha=0.45, label=f"{label} wrong->right")
+    ax.axvline(0, color="grey", linewidth=0.8)
     finish(
+        fig,
         ax,
-        rows,
-        "documents (down: right->wrong, up: wrong->right)",
+        "documents (left: right->wrong, right: wrong->right)",
         f"Answer flips vs {comparison.reference} (0/1 metrics)",
     )
+    return fig
+
+
+def flips(comparison: Comparison, card: Card | None = None) -> Plot:
     return Plot(
-        "flips", "Flips per task", "samples/*.jsonl of each variant and the baseline, joined on doc_id", png_bytes(fig)
+        "flips",
+        "Flips per benchmark",
+        "samples/*.jsonl of each variant and the baseline, joined on doc_id",
+        png_bytes(flips_figure(comparison, card)),
     )
+
+
+# -- trade-off -----------------------------------------------------------------------------
 
 
 def mean_scores(comparison: Comparison) -> dict[str, float]:
@@ -159,70 +357,99 @@ TRADEOFF_MEASURES: list[tuple[str, Callable[[Manifest], float | int | None], flo
 ]
 
 
-def tradeoff(comparison: Comparison, manifests: dict[str, Manifest | None]) -> Plot:
+def tradeoff_figure(comparison: Comparison, manifests: dict[str, Manifest | None]) -> Figure:
     means = mean_scores(comparison)
-    fig = Figure(figsize=(10, 4.2))
-    for ax, (label, read, scale) in zip(fig.subplots(1, 2), TRADEOFF_MEASURES):
+    fig = Figure(figsize=(10, 4.2), layout="constrained")
+    axes = fig.subplots(1, 2)
+    for ax, (label, read, scale) in zip(axes, TRADEOFF_MEASURES):
         for name, score in means.items():
             manifest = manifests.get(name)
             value = read(manifest) if manifest is not None else None
             if value is None or math.isnan(score):
                 continue
-            ax.scatter(value * scale, score)
-            ax.annotate(name, (value * scale, score), textcoords="offset points", xytext=(5, 5))
-        ax.margins(0.2)  # room for the variant names next to the points
+            # A legend, not names beside the points: variants of one size would print on each other.
+            ax.scatter(value * scale, score, color=variant_color(comparison, name), label=name)
+        ax.margins(0.2)
         ax.set_xlabel(label)
         ax.set_ylabel("mean score over tasks (points)")
-        ax.set_title(f"Score vs {label}")
+        ax.set_title(f"Score vs {label}", fontsize=10)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside upper center", ncols=min(4, len(handles)), fontsize=8)
+    return fig
+
+
+def tradeoff(comparison: Comparison, manifests: dict[str, Manifest | None]) -> Plot:
     return Plot(
         "tradeoff",
         "Score vs model size and throughput",
         "score: results.json; weight bytes and tokens/s: <variant>/manifest.json",
-        png_bytes(fig),
+        png_bytes(tradeoff_figure(comparison, manifests)),
     )
 
 
 # -- drift (only when `harness drift` wrote drift.json) ----------------------------------------
 
 
-def drift(summary: DriftSummary | None) -> list[Plot]:
-    """Per-position KLD histogram per variant, and drift against score delta per task."""
+def drift(summary: DriftSummary | None, card: Card | None = None) -> list[Plot]:
+    """Per-position KLD histogram per variant, and drift beside score delta per benchmark."""
     if summary is None:
         return []
-    return [drift_histogram(summary), drift_against_delta(summary)]
+    return [
+        Plot("drift_kld", "Per-position KLD", f"{DRIFT_JSON} (kld_histogram)", png_bytes(drift_histogram(summary))),
+        Plot(
+            "drift_delta",
+            "Drift and score delta per benchmark",
+            f"{DRIFT_JSON} (kld_mean per task; delta from the comparison)",
+            png_bytes(drift_against_delta(summary, card)),
+        ),
+    ]
 
 
-def drift_histogram(summary: DriftSummary) -> Plot:
-    fig, ax = new_figure(4)
-    for name, entry in summary.variants.items():
+def drift_histogram(summary: DriftSummary) -> Figure:
+    fig = Figure(figsize=(WIDTH_IN, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    for i, (name, entry) in enumerate(summary.variants.items()):
         if entry.kld_histogram is not None:
-            ax.stairs(entry.kld_histogram["counts"], entry.kld_histogram["edges"], label=name)
+            ax.stairs(entry.kld_histogram["counts"], entry.kld_histogram["edges"], label=name, color=f"C{i + 1}")
     ax.set_xscale("log")
-    ax.set_xlabel(
-        f"KL({summary.baseline} || variant) per position, nats (lower bound from top-"
+    ax.set_ylabel("positions")
+    xlabel = (
+        f"KL({summary.baseline} || variant) per position, nats\n(lower bound from top-"
         f"{summary.settings['top_k']}; below 1e-6 in the first bin)"
     )
-    ax.set_ylabel("positions")
-    ax.set_title("Per-position KL divergence from the baseline")
-    ax.legend(fontsize=8)
-    return Plot("drift_kld", "Per-position KLD", f"{DRIFT_JSON} (kld_histogram)", png_bytes(fig))
+    finish(fig, ax, xlabel, "Per-position KL divergence from the baseline")
+    return fig
 
 
-def drift_against_delta(summary: DriftSummary) -> Plot:
-    fig, ax = new_figure(4)
-    for name, entry in summary.variants.items():
+def drift_rows(summary: DriftSummary) -> list[tuple[str, str]]:
+    """(task, metric) pairs with both a drift figure and a delta, in first-seen order."""
+    seen: dict[tuple[str, str], None] = {}
+    for entry in summary.variants.values():
         for task, figures in entry.tasks.items():
             for metric, flip in entry.flips.get(task, {}).items():
                 if flip["delta"] is not None and "kld_mean" in figures:
-                    ax.scatter(figures["kld_mean"], flip["delta"], label=f"{name} {task} {metric}")
-    ax.axhline(0, color="grey", linewidth=0.8)
-    ax.set_xlabel("mean KLD per position (nats)")
-    ax.set_ylabel(f"score delta vs {summary.baseline} (points)")
-    ax.set_title("Distribution drift against accuracy change, per task")
-    ax.legend(fontsize=7)
-    return Plot(
-        "drift_delta",
-        "Drift vs score delta per task",
-        f"{DRIFT_JSON} (kld_mean per task; delta from the comparison)",
-        png_bytes(fig),
-    )
+                    seen[(task, metric)] = None
+    return list(seen)
+
+
+def drift_against_delta(summary: DriftSummary, card: Card | None = None) -> Figure:
+    """Mean KLD and score delta side by side, one row per benchmark and metric."""
+    pairs = drift_rows(summary)
+    benchmarks = card_benchmarks(card)
+    labels = [row_label(task, metric, benchmarks) for task, metric in pairs]
+    names = list(summary.variants)
+    fig, (kld_ax, delta_ax) = rows_figure(labels, len(names), panels=2)
+    _, at = slot_positions(len(pairs), len(names))
+    for i, (name, y) in enumerate(zip(names, at)):
+        entry = summary.variants[name]
+        kld = [entry.tasks.get(t, {}).get("kld_mean", math.nan) for t, _ in pairs]
+        delta = [entry.flips.get(t, {}).get(m, {}).get("delta") for t, m in pairs]
+        color = f"C{i + 1}"  # C0 is the baseline's colour in the comparison plots
+        kld_ax.scatter(kld, y, color=color, s=16, label=name)
+        delta_ax.scatter([math.nan if d is None else d for d in delta], y, color=color, s=16)
+    delta_ax.axvline(0, color="grey", linewidth=0.8)
+    delta_ax.set_xlabel(f"score delta vs {summary.baseline} (points)")
+    delta_ax.set_title("Score delta", fontsize=10, loc="left")
+    finish(fig, kld_ax, "mean KLD per position (nats)", "Distribution drift")
+    return fig

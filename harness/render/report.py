@@ -155,11 +155,11 @@ def build_report(store: RunStore) -> Report:
         comparison=Table("Comparison (results.json, samples/*.jsonl)", *summary(comparison)),
         notes=list(comparison.notes),
         plots=[
-            plots.scores(comparison),
-            plots.deltas(comparison),
-            plots.flips(comparison),
+            plots.scores(comparison, run.card),
+            plots.deltas(comparison, run.card),
+            plots.flips(comparison, run.card),
             plots.tradeoff(comparison, manifests),
-            *plots.drift(read_drift(store)),
+            *plots.drift(read_drift(store), run.card),
         ],
         provenance=provenance_table(run, manifests),
     )

@@ -2,7 +2,7 @@
 
 Settings are read from the task YAMLs (resolved like lm-eval does, without loading any
 data), so this listing cannot drift from what runs. Only the card's benchmark names and the
-metric the card reports live here, in ``BENCHMARKS``.
+metric the card reports are written down, in ``harness.suites.benchmarks.BENCHMARKS``.
 """
 
 from __future__ import annotations
@@ -11,35 +11,11 @@ from functools import lru_cache
 from pathlib import Path
 
 from harness.resources import TASKS_DIR
+from harness.suites.benchmarks import BENCHMARKS  # the card's names, kept free of lm-eval
 
 SUITES = {
     "llama3_base": "Llama 3 pretrained model card (11 benchmarks)",
     "llama3_instruct": "Llama 3 instruction-tuned model card (5 benchmarks)",
-}
-
-# Card benchmark -> (suite member: task or group, lm-eval result key the card number is
-# compared with). Order is the card's.
-BENCHMARKS = {
-    "llama3_base": [
-        ("MMLU", "llama3_mmlu", "acc,macro"),
-        ("AGIEval English", "llama3_agieval_en", "acc,none"),
-        ("CommonSenseQA", "llama3_commonsense_qa", "acc,none"),
-        ("Winogrande", "llama3_winogrande", "acc,none"),
-        ("BIG-Bench Hard", "llama3_bbh_cot", "exact_match,get-answer"),
-        ("ARC-Challenge", "llama3_arc_challenge", "acc,none"),
-        ("TriviaQA-Wiki", "llama3_triviaqa_wiki", "exact_match,remove_whitespace"),
-        ("SQuAD", "llama3_squad_v2", "exact_match_hasans,none"),
-        ("QuAC", "llama3_quac", "f1,none"),
-        ("BoolQ", "llama3_boolq", "acc,none"),
-        ("DROP", "llama3_drop", "f1,none"),
-    ],
-    "llama3_instruct": [
-        ("MMLU", "llama3_mmlu_instruct", "exact_match,macro"),
-        ("GPQA", "llama3_gpqa_main", "acc,none"),
-        ("HumanEval", "llama3_humaneval", "pass@1,create_test"),
-        ("GSM-8K", "llama3_gsm8k_cot", "exact_match,strict-match"),
-        ("MATH", "llama3_math", "exact_match,none"),
-    ],
 }
 
 
