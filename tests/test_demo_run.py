@@ -51,15 +51,40 @@ def test_demo_run_completes_and_prints_the_table(demo_run):
 
 def test_quantization_is_measured_not_assumed(demo_run):
     _, store = demo_run
-    bf16, fp8 = store.read_manifest("bf16"), store.read_manifest("fp8")
-    assert bf16.status == fp8.status == "complete"
+    bf16, fp8, int8 = (store.read_manifest(n) for n in ("bf16", "fp8", "int8-w8a8"))
+    assert bf16.status == fp8.status == int8.status == "complete"
     assert bf16.quantization.quantized_layers == 0
-    assert fp8.quantization.quantized_layers == fp8.quantization.linear_layers == 120
-    assert (fp8.quantization.weight_bytes or 0) < (bf16.quantization.weight_bytes or 0)
-    for manifest in (bf16, fp8):
+    assert not bf16.quantization.prequantized and bf16.quantization.checkpoint is None
+    for quantized in (fp8, int8):
+        assert quantized.quantization.quantized_layers == quantized.quantization.linear_layers == 120
+        assert (quantized.quantization.weight_bytes or 0) < (bf16.quantization.weight_bytes or 0)
+    # The pre-quantized checkpoint: what its config.json declares, beside what the engine stored.
+    assert int8.quantization.requested is None and int8.quantization.prequantized
+    declared = int8.quantization.checkpoint
+    assert declared is not None and declared.quant_method == "compressed-tensors"
+    assert declared.format == "int-quantized" and declared.ignore == ["lm_head"]
+    group = declared.groups["group_0"]
+    assert group.targets == ["Linear"] and group.weights and group.input_activations
+    assert (group.weights.num_bits, group.weights.type, group.weights.strategy, group.weights.dynamic) == (
+        8,
+        "int",
+        "channel",
+        False,
+    )
+    assert (group.input_activations.num_bits, group.input_activations.strategy, group.input_activations.dynamic) == (
+        8,
+        "token",
+        True,
+    )
+    assert int8.quantization.elements_by_dtype.get("int8", 0) > 100_000_000
+    for manifest in (bf16, fp8, int8):
         assert manifest.versions["lm-eval"] and manifest.hardware["cpu_count"]
         assert manifest.datasets["llama3_arc_challenge"].fingerprint
         assert manifest.throughput["prompt_tokens"] > 0
+    for task in ("llama3_arc_challenge", "llama3_gsm8k_cot"):
+        records = store.read_samples("int8-w8a8", task)
+        assert [r.doc_id for r in records] == [0, 1, 2] and all(r.response for r in records)
+        assert [r.prompt_hash for r in records] == [r.prompt_hash for r in store.read_samples("bf16", task)]
 
 
 def test_comparison_table_has_both_variants(demo_run):
@@ -178,6 +203,7 @@ def test_killed_run_resumes_to_identical_results(tmp_path):
     # that kills land between persisted engine calls of a phase, not only between phases.
     config = yaml.safe_load(DEMO.read_text())
     config["chunk_requests"] = 2
+    config["variants"] = config["variants"][:2]  # bf16 and fp8: one in-flight 8-bit variant is enough here
     config["data_dirs"] = [str(ROOT / "tasks" / "samples")]
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -306,3 +332,28 @@ def test_a_killed_worker_fails_alone_and_resume_completes_it(tmp_path):
     assert store.read_run().status == "complete"
     assert store.read_manifest("bf16").status == "complete"
     assert len(store.read_samples("bf16", "llama3_arc_challenge")) == 2
+
+
+def test_card_of_the_demo_run_round_trips_through_huggingface_hub(demo_run, tmp_path):
+    from huggingface_hub import ModelCard
+
+    _, store = demo_run
+    out = tmp_path / "card"
+    proc = harness("card", str(store.root), "--variant", "fp8", "--out", str(out), cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "evaluation.png").read_bytes().startswith(b"\x89PNG")
+    card = ModelCard.load(out / "README-evaluation.md")
+    with (store.root / "comparison.csv").open() as f:
+        table = {(r["task"], r["metric"]): r for r in csv.DictReader(f)}
+    results = card.data.eval_results
+    assert len(results) == 4  # ARC-Challenge and GSM-8K, bf16 and fp8
+    for result in results:
+        metric, variant = result.metric_name.removesuffix(")").rsplit(" (", 1)
+        assert result.metric_value == float(table[(result.dataset_args["task"], metric)][f"{variant} score"])
+        assert "not a card reproduction" in result.dataset_name
+    arc = next(r for r in results if r.dataset_args["task"] == "llama3_arc_challenge")
+    fingerprint = store.read_manifest("fp8").datasets["llama3_arc_challenge"]
+    assert (arc.dataset_type, arc.dataset_revision) == ("allenai/ai2_arc", fingerprint.fingerprint)
+    # The demo ran on the project's samples, 3 documents a task, with fewer shots than the card.
+    assert "> **Not a card reproduction.**" in card.text
+    assert "sample data; limit 3 (3 of" in card.text and "5-shot (card: 25)" in card.text

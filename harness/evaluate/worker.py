@@ -13,13 +13,17 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.config import RunConfig, TaskSpec
 from harness.evaluate import provenance
-from harness.evaluate.models import resolve_model
+from harness.evaluate.children import progress_channel
+from harness.evaluate.models import model_file, resolve_model
+from harness.evaluate.quantization import declared
 from harness.logs import setup_logging
+from harness.render.progress import Event
 from harness.resources import TASKS_DIR
 from harness.results.schema import (
     COMPLETE,
@@ -50,7 +54,7 @@ def evaluate_variant(store: RunStore, name: str) -> bool:
         status=RUNNING,
         model=model,
         engine_args=engine_args,
-        quantization=Quantization(requested=engine_args.get("quantization"), prequantized=bool(variant.model)),
+        quantization=Quantization(requested=engine_args.get("quantization")),
         versions=provenance.package_versions(),
         git_sha=provenance.git_sha(),
         hardware=provenance.hardware(),
@@ -61,9 +65,11 @@ def evaluate_variant(store: RunStore, name: str) -> bool:
     start = time.perf_counter()
     try:
         manifest.model_path = resolve_model(model)
+        checkpoint = declared(model_file(manifest.model_path, "config.json"))
+        manifest.quantization.checkpoint, manifest.quantization.prequantized = checkpoint, checkpoint is not None
         _run_tasks(store, config, manifest, engine_args)
     except Exception as e:  # the variant fails alone; its error is kept for the comparison
-        log.error("variant %s failed: %s", name, e)
+        log.exception("variant %s failed: %s", name, e)
         manifest.status, manifest.error = FAILED, f"{type(e).__name__}: {e}"
         manifest.traceback = traceback.format_exc()
         return False
@@ -82,6 +88,8 @@ def _run_tasks(store: RunStore, config: RunConfig, manifest: Manifest, engine_ar
     from harness.evaluate.quantization import check_quantized
 
     name, model_path = manifest.variant, manifest.model_path or ""
+    progress = progress_channel()
+    progress(Event("engine", Path(model_path).name))
     t0 = time.perf_counter()
     order_seed = config.seed + 1 if name.endswith(REPEAT_SUFFIX) else None
     try:
@@ -105,8 +113,8 @@ def _run_tasks(store: RunStore, config: RunConfig, manifest: Manifest, engine_ar
     )
 
     manifest.sandbox = allow_code_execution(config)
-    checkpointed = CheckpointedLM(engine, store.variant_dir(name) / REQUESTS_DB, config.chunk_requests)
-    evaluation = evaluate_tasks(checkpointed, config, manifest.data_dirs)
+    checkpointed = CheckpointedLM(engine, store.variant_dir(name) / REQUESTS_DB, config.chunk_requests, progress)
+    evaluation = evaluate_tasks(checkpointed, config, manifest.data_dirs, progress=progress)
     manifest.datasets = evaluation.datasets
     manifest.timings["evaluate_s"] = evaluation.seconds
     manifest.timings["requests_s"] = round(engine.stats.engine_seconds, 2)
@@ -140,18 +148,28 @@ class Evaluation:
     seconds: float
 
 
-def evaluate_tasks(model, config: RunConfig, data_dirs: list[str], only: list[str] | None = None) -> Evaluation:
+def evaluate_tasks(
+    model,
+    config: RunConfig,
+    data_dirs: list[str],
+    only: list[str] | None = None,
+    progress: Callable[[Event], None] | None = None,
+) -> Evaluation:
     """Run lm-eval's evaluation of the config's tasks (or only those named) with `model`.
 
     The worker passes its engine (CheckpointedLM); `harness rescore` a model that answers from
-    requests.sqlite. Datasets come from the run's mirrors, as when the run was made.
+    requests.sqlite. Datasets come from the run's mirrors, as when the run was made. `progress`
+    hears of each task loaded, built and scored.
     """
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
+    progress = progress or (lambda event: None)
+
     manager = TaskManager(include_path=str(TASKS_DIR))
     with data.use_data_dirs([Path(d) for d in data_dirs]):
-        tasks, leaves = _load_tasks(manager, config, only)
+        tasks, leaves = _load_tasks(manager, config, only, progress)
+        _announce_steps(leaves, progress)
         t1 = time.perf_counter()
         results = simple_evaluate(
             model=model,
@@ -177,7 +195,9 @@ def evaluate_tasks(model, config: RunConfig, data_dirs: list[str], only: list[st
     return Evaluation(results, records, datasets, seconds)
 
 
-def _load_tasks(manager, config: RunConfig, only: list[str] | None = None) -> tuple[list, dict]:
+def _load_tasks(
+    manager, config: RunConfig, only: list[str] | None, progress: Callable[[Event], None]
+) -> tuple[list, dict]:
     """Build task objects once, applying per-task shot counts and the run's generation cap.
 
     Returns the top-level tasks/groups to evaluate (all of the config's, or those named in
@@ -186,9 +206,9 @@ def _load_tasks(manager, config: RunConfig, only: list[str] | None = None) -> tu
     from harness.evaluate.engine import DEFAULT_MAX_GEN_TOKS
 
     objects, leaves = [], {}
-    for spec in config.tasks or [TaskSpec(name=config.suite or "")]:
-        if only is not None and spec.name not in only:
-            continue
+    specs = [s for s in config.tasks or [TaskSpec(name=config.suite or "")] if only is None or s.name in only]
+    for n, spec in enumerate(specs, 1):
+        progress(Event("tasks", spec.name, n, len(specs)))
         loaded = manager.load([spec.name])
         top = loaded["groups"].get(spec.name) or loaded["tasks"][spec.name]
         if (shots := spec.num_fewshot) is not None:
@@ -202,6 +222,27 @@ def _load_tasks(manager, config: RunConfig, only: list[str] | None = None) -> tu
         objects.append(top)
         leaves.update(loaded["tasks"])
     return objects, leaves
+
+
+def _announce_steps(leaves: dict, progress: Callable[[Event], None]) -> None:
+    """Report each leaf task as lm-eval builds its requests and as it applies its filters.
+
+    lm-eval has no progress hook; both are methods it calls once per task object, and these are
+    the objects it evaluates, so each gets a wrapper that reports first. Filters are where code
+    tasks run their sandboxed tests, the long step after the engine's last request.
+    """
+    for method, phase in (("build_all_requests", "build"), ("apply_filters", "scoring")):
+        steps = iter(range(1, len(leaves) + 1))
+        for name, task in leaves.items():
+            setattr(task, method, _announcing(getattr(task, method), Event(phase, name), steps, len(leaves), progress))
+
+
+def _announcing(call: Callable, event: Event, steps: Iterator[int], total: int, progress: Callable[[Event], None]):
+    def announce(*args, **kwargs):
+        progress(Event(event.phase, event.detail, next(steps, total), total))
+        return call(*args, **kwargs)
+
+    return announce
 
 
 def _sample_records(task: str, logged: list[dict]) -> list[SampleRecord]:
@@ -246,7 +287,7 @@ def _die_with_parent() -> None:
 
 
 def main(argv: list[str]) -> int:
-    setup_logging()
+    setup_logging(verbose=True)  # everything: stdout and stderr are the variant's log.txt
     run_dir, name = argv
     if os.getpgrp() == os.getpid():  # started by the runner as a group leader
         _die_with_parent()

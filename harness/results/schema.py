@@ -119,11 +119,43 @@ class RunRecord(Record):
 # -- <variant>/manifest.json -------------------------------------------------------------
 
 
+class QuantArgs(Record):
+    """How one tensor kind (weights or input activations) of a config group is quantized."""
+
+    num_bits: int | None = None
+    type: str | None = None  # int, float
+    strategy: str | None = None  # tensor, channel, group, block, token
+    dynamic: bool | str | None = None  # True: scales computed at run time ("local": per group)
+    symmetric: bool | None = None
+    group_size: int | None = None
+
+
+class SchemeGroup(Record):
+    targets: list[str] = Field(default_factory=list)
+    weights: QuantArgs | None = None
+    input_activations: QuantArgs | None = None
+
+
+class CheckpointQuantization(Record):
+    """What a pre-quantized checkpoint's config.json declares (its `quantization_config`).
+
+    compressed-tensors checkpoints fill `format`, `groups` and `ignore`; other methods (GPTQ,
+    AWQ, fp8) keep their scalar settings in `settings`.
+    """
+
+    quant_method: str | None = None
+    format: str | None = None
+    groups: dict[str, SchemeGroup] = Field(default_factory=dict)
+    ignore: list[str] = Field(default_factory=list)
+    settings: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
+
+
 class Quantization(Record):
     """What was asked for, and what the engine really stored (harness.evaluate.quantization)."""
 
     requested: str | None = None
-    prequantized: bool = False
+    prequantized: bool = False  # the checkpoint declares a quantization_config
+    checkpoint: CheckpointQuantization | None = None
     linear_layers: int | None = None
     quantized_layers: int | None = None
     weight_bytes: int | None = None

