@@ -182,5 +182,5 @@ def test_installed_wheel_runs_the_demo(venv, tmp_path):
         if path:
             assert Path(path).resolve().is_relative_to(venv.resolve()), path
     assert (out / "w" / "comparison.csv").is_file()
-    for variant in ("bf16", "fp8"):
+    for variant in ("bf16", "fp8", "int8-w8a8"):
         assert json.loads((out / "w" / variant / "manifest.json").read_text())["status"] == "complete"
