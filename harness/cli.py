@@ -20,6 +20,7 @@ from harness.logs import setup_logging
 from harness.results.io import StoreError
 
 if TYPE_CHECKING:
+    from harness.render.card import TaskSettings
     from harness.results.store import RunStore
 
 
@@ -368,6 +369,59 @@ def quantize(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- card --------------------------------------------------------------------------------
+
+
+def add_card(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", type=Path, help="results folder of a run")
+    p.add_argument("--variant", help="the quantized variant (default: the only complete one besides the baseline)")
+    p.add_argument("--out", type=Path, help="output folder (default: RUN/card)")
+    p.add_argument(
+        "--update",
+        type=Path,
+        metavar="README.md",
+        help="merge the section and the Hub metadata into this model card; the rest of it is kept",
+    )
+    p.add_argument("--force", action="store_true", help="with --update: replace another run's evaluation block")
+
+
+def card(args: argparse.Namespace) -> int:
+    from harness.render.card import write_card
+    from harness.results.store import RunStore
+
+    written = write_card(
+        RunStore(args.run),
+        card_settings,
+        variant=args.variant,
+        out=args.out,
+        update=args.update,
+        force=args.force,
+    )
+    for path in written.paths:
+        print(f"wrote {path}")
+    if not written.reproduces_card:
+        print("harness card: note: not every row reproduces the card's evaluation; the section says which and why")
+    return EXIT_OK
+
+
+def card_settings(task: str) -> TaskSettings | None:
+    """A card benchmark's own settings, from its task YAML (read through lm-eval)."""
+    from harness.render.card import TaskSettings, difference_from_meta
+    from harness.suites import registry
+
+    try:
+        settings = registry.benchmark_settings(task)
+    except KeyError:
+        return None
+    yaml_path = registry.task_index()[task].yaml_path
+    return TaskSettings(
+        shots=settings["shots"],
+        max_gen=str(settings["max_gen"]),
+        generates=settings["output_type"] == "generate_until",
+        difference=difference_from_meta(Path(yaml_path).read_text(encoding="utf-8")) if yaml_path else "",
+    )
+
+
 # -- tasks and data ----------------------------------------------------------------------
 
 
@@ -439,6 +493,7 @@ COMMANDS: list[Command] = [
     ("rescore", "re-run a run's filters and metrics from its stored answers (no model)", add_rescore, rescore),
     ("drift", "KL divergence, top-1 agreement and perplexity of each variant vs the baseline", add_drift, drift),
     ("quantize", "write a round-to-nearest 8-bit compressed-tensors checkpoint of a model", add_quantize, quantize),
+    ("card", "write a model card's evaluation section and Hub metadata for one quantized variant", add_card, card),
     ("tasks", "list the benchmark suites and their settings", add_tasks, tasks),
     ("data", "check or pull the datasets a suite needs", add_data, data),
 ]
