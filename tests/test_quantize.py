@@ -77,6 +77,19 @@ def test_folder_without_config_is_refused(tmp_path, capsys):
     assert "folder has no config.json" in error_line(capsys)
 
 
+def test_folder_without_weights_is_refused(tmp_path, capsys):
+    try:
+        source = demo_checkpoint()
+    except UsageError as e:
+        pytest.skip(str(e))
+    weightless = tmp_path / "weightless"
+    weightless.mkdir()
+    shutil.copy2(source / "config.json", weightless)
+    assert quantize(str(weightless), "--scheme", "W8A8", "--out", str(tmp_path / "ckpt")) == 2
+    assert "transformers cannot load it as a causal LM" in error_line(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["weightless"]  # no build folder left
+
+
 def test_out_in_a_missing_folder_is_refused(tmp_path, capsys):
     assert quantize("demo", "--scheme", "W8A8", "--out", str(tmp_path / "a" / "b")) == 2
     assert "parent folder" in error_line(capsys)

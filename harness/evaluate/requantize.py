@@ -152,7 +152,12 @@ def build_checkpoint(source: Path, scheme: str, ignore: list[str], out: Path) ->
     )
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(str(source), dtype="auto")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(source), dtype="auto")
+    except (OSError, ValueError, KeyError) as e:  # no weights, an architecture transformers lacks
+        raise UsageError(
+            f"MODEL {source}: transformers cannot load it as a causal LM ({type(e).__name__}: {e})"
+        ) from None
     linear = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
     _check_ignore_matches(ignore, linear, source)
     config = QuantizationConfig(
