@@ -13,7 +13,9 @@ import pytest
 from runfixtures import alternating, write_run
 
 from harness import cli
-from harness.render.report import write_report
+from harness.analysis.comparison import build_comparison
+from harness.render import plots
+from harness.render.report import build_report, render_markdown, write_report
 
 BASE = {"t_a": alternating(40), "t_b": alternating(30, 3)}
 WORSE = {"t_a": alternating(40)[:-5] + [0.0] * 5, "t_b": alternating(30, 3)}
@@ -238,3 +240,26 @@ def test_report_html_renders_in_headless_chromium(report_dir, tmp_path):
     image = decode_png(screenshot.read_bytes())
     assert image.shape[:2] == (2400, 1400)
     assert image[..., :3].std() > 0.05  # text, tables and plots, not a blank page
+
+
+def test_report_plots_name_the_card_benchmarks_and_draw_the_card(tmp_path):
+    card = {
+        "name": "llama3-8b",
+        "scores": [
+            {
+                "benchmark": "AI2 Reasoning Challenge",
+                "task": "llama3_arc_challenge",
+                "metric": "acc,none",
+                "value": 78.6,
+            }
+        ],
+    }
+    scores = {"llama3_arc_challenge": alternating(20), "t_b": alternating(20, 3)}
+    store = write_run(tmp_path / "run", {"bf16": scores, "fp8": scores}, card=card)
+    report = build_report(store)
+    comparison, run_card = build_comparison(store), store.read_run().card
+    (score_plot,) = [p for p in report.plots if p.name == "scores"]
+    # The report draws with the run's card: its names, not the suites' ("ARC-Challenge").
+    assert score_plot.png == plots.png_bytes(plots.scores_figure(comparison, run_card))
+    assert score_plot.png != plots.png_bytes(plots.scores_figure(comparison, None))
+    assert "card llama3-8b: run.json (card.scores)" in render_markdown(report)

@@ -25,6 +25,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from harness.analysis.drift import JSON_FILE as DRIFT_JSON
+from harness.errors import UsageError
 from harness.results.io import write_bytes_atomic
 from harness.results.schema import (
     COMPLETE,
@@ -42,12 +43,14 @@ Z95 = 1.959964  # two-sided 95% normal quantile: stderr -> interval half-width
 # Sizes in points and inches. A row is as tall as its label or its bars, whichever is more.
 NAME_PT, NOTE_PT = 9.0, 7.0
 LINE = 1.3  # line height / font size
-NAME_WIDTH, NOTE_WIDTH = 24, 30  # characters before a label wraps
+NAME_WIDTH, NOTE_WIDTH, LEGEND_WIDTH = 24, 30, 60  # characters before a label wraps
+LEGEND_PT = 8.0
 SLOT_IN = 0.17  # one bar (or the card marker) within a row
 ROW_PAD_IN = 0.12
 WIDTH_IN = 8.0
 FRAME_IN = 1.6  # title, legend, x ticks and x label
 CARD_COLOR = "black"
+VARIANT_SHAPES = "osD^vP"
 CARD_PREFIX = "card: "  # the card's legend entry
 
 
@@ -173,8 +176,17 @@ def finish(fig: Figure, ax: Axes, xlabel: str, title: str) -> None:
     order = sorted(range(len(handles)), key=lambda i: labels[i].startswith(CARD_PREFIX))
     handles, labels = [handles[i] for i in order], [labels[i] for i in order]
     if handles:
-        # Above the plot, out of the bars' way: at most three entries a line.
-        fig.legend(handles, labels, loc="outside upper center", ncols=min(3, len(handles)), fontsize=8)
+        legend_above(fig, handles, labels)
+
+
+def legend_above(fig: Figure, handles: list, labels: list[str]) -> None:
+    """The legend above the plot, out of the data's way, in as many columns as fit the width."""
+    labels = [wrapped(label, LEGEND_WIDTH) for label in labels]
+    widest = max(len(line) for label in labels for line in label.splitlines())
+    fits = int(fig.get_figwidth() * 72 / (LEGEND_PT * 0.6) // (widest + 6))
+    fig.legend(
+        handles, labels, loc="outside upper center", ncols=max(1, min(4, fits, len(handles))), fontsize=LEGEND_PT
+    )
 
 
 # -- scores and the card -------------------------------------------------------------------
@@ -225,12 +237,10 @@ def scores_figure(comparison: Comparison, card: Card | None = None) -> Figure:
 
 
 def scores(comparison: Comparison, card: Card | None = None) -> Plot:
-    return Plot(
-        "scores",
-        "Scores per benchmark",
-        "<variant>/results.json (score, stderr); the card's values from run.json",
-        png_bytes(scores_figure(comparison, card)),
-    )
+    source = "<variant>/results.json (score, stderr)"
+    if comparison.has_card:
+        source += f"; card {comparison.card_name}: run.json (card.scores)"
+    return Plot("scores", "Scores per benchmark", source, png_bytes(scores_figure(comparison, card)))
 
 
 def card_rows(comparison: Comparison, card: Card | None) -> list[ComparisonRow]:
@@ -262,7 +272,7 @@ def card_plot(comparison: Comparison, variants: list[str], path: Path, card: Car
     """
     unknown = [v for v in variants if v not in comparison.variants()]
     if unknown:
-        raise ValueError(f"not variants of run {comparison.run_id!r}: {', '.join(unknown)}")
+        raise UsageError(f"not variants of run {comparison.run_id!r}: {', '.join(unknown)}")
     write_bytes_atomic(path, png_bytes(card_figure(comparison, variants, card)))
     return path
 
@@ -368,14 +378,25 @@ def tradeoff_figure(comparison: Comparison, manifests: dict[str, Manifest | None
             if value is None or math.isnan(score):
                 continue
             # A legend, not names beside the points: variants of one size would print on each other.
-            ax.scatter(value * scale, score, color=variant_color(comparison, name), label=name)
+            # Hollow and each its own shape, so variants of one size and speed still all show.
+            shape = VARIANT_SHAPES[comparison.variants().index(name) % len(VARIANT_SHAPES)]
+            ax.scatter(
+                value * scale,
+                score,
+                s=70,
+                marker=shape,
+                facecolors="none",
+                label=name,
+                edgecolors=variant_color(comparison, name),
+                linewidths=1.5,
+            )
         ax.margins(0.2)
         ax.set_xlabel(label)
         ax.set_ylabel("mean score over tasks (points)")
         ax.set_title(f"Score vs {label}", fontsize=10)
     handles, labels = axes[0].get_legend_handles_labels()
     if handles:
-        fig.legend(handles, labels, loc="outside upper center", ncols=min(4, len(handles)), fontsize=8)
+        legend_above(fig, handles, labels)
     return fig
 
 
