@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 
+import matplotlib.colors
 import matplotlib.image
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -69,12 +70,14 @@ def without_card(tmp_path_factory):
 
 
 def drift_summary(variants: list[str]) -> DriftSummary:
+    """drift.json as `harness drift` writes it: the baseline first, with no drift of its own."""
     return DriftSummary(
         run_id="run",
         baseline="bf16",
         settings={"top_k": 20},
         sequences={},
-        variants={
+        variants={"bf16": {"status": "complete"}}
+        | {
             name: {
                 "status": "complete",
                 "tasks": {task: {"kld_mean": 0.01 * (i + 1) * (j + 1)} for j, (_, task, _) in enumerate(SUITE)},
@@ -171,7 +174,7 @@ def test_rows_are_named_as_the_card_names_them_with_the_metric_as_a_note(with_ca
     fig = plots.scores_figure(comparison, card)
     names = [n.replace("\n", " ") for n in row_texts(fig, "row-name")]
     assert names == [LONG_NAMES[task] for _, task, _ in SUITE]  # the card's names, in its order
-    notes = [n.replace("\n", "") for n in row_texts(fig, "row-note")]
+    notes = [n.replace("\n", " ") for n in row_texts(fig, "row-note")]
     assert notes[0] == "acc,macro (llama3_mmlu)"
 
     comparison, card, _ = without_card
@@ -242,3 +245,27 @@ def test_drift_histogram_labels_fit(with_card):
     texts = drawn_texts(fig)
     assert overlapping(texts) == [] and outside(fig, texts) == []
     assert [t.get_text() for t in fig.legends[0].get_texts()] == comparison.candidates
+
+
+def test_drift_against_delta_gives_the_baseline_no_slot(with_card):
+    comparison, card, _ = with_card
+    fig = plots.drift_against_delta(drift_summary(comparison.candidates), card)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == comparison.candidates
+    kld_ax, _ = fig.axes
+    # Each candidate's colour is the one it has in the comparison plots (the baseline's is C0).
+    assert [tuple(c.get_facecolor()[0]) for c in kld_ax.collections] == [
+        matplotlib.colors.to_rgba(f"C{i + 1}") for i in range(len(comparison.candidates))
+    ]
+
+
+def test_a_benchmark_shows_the_metric_its_card_reports_first(tmp_path):
+    gsm8k = {"exact_match,flexible-extract": alternating(10), "exact_match,strict-match": alternating(10, 3)}
+    scores = {"my_task": alternating(10), "llama3_gsm8k_cot": gsm8k}
+    store = write_run(tmp_path / "run", {"bf16": scores, "fp8": scores})
+    fig = plots.scores_figure(build_comparison(store))
+    assert row_texts(fig, "row-name") == ["GSM-8K", "GSM-8K", "my_task"]
+    assert [n.replace("\n", " ") for n in row_texts(fig, "row-note")] == [
+        "exact_match,strict-match (llama3_gsm8k_cot)",
+        "exact_match,flexible-extract (llama3_gsm8k_cot)",
+        "acc,none",
+    ]

@@ -86,9 +86,10 @@ def row_label(task: str, metric: str, benchmarks: dict[str, tuple[str, str]]) ->
 
 
 def card_order(rows: list[ComparisonRow], card: Card | None) -> list[ComparisonRow]:
-    """Card benchmarks first, in the card's order; a task's metrics stay together."""
-    order = {task: i for i, task in enumerate(card_benchmarks(card))}
-    return sorted(rows, key=lambda r: order.get(r.task, len(order)))
+    """Card benchmarks first, in the card's order; a task's metrics together, the card's first."""
+    benchmarks = card_benchmarks(card)
+    order = {task: i for i, task in enumerate(benchmarks)}
+    return sorted(rows, key=lambda r: (order.get(r.task, len(order)), benchmarks.get(r.task, ("", ""))[1] != r.metric))
 
 
 def row_labels(rows: list[ComparisonRow], card: Card | None) -> list[RowLabel]:
@@ -430,9 +431,14 @@ def drift(summary: DriftSummary | None, card: Card | None = None) -> list[Plot]:
 def drift_histogram(summary: DriftSummary) -> Figure:
     fig = Figure(figsize=(WIDTH_IN, 4.5), layout="constrained")
     ax = fig.add_subplot()
-    for i, (name, entry) in enumerate(summary.variants.items()):
+    for name, entry in summary.variants.items():
         if entry.kld_histogram is not None:
-            ax.stairs(entry.kld_histogram["counts"], entry.kld_histogram["edges"], label=name, color=f"C{i + 1}")
+            ax.stairs(
+                entry.kld_histogram["counts"],
+                entry.kld_histogram["edges"],
+                label=name,
+                color=drift_color(summary, name),
+            )
     ax.set_xscale("log")
     ax.set_ylabel("positions")
     xlabel = (
@@ -441,6 +447,11 @@ def drift_histogram(summary: DriftSummary) -> Figure:
     )
     finish(fig, ax, xlabel, "Per-position KL divergence from the baseline")
     return fig
+
+
+def drift_color(summary: DriftSummary, name: str) -> str:
+    """The variant's colour in the comparison plots: drift.json lists the baseline first, as they do."""
+    return f"C{list(summary.variants).index(name) % 10}"
 
 
 def drift_rows(summary: DriftSummary) -> list[tuple[str, str]]:
@@ -459,14 +470,15 @@ def drift_against_delta(summary: DriftSummary, card: Card | None = None) -> Figu
     pairs = drift_rows(summary)
     benchmarks = card_benchmarks(card)
     labels = [row_label(task, metric, benchmarks) for task, metric in pairs]
-    names = list(summary.variants)
+    # The baseline (no drift of its own) and failed variants get no slot.
+    names = [name for name, entry in summary.variants.items() if entry.tasks]
     fig, (kld_ax, delta_ax) = rows_figure(labels, len(names), panels=2)
     _, at = slot_positions(len(pairs), len(names))
-    for i, (name, y) in enumerate(zip(names, at)):
+    for name, y in zip(names, at):
         entry = summary.variants[name]
         kld = [entry.tasks.get(t, {}).get("kld_mean", math.nan) for t, _ in pairs]
         delta = [entry.flips.get(t, {}).get(m, {}).get("delta") for t, m in pairs]
-        color = f"C{i + 1}"  # C0 is the baseline's colour in the comparison plots
+        color = drift_color(summary, name)
         kld_ax.scatter(kld, y, color=color, s=16, label=name)
         delta_ax.scatter([math.nan if d is None else d for d in delta], y, color=color, s=16)
     delta_ax.axvline(0, color="grey", linewidth=0.8)
