@@ -228,6 +228,9 @@ def test_card_plot_writes_a_png_of_the_chosen_variants(with_card, tmp_path):
     with pytest.raises(UsageError, match="not variants of run .*: int4"):
         plots.card_plot(comparison, ["bf16", "int4"], tmp_path / "other.png", card)
     assert not (tmp_path / "other.png").exists()
+    (tmp_path / "taken").write_text("a file, not a folder")
+    with pytest.raises(UsageError, match="taken/card.png: cannot be written"):
+        plots.card_plot(comparison, ["bf16"], tmp_path / "taken" / "card.png", card)
 
 
 def test_tradeoff_names_variants_in_a_legend_not_beside_points(with_card):

@@ -220,7 +220,7 @@ def draw_scores(
     ax.set_xlim(left=0)
 
 
-def card_label(comparison: Comparison, rows: list[ComparisonRow]) -> str | None:
+def card_entry(comparison: Comparison, rows: list[ComparisonRow]) -> str | None:
     """The card's legend entry, or None when the run has no card value on these rows."""
     if not comparison.has_card or all(r.card is None for r in rows):
         return None
@@ -230,7 +230,7 @@ def card_label(comparison: Comparison, rows: list[ComparisonRow]) -> str | None:
 def scores_figure(comparison: Comparison, card: Card | None = None) -> Figure:
     rows = card_order(comparison.top_rows(), card)
     labels = row_labels(rows, card)
-    marker = card_label(comparison, rows)
+    marker = card_entry(comparison, rows)
     fig, (ax,) = rows_figure(labels, len(comparison.variants()) + (marker is not None))
     draw_scores(ax, comparison, rows, comparison.variants(), marker)
     finish(fig, ax, "score (points)", "Score per benchmark, ±95% (1.96 x lm-eval stderr)")
@@ -254,10 +254,11 @@ def card_rows(comparison: Comparison, card: Card | None) -> list[ComparisonRow]:
 def card_figure(comparison: Comparison, variants: list[str], card: Card | None = None) -> Figure:
     rows = card_rows(comparison, card)
     labels = row_labels(rows, card)
-    marker = card_label(comparison, rows)
+    marker = card_entry(comparison, rows)
     fig, (ax,) = rows_figure(labels, len(variants) + (marker is not None))
     draw_scores(ax, comparison, rows, variants, marker)
-    finish(fig, ax, "score (points), ±95% (1.96 x lm-eval stderr)", f"Measured {' vs '.join(variants)} and the card")
+    title = f"Measured {' vs '.join(variants)}" + (" and the card" if marker is not None else "")
+    finish(fig, ax, "score (points), ±95% (1.96 x lm-eval stderr)", title)
     return fig
 
 
@@ -270,11 +271,16 @@ def card_plot(comparison: Comparison, variants: list[str], path: Path, card: Car
     stderr); the card's published value is a black diamond beside them when the run has a
     card. `card` is the run's `RunRecord.card`: its benchmark names win over the Llama 3
     suites' (harness.suites.benchmarks). Variants keep the colours they have in the report.
+    An unknown variant or an unwritable path is a UsageError (one line); nothing is written.
     """
     unknown = [v for v in variants if v not in comparison.variants()]
     if unknown:
         raise UsageError(f"not variants of run {comparison.run_id!r}: {', '.join(unknown)}")
-    write_bytes_atomic(path, png_bytes(card_figure(comparison, variants, card)))
+    png = png_bytes(card_figure(comparison, variants, card))
+    try:
+        write_bytes_atomic(path, png)
+    except OSError as e:
+        raise UsageError(f"{path}: cannot be written ({e.strerror or e})") from None
     return path
 
 
