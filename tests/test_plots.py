@@ -13,7 +13,7 @@ import matplotlib.colors
 import matplotlib.image
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.container import BarContainer
+from matplotlib.container import ErrorbarContainer
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 from matplotlib.transforms import Bbox
@@ -210,13 +210,18 @@ def test_score_bars_carry_their_95_percent_intervals(with_card):
     comparison, card, _ = with_card
     fig = plots.card_figure(comparison, [VARIANTS[0]], card)
     (ax,) = fig.axes
-    (bars,) = [c for c in ax.containers if isinstance(c, BarContainer)]
-    assert bars.errorbar is not None
-    (segments,) = bars.errorbar.lines[2]
-    widths = [abs(s[1][0] - s[0][0]) / 2 for s in segments.get_segments()]
+    (intervals,) = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    (segments,) = intervals.lines[2]
+    ends = [end for s in segments.get_segments() for end in (s[0][0], s[1][0])]
     rows = plots.card_rows(comparison, card)
-    assert widths == pytest.approx([plots.Z95 * r.cells[VARIANTS[0]].stderr for r in rows])
-    assert min(widths) > 0
+    cells = [r.cells[VARIANTS[0]] for r in rows]
+    # ±1.96 stderr around the score, stopped at 0 and 100.
+    half = [plots.Z95 * c.stderr for c in cells]
+    assert ends == pytest.approx(
+        [end for c, h in zip(cells, half) for end in (max(0, c.score - h), min(100, c.score + h))]
+    )
+    assert any(c.score - plots.Z95 * c.stderr < 0 for c in cells)  # the clipping is exercised
+    assert all(high > low for low, high in zip(ends[::2], ends[1::2]))
 
 
 def test_card_plot_writes_a_png_of_the_chosen_variants(with_card, tmp_path):

@@ -203,17 +203,12 @@ def draw_scores(
     slots = len(variants) + (card_label is not None)
     height, at = slot_positions(len(rows), slots)
     for name, y in zip(variants, at):
-        errors = Z95 * values(rows, name, lambda c: c.stderr)
-        ax.barh(
-            y,
-            values(rows, name, lambda c: c.score),
-            height,
-            xerr=np.nan_to_num(errors),
-            capsize=2,
-            color=variant_color(comparison, name),
-            error_kw={"elinewidth": 0.8},
-            label=label_variant(comparison, name),
-        )
+        score = values(rows, name, lambda c: c.score)
+        half = np.nan_to_num(Z95 * values(rows, name, lambda c: c.stderr))
+        # A score is a percentage: the normal interval stops at 0 and 100 (it passes them on a few documents).
+        xerr = np.nan_to_num([np.minimum(half, score), np.minimum(half, 100 - score)])
+        ax.barh(y, score, height, color=variant_color(comparison, name), label=label_variant(comparison, name))
+        ax.errorbar(score, y, xerr=xerr, fmt="none", ecolor="black", elinewidth=0.8, capsize=2)
     if card_label is not None:
         card = np.array([math.nan if r.card is None else r.card for r in rows])
         ax.scatter(card, at[-1], marker="D", s=22, color=CARD_COLOR, zorder=3, label=card_label, gid="card")
@@ -233,7 +228,7 @@ def scores_figure(comparison: Comparison, card: Card | None = None) -> Figure:
     marker = card_entry(comparison, rows)
     fig, (ax,) = rows_figure(labels, len(comparison.variants()) + (marker is not None))
     draw_scores(ax, comparison, rows, comparison.variants(), marker)
-    finish(fig, ax, "score (points)", "Score per benchmark, ±95% (1.96 x lm-eval stderr)")
+    finish(fig, ax, "score (points)", "Score per benchmark, 95% interval (±1.96 x lm-eval stderr, within 0-100)")
     return fig
 
 
@@ -258,7 +253,7 @@ def card_figure(comparison: Comparison, variants: list[str], card: Card | None =
     fig, (ax,) = rows_figure(labels, len(variants) + (marker is not None))
     draw_scores(ax, comparison, rows, variants, marker)
     title = f"Measured {' vs '.join(variants)}" + (" and the card" if marker is not None else "")
-    finish(fig, ax, "score (points), ±95% (1.96 x lm-eval stderr)", title)
+    finish(fig, ax, "score (points), 95% interval (±1.96 x lm-eval stderr, within 0-100)", title)
     return fig
 
 
