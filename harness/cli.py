@@ -116,12 +116,20 @@ def add_run(p: argparse.ArgumentParser) -> None:
         type=Path,
         help="finish an interrupted run: complete variants are kept, finished requests reused",
     )
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="show every engine's and lm-eval's full log live (it is always in RUN/<variant>/log.txt)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from harness.evaluate import runner
+    from harness.render.progress import display_for
 
-    setup_logging()
+    setup_logging(args.verbose)
+    display = display_for(sys.stdout)
     if args.resume:
         given = [
             f"--{k.replace('_', '-')}"
@@ -130,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
         ]
         if given:
             raise UsageError(f"--resume uses the run's own config; drop {', '.join(given)}")
-        store, failed = runner.resume(args.resume)
+        store, failed = runner.resume(args.resume, display=display, verbose=args.verbose)
     else:
         store, failed = runner.start(
             args.config,
@@ -139,6 +147,8 @@ def run(args: argparse.Namespace) -> int:
             run_id=args.run_id,
             limit=args.limit,
             allow_code_execution=args.allow_code_execution,
+            display=display,
+            verbose=args.verbose,
         )
     return finish_run(store, failed)
 
@@ -157,7 +167,7 @@ def finish_run(store: RunStore, failed: list[str]) -> int:
     print(f"\ndata: {run.data_source}")
     print(f"results: {store.root}")
     for name in failed:
-        print(f"variant {name} FAILED: {error_of(store, name)}", file=sys.stderr)
+        print(f"variant {name} FAILED: {error_of(store, name)}; full log: {store.log_path(name)}", file=sys.stderr)
     return EXIT_FAILED if failed else EXIT_OK
 
 

@@ -149,6 +149,8 @@ def test_failing_variants_fail_alone_beside_a_noise_floor_repeat(tmp_path):
     missing = store.read_manifest("missing")
     assert missing.status == "failed" and "weightless" in (missing.error or "")
     assert "variant int8-noop FAILED" in proc.stderr
+    assert f"full log: {store.log_path('missing')}" in proc.stderr  # the error line names the log
+    assert "weightless" in store.log_path("missing").read_text()  # which holds the engine's own error
     rows = list(csv.DictReader((store.root / "comparison.csv").open()))
     assert rows and all(r["int8-noop status"] == "failed" and r["int8-noop score"] == "" for r in rows)
     arc = next(r for r in rows if r["metric"] == "acc,none")
@@ -357,3 +359,33 @@ def test_card_of_the_demo_run_round_trips_through_huggingface_hub(demo_run, tmp_
     # The demo ran on the project's samples, 3 documents a task, with fewer shots than the card.
     assert "> **Not a card reproduction.**" in card.text
     assert "sample data; limit 3 (3 of" in card.text and "5-shot (card: 25)" in card.text
+
+
+def test_run_output_is_a_header_and_a_line_per_variant_and_the_engine_logs_are_in_the_run_folder(demo_run):
+    proc, store = demo_run
+    output = proc.stdout + proc.stderr
+    noise = [
+        line
+        for line in output.splitlines()
+        if ("vllm" in line.lower() and ("WARNING" in line or "INFO" in line))
+        or line.startswith("[W")
+        or "Triton" in line
+    ]
+    assert not noise, noise[:5]
+    # Captured, so not a terminal: no bars (text mode turned any carriage return into a new line).
+    assert not [line for line in output.splitlines() if "%|" in line or "it/s]" in line or "━" in line]
+    run = store.read_run()
+    lines = proc.stdout.splitlines()
+    assert lines[0] == f"run demo: variants {', '.join(run.variants)}; tasks {', '.join(run.tasks)}"
+    names = run.evaluated_variants()
+    for n, name in enumerate(names, 1):
+        label = f"[{n}/{len(names)}] {name}: "
+        summaries = [line for line in lines if line.startswith(label + "complete in ")]
+        assert len(summaries) == 1 and "tokens/s" in summaries[0] and "linear layers quantized" in summaries[0]
+        # The counts shown are the requests the engine answered: one stored row each (all distinct here).
+        with closing(sqlite3.connect(store.variant_dir(name) / REQUESTS_DB)) as db:
+            for kind, count in db.execute("SELECT kind, COUNT(*) FROM results GROUP BY kind"):
+                assert f"{label}{kind} requests {count}/{count}" in "\n".join(lines)
+        log = store.log_path(name).read_text()
+        assert "(MainProcess pid=" in log and "WARNING" in log  # vLLM's own log lines
+        assert "Building contexts for llama3_arc_challenge" in log  # lm-eval's

@@ -103,7 +103,12 @@ def run_copy(stand_in_run, tmp_path, monkeypatch) -> RunStore:
 
 
 def files(store: RunStore) -> dict[str, bytes]:
-    return {str(p.relative_to(store.root)): p.read_bytes() for p in sorted(store.root.rglob("*")) if p.is_file()}
+    """Every file of the run but the logs, to which each attempt appends its own (a failed one too)."""
+    return {
+        str(p.relative_to(store.root)): p.read_bytes()
+        for p in sorted(store.root.rglob("*"))
+        if p.is_file() and p.name != "log.txt"
+    }
 
 
 def test_rescore_reproduces_the_records_and_says_so_in_the_manifest(run_copy, capsys):

@@ -19,10 +19,13 @@ import hashlib
 import json
 import logging
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from lm_eval.api.model import LM
+
+from harness.render.progress import Event
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +40,11 @@ def request_key(kind: str, args: tuple) -> str:
 class CheckpointedLM(LM):
     """An lm-eval model that answers through `lm` in chunks, each persisted as it completes."""
 
-    def __init__(self, lm: LM, path: Path, chunk_requests: int):
+    def __init__(self, lm: LM, path: Path, chunk_requests: int, progress: Callable[[Event], None] | None = None):
+        """progress: told how many of each call's requests are answered, after each chunk."""
         super().__init__()
         self.lm = lm
+        self.progress = progress or (lambda event: None)
         self.path = Path(path)
         self.chunk_requests = chunk_requests
         self.reused = self.computed = 0
@@ -73,8 +78,10 @@ class CheckpointedLM(LM):
 
     def _answer(self, kind: str, requests: list) -> list:
         answers: list = []
+        self.progress(Event("requests", kind, 0, len(requests)))
         for start in range(0, len(requests), self.chunk_requests):
             answers += self._answer_chunk(kind, requests[start : start + self.chunk_requests])
+            self.progress(Event("requests", kind, len(answers), len(requests)))
         log.info("%s: %d requests reused from %s, %d computed", kind, self.reused, self.path.name, self.computed)
         return answers
 

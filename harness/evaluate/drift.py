@@ -75,7 +75,7 @@ def measure(run_dir: Path | str, *, max_sequences: int = 32, max_tokens: int = 5
     print(f"wrote {json_path} and {csv_path}")
     failed = [name for name, cost in costs.items() if cost["status"] != COMPLETE]
     for name in failed:
-        print(f"variant {name} FAILED: {costs[name].get('error')}", file=sys.stderr)
+        print(f"variant {name} FAILED: {costs[name].get('error')}; full log: {store.log_path(name)}", file=sys.stderr)
     return EXIT_FAILED if failed else EXIT_OK
 
 
@@ -145,12 +145,12 @@ def encode(tokenizer: Any, prompt: str) -> list[int]:
 def score_in_child(store: RunStore, name: str) -> dict:
     """Run `python -m harness.evaluate.drift RUN VARIANT` in its own session; returns its cost record."""
     env = dict(os.environ)
-    env.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-    print(f"=== drift: {name} ===", flush=True)
+    print(f"drift {name}: scoring with its own engine", flush=True)
     for stale in (f"{name}.json", f"{name}.npz"):  # an earlier drift's output must not pass for this one's
         (store.root / DRIFT_DIR / stale).unlink(missing_ok=True)
     start = time.perf_counter()
-    returncode = run_in_own_session([sys.executable, "-m", "harness.evaluate.drift", str(store.root), name], env)
+    argv = [sys.executable, "-m", "harness.evaluate.drift", str(store.root), name]
+    returncode = run_in_own_session(argv, env, log=store.log_path(name))  # the engine's output: to the variant's log
     seconds = round(time.perf_counter() - start, 2)
     cost_path = store.root / DRIFT_DIR / f"{name}.json"
     cost = read_json(cost_path) if cost_path.exists() else {}
@@ -161,7 +161,8 @@ def score_in_child(store: RunStore, name: str) -> dict:
     elif returncode != 0 and cost.get("status") != FAILED:
         cost.update(status=FAILED, error=f"drift process ended with code {returncode}")
     cost["seconds"] = seconds
-    print(f"drift {name}: {cost['status']} in {seconds:.0f} s", flush=True)
+    where = f"; full log: {store.log_path(name)}" if cost["status"] != COMPLETE else ""
+    print(f"drift {name}: {cost['status']} in {seconds:.0f} s{where}", flush=True)
     return cost
 
 
@@ -229,7 +230,7 @@ def write_npz(path: Path, **arrays: np.ndarray) -> None:
 
 
 def child_main(argv: list[str]) -> int:
-    setup_logging()
+    setup_logging(verbose=True)  # everything: stdout and stderr are the variant's log.txt
     run_dir, name = argv
     store = RunStore(run_dir)
     try:

@@ -151,7 +151,8 @@ class VLLMEngine(TemplateLM):
         if isinstance(params, list):
             params = [params[i] for i in order]
         start = time.perf_counter()
-        shuffled = self.llm.generate([prompts[i] for i in order], params, use_tqdm=True)
+        # No bar: progress is reported per checkpointed chunk, and the output here is a log file.
+        shuffled = self.llm.generate([prompts[i] for i in order], params, use_tqdm=False)
         outputs: list = [None] * len(order)
         for i, out in zip(order, shuffled):
             outputs[i] = out

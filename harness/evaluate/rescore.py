@@ -34,6 +34,7 @@ from harness.evaluate import provenance
 from harness.evaluate.checkpoint import decode_answer, request_key, stored_answers
 from harness.evaluate.children import go_offline
 from harness.evaluate.worker import REQUESTS_DB, Evaluation, allow_code_execution, evaluate_tasks
+from harness.logs import log_to_file
 from harness.results.schema import COMPLETE, RUNNING, Manifest, TaskResults
 from harness.results.store import RunStore, parse
 
@@ -187,7 +188,10 @@ def rescore_run(
         progress(f"re-scoring {name}")
         manifest = store.read_manifest(name)
         old = store.read_results(name)
-        with closing(StoredAnswers(store.variant_dir(name) / REQUESTS_DB, manifest)) as model:
+        with (
+            log_to_file(store.log_path(name), "harness rescore"),  # lm-eval's log and bars
+            closing(StoredAnswers(store.variant_dir(name) / REQUESTS_DB, manifest)) as model,
+        ):
             evaluation = evaluate_tasks(model, config, run.data_dirs, only)
         results = _merged(old.model_dump(by_alias=True), evaluation.results) if only else evaluation.results
         # Checked now, so that a bad file cannot stop the writing half-way.

@@ -6,10 +6,11 @@ Layout of one run (``results/<run-id>/``)::
     <variant>/manifest.json     provenance and status of one variant
     <variant>/results.json      lm-eval's aggregate results for that variant
     <variant>/samples/<task>.jsonl   one record per (task, doc_id)
+    <variant>/log.txt           everything its engine and lm-eval printed (appended by each command)
     comparison.csv, comparison.md    the joined table (rebuilt by `harness compare`)
 
 Every file is read and written through the models of harness.results.schema, atomically
-(harness.results.io). Variant folders come from validated names only, so nothing a run.json
+(harness.results.io); log.txt alone is a stream, appended to by the process it logs. Variant folders come from validated names only, so nothing a run.json
 says can make a reader leave the run folder. This module imports neither vllm nor torch.
 """
 
@@ -42,6 +43,7 @@ RUN_FILE = "run.json"
 MANIFEST_FILE = "manifest.json"
 RESULTS_FILE = "results.json"
 SAMPLES_DIR = "samples"
+LOG_FILE = "log.txt"
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -112,6 +114,10 @@ class RunStore:
             return self.read_manifest(variant).status
         except StoreError:
             return None
+
+    def log_path(self, variant: str) -> Path:
+        """The variant's full log: its engine's and lm-eval's output, appended to by each command run on it."""
+        return self.variant_dir(variant) / LOG_FILE
 
     def results_path(self, variant: str) -> Path:
         return self.variant_dir(variant) / RESULTS_FILE

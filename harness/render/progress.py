@@ -1,0 +1,255 @@
+"""What `harness run` shows while its variants run: a header, one live line per variant, a summary.
+
+Each variant's worker reports `Event`s (harness.evaluate.children carries them over a pipe); a
+`Display` turns them into text. On a terminal the line is a rich progress bar (phase, done/total,
+rate, ETA) that the variant's one-line summary replaces when it ends. Anywhere else (CI logs,
+pipes, files) every phase is one plain line, and a request count at most every PLAIN_INTERVAL_S
+seconds: no bars, no carriage returns. The engines' and lm-eval's own output never comes here:
+it goes to <variant>/log.txt, and to `echo` only with `harness run -v`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+
+from harness.results.schema import COMPLETE, Manifest
+
+PLAIN_INTERVAL_S = 10.0  # a long request phase prints its count this often in a CI log
+
+# What each phase is called on screen. "requests" events carry the request kind as detail.
+PHASES = {
+    "engine": "starting engine",
+    "tasks": "loading tasks",
+    "build": "building requests",
+    "requests": "requests",
+    "scoring": "filters and metrics",
+}
+
+
+@dataclass(frozen=True)
+class Event:
+    """One step of a variant's evaluation: the phase, what it is working on, counts where known.
+
+    `at` is when the worker reached it (its clock), so rates do not depend on when the pipe delivered it.
+    """
+
+    phase: str
+    detail: str = ""
+    done: int | None = None
+    total: int | None = None
+    at: float = field(default_factory=time.time, compare=False)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, line: str) -> Event | None:
+        """None for a line that is not an event (a worker killed mid-write leaves half a line)."""
+        try:
+            raw = json.loads(line)
+            return cls(**raw) if isinstance(raw, dict) else None
+        except (ValueError, TypeError):
+            return None
+
+    def what(self) -> str:
+        """'loglikelihood requests', 'building requests: llama3_arc_challenge', 'starting engine'."""
+        name = PHASES.get(self.phase, self.phase)
+        if self.phase == "requests":
+            return f"{self.detail} requests"
+        return f"{name}: {self.detail}" if self.detail else name
+
+    def counts(self) -> str:
+        return f"{self.done}/{self.total}" if self.done is not None and self.total is not None else ""
+
+
+class Pace:
+    """Rate and time left of the current request phase, from the counts the worker reported."""
+
+    def __init__(self) -> None:
+        self.key: tuple[str, str] | None = None
+        self.start = 0.0
+        self.done_at_start = 0
+
+    def observe(self, event: Event) -> str:
+        """'12.5/s, ETA 40 s' (or '3 s each') for request counts once some are done; '' otherwise."""
+        if (event.phase, event.detail) != self.key:
+            self.key, self.start, self.done_at_start = (event.phase, event.detail), event.at, event.done or 0
+        if event.phase != "requests" or event.done is None or event.total is None:
+            return ""
+        elapsed, done = event.at - self.start, event.done - self.done_at_start
+        if elapsed <= 0 or done <= 0:
+            return ""
+        rate = done / elapsed
+        speed = f"{rate:.1f}/s" if rate >= 1 else f"{duration(1 / rate)} each"
+        left = (event.total - event.done) / rate
+        return f"{speed}, ETA {duration(left)}" if event.done < event.total else speed
+
+
+def duration(seconds: float) -> str:
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    return f"{minutes} min {seconds:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def summary(manifest: Manifest | None, seconds: float, log: Path) -> str:
+    """The variant in one line: time, engine start, tokens/s, quantized layers; or why it failed and where its log is."""
+    if manifest is None:
+        return f"FAILED after {duration(seconds)}: no manifest written; full log: {log}"
+    if manifest.status != COMPLETE:
+        error = " ".join((manifest.error or "unknown error").split())
+        return f"FAILED after {duration(seconds)}: {error}; full log: {log}"
+    head = f"complete in {duration(seconds)}"
+    if (start := manifest.timings.get("engine_start_s")) is not None:
+        head += f" (engine start {duration(start)})"
+    parts = [head]
+    if (rate := manifest.throughput.get("tokens_per_s")) is not None:
+        parts.append(f"{rate:,.0f} tokens/s")
+    q = manifest.quantization
+    if q.linear_layers is not None:
+        parts.append(f"{q.quantized_layers} of {q.linear_layers} linear layers quantized")
+    return "; ".join(parts)
+
+
+class Display(ABC):
+    """Where a run's progress goes. `update` and `echo` may be called from another thread."""
+
+    @abstractmethod
+    def line(self, text: str) -> None:
+        """A line of its own: the header, a note."""
+
+    @abstractmethod
+    def begin(self, label: str) -> None:
+        """A variant starts; its events follow."""
+
+    @abstractmethod
+    def update(self, event: Event) -> None: ...
+
+    @abstractmethod
+    def end(self, text: str) -> None:
+        """The variant's summary line replaces its progress."""
+
+    @abstractmethod
+    def echo(self, text: str) -> None:
+        """One line of the engine's log (`harness run -v`)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Leave the terminal as it was (also after Ctrl-C)."""
+
+
+class PlainDisplay(Display):
+    """Plain lines for logs and pipes: one per phase, request counts at most every PLAIN_INTERVAL_S."""
+
+    def __init__(self, stream: TextIO):
+        self.stream = stream
+        self.pace = Pace()
+        self.label = ""
+        self.shown: tuple[str, str] | None = None
+        self.shown_at = 0.0
+
+    def line(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    def begin(self, label: str) -> None:
+        self.label, self.shown = label, None
+        self.pace = Pace()
+
+    def update(self, event: Event) -> None:
+        pace = self.pace.observe(event)
+        # Request counts per request kind; other phases once per phase (not per task: a suite
+        # has dozens), then every PLAIN_INTERVAL_S, and their last step.
+        key = (event.phase, event.detail if event.phase == "requests" else "")
+        last = event.done is not None and event.done == event.total
+        if key == self.shown and not last and event.at - self.shown_at < PLAIN_INTERVAL_S:
+            return
+        self.shown, self.shown_at = key, event.at
+        text = " ".join(filter(None, [event.what(), event.counts()]))
+        self.line(f"{self.label}: {text}" + (f" ({pace})" if pace else ""))
+
+    def end(self, text: str) -> None:
+        self.line(f"{self.label}: {text}")
+
+    def echo(self, text: str) -> None:
+        self.line(text)
+
+    def close(self) -> None:
+        pass  # every line is whole already
+
+
+class LiveDisplay(Display):
+    """One rich progress line per running variant on a terminal, replaced by its summary."""
+
+    def __init__(self, console: Console):
+        self.console = console
+        self.pace = Pace()
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(bar_width=20),
+            TextColumn("{task.fields[counts]}"),
+            TextColumn("{task.fields[pace]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+        self.task: TaskID | None = None
+        self.label = ""
+        self.key: tuple[str, str] | None = None
+
+    def line(self, text: str) -> None:
+        self.console.print(text, markup=False, highlight=False)
+
+    def begin(self, label: str) -> None:
+        self.label, self.pace, self.key = label, Pace(), None
+        self.progress.start()
+        self.task = self.progress.add_task(f"{label}: starting", total=None, counts="", pace="")
+
+    def update(self, event: Event) -> None:
+        if self.task is None:
+            return
+        description, pace = f"{self.label}: {event.what()}", self.pace.observe(event)
+        key = (event.phase, event.detail if event.phase == "requests" else "")
+        if key != self.key:
+            # A new phase gets a fresh task: its own total (None: no bar), spinner and elapsed
+            # time; rich keeps a finished task finished, and an update cannot take a total away.
+            self.key = key
+            self.progress.remove_task(self.task)
+            self.task = self.progress.add_task(description, total=event.total, counts="", pace="")
+        self.progress.update(
+            self.task, description=description, completed=event.done or 0, counts=event.counts(), pace=pace
+        )
+
+    def end(self, text: str) -> None:
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+            self.task = None
+        self.progress.stop()
+        self.line(f"{self.label}: {text}")
+
+    def echo(self, text: str) -> None:
+        self.progress.console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+def display_for(stream: TextIO) -> Display:
+    """Live progress on a terminal, plain lines elsewhere.
+
+    A terminal is what isatty() says, not an environment variable: FORCE_COLOR, which some CI
+    systems set, must not put bars into a log. TTY_COMPATIBLE=0 and TERM=dumb turn bars off.
+    """
+    console = Console(file=stream)
+    if stream.isatty() and console.is_terminal and not console.is_dumb_terminal:
+        return LiveDisplay(console)
+    return PlainDisplay(stream)
