@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ import pytest
 import yaml
 from runfixtures import ACC, write_run
 
+from harness import cli
 from harness.analysis import comparison as compare
 from harness.analysis import drift as summary
 from harness.analysis import kld
@@ -27,6 +29,8 @@ from harness.results.store import RunStore
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "configs" / "demo.yaml"
 GOLDEN = Path(__file__).resolve().parent / "golden"
+# The README's suggested drift gate for the demo model (calibration: BENCHMARKS.md).
+MAX_KLD, MIN_TOP1 = 0.05, 80
 
 
 def demo_config(variants: list[dict]) -> dict:
@@ -200,40 +204,56 @@ def golden_prompts(name: str) -> list[str]:
     return list(dict.fromkeys(prompts))
 
 
+def damage_scales(checkpoint: Path, out: Path, factor: float) -> int:
+    """A copy of a compressed-tensors checkpoint with every weight scale multiplied by factor:
+    a requantization gone wrong that still loads and answers. Returns the tensors changed."""
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(checkpoint, out)
+    changed = 0
+    for path in out.glob("*.safetensors"):
+        tensors = load_file(path)
+        for name in tensors:
+            if name.endswith("weight_scale"):
+                tensors[name] = tensors[name] * factor
+                changed += 1
+        save_file(tensors, path, metadata={"format": "pt"})
+    return changed
+
+
+def harness_cli(*argv: str | Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *map(str, argv)], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+
+
 @pytest.fixture(scope="module")
 def engine_run(tmp_path_factory):
-    """bf16, bf16 again in another engine, fp8_per_block; 2 prompts per demo task, 128 tokens."""
-    variants = [{"name": "bf16"}, {"name": "bf16-again"}, {"name": "fp8", "engine": {"quantization": "fp8_per_block"}}]
+    """bf16, bf16 again, fp8_per_block, the W8A8 checkpoint of `harness quantize` and a damaged
+    copy of it; 2 prompts per demo task, 128 tokens. One drift, one engine per variant."""
+    tmp = tmp_path_factory.mktemp("drift")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    quantized = harness_cli("quantize", "demo", "--scheme", "W8A8", "--out", tmp / "w8a8", env=env)
+    assert quantized.returncode == 0, quantized.stderr[-3000:]
+    assert damage_scales(tmp / "w8a8", tmp / "w8a8-damaged", 1.5) > 100
+    variants = [
+        {"name": "bf16"},
+        {"name": "bf16-again"},
+        {"name": "fp8", "engine": {"quantization": "fp8_per_block"}},
+        {"name": "int8-w8a8", "model": str(tmp / "w8a8")},
+        {"name": "int8-damaged", "model": str(tmp / "w8a8-damaged")},
+    ]
     # Results and scores are fixtures (the flips column comes from them); the prompts are the
     # tasks' real renders, and every log-probability comes from the engines.
     arc, gsm = "llama3_arc_challenge", "llama3_gsm8k_cot"
     scores = {v["name"]: {arc: [1, 0], gsm: [0, 0]} for v in variants}
     scores["fp8"][arc] = [0, 0]
-    store = write_run(tmp_path_factory.mktemp("drift") / "run", scores)
+    store = write_run(tmp / "run", scores)
     store.write_run(store.read_run().model_copy(update={"config": demo_config(variants)}))
     set_prompts(store, "bf16", arc, golden_prompts("llama3_arc_challenge_5shot")[:2])
     set_prompts(store, "bf16", gsm, golden_prompts("llama3_gsm8k_cot")[:2])
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "harness.cli",
-            "drift",
-            str(store.root),
-            "--max-sequences",
-            "4",
-            "--max-tokens",
-            "128",
-            "--top-k",
-            "20",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    return proc, store
+    argv = ("--max-sequences", "4", "--max-tokens", "128", "--top-k", "20")
+    return harness_cli("drift", store.root, *argv, env=env), store
 
 
 @pytest.mark.engine
@@ -266,3 +286,32 @@ def test_fp8_drifts_per_task_and_records_its_cost(engine_run):
     assert recorded["cost"]["seconds"] > recorded["cost"]["logprobs_s"] > 0
     assert recorded["cost"]["engine_args"]["quantization"] == "fp8_per_block"
     assert f"{ACC} 1/0" in proc.stdout  # flips printed next to the drift figures
+
+
+@pytest.mark.engine
+def test_int8_checkpoint_drifts_a_little_and_its_damaged_copy_a_lot(engine_run):
+    proc, store = engine_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    variants = json.loads((store.root / summary.JSON_FILE).read_text())["variants"]
+    int8, damaged = variants["int8-w8a8"]["overall"], variants["int8-damaged"]["overall"]
+    # Quantized, so it moves the distribution, but less than the gate allows; the damaged copy
+    # (measured: 3.1 nats, 5 % top-1 on these 508 positions) is far past it.
+    assert 1e-4 < int8["kld_mean"] < MAX_KLD and int8["top1_agreement_pct"] > MIN_TOP1
+    assert damaged["kld_mean"] > 20 * int8["kld_mean"] and damaged["top1_agreement_pct"] < 20
+
+
+@pytest.mark.engine
+def test_gate_on_drift_passes_the_good_variants_and_catches_the_damaged_one(engine_run, capsys):
+    proc, store = engine_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    limits = ("--max-kld", str(MAX_KLD), "--min-top1", str(MIN_TOP1))
+    # Against the run itself: accuracy equal by construction, drift held to the thresholds.
+    good = [arg for name in ("bf16-again", "fp8", "int8-w8a8") for arg in ("--variant", name)]
+    assert cli.main(["gate", str(store.root), "--against", str(store.root), *good, *limits]) == 0
+    assert "all 6 checks passed" in capsys.readouterr().out  # 3 variants x 2 tasks
+    assert cli.main(["gate", str(store.root), *limits]) == 1
+    out = capsys.readouterr().out
+    failures = [line for line in out.splitlines() if line.startswith("FAIL ")]
+    assert failures and all(line.startswith("FAIL int8-damaged vs bf16 ") for line in failures)
+    assert "2 of 8 checks failed" in out  # 4 variants x 2 tasks; the damaged one fails both
+    assert "llama3_arc_challenge drift: mean KLD" in out and f"> max-kld {MAX_KLD}" in out

@@ -3,7 +3,7 @@
 Each (variant, task, metric) is checked against the thresholds that apply to its task:
 per-task values from a YAML file, else command-line flags, else the file's defaults.
 
-    defaults: {max_drop: 1.0, min_recovery: 92.0, lower_bound: false, max_kld: 0.05, min_top1: 90}
+    defaults: {max_drop: 1.0, min_recovery: 92.0, lower_bound: false, max_kld: 0.05, min_top1: 80}
     tasks:
       gsm8k_cot_llama: {max_drop: 3.0, max_kld: 0.1}
 
