@@ -17,7 +17,7 @@ from harness.analysis.comparison import build_comparison
 from harness.errors import UsageError
 from harness.render import card as cards
 from harness.resources import SAMPLES_DIR
-from harness.results.schema import DatasetFingerprint
+from harness.results.schema import CheckpointQuantization, DatasetFingerprint, QuantArgs, Quantization, SchemeGroup
 from harness.results.store import RunStore
 
 GSM = "exact_match,strict-match"
@@ -129,6 +129,35 @@ def test_section_names_settings_models_quantization_versions_data_and_command(st
     ]:
         assert expected in text, expected
     assert "http" not in text.split(cards.END_MARKER)[0].split("## Evaluation")[1]  # no links
+
+
+def test_a_prequantized_checkpoint_shows_the_scheme_it_declares(store):
+    manifest = store.read_manifest("fp8")
+    manifest.quantization = Quantization(
+        prequantized=True,
+        checkpoint=CheckpointQuantization(
+            quant_method="compressed-tensors",
+            format="int-quantized",
+            groups={
+                "group_0": SchemeGroup(
+                    targets=["Linear"],
+                    weights=QuantArgs(num_bits=8, type="int", strategy="channel", symmetric=True, dynamic=False),
+                    input_activations=QuantArgs(num_bits=8, type="int", strategy="token", symmetric=True, dynamic=True),
+                )
+            },
+            ignore=["lm_head"],
+        ),
+        linear_layers=210,
+        quantized_layers=210,
+        weight_bytes=170_000_000,
+    )
+    store.write_manifest(manifest)
+    write(store)
+    assert (
+        "pre-quantized checkpoint: 210 of 210 linear layers; the checkpoint declares compressed-tensors "
+        "int-quantized; Linear: weights int8 channel symmetric, activations int8 token symmetric dynamic; "
+        "kept unquantized: lm_head"
+    ) in (store.root / "card" / cards.SECTION_FILE).read_text()
 
 
 @pytest.mark.parametrize(

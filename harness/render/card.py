@@ -26,7 +26,7 @@ import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
@@ -42,10 +42,12 @@ from harness.results.io import write_bytes_atomic
 from harness.results.schema import (
     COMPLETE,
     REPEAT_SUFFIX,
+    CheckpointQuantization,
     Comparison,
     ComparisonRow,
     DatasetFingerprint,
     Manifest,
+    QuantArgs,
     RunRecord,
     TaskResults,
     VariantCell,
@@ -361,13 +363,13 @@ def quantization_text(manifest: Manifest) -> str:
     if not quant.quantized_layers:
         return "none"
     how = "pre-quantized checkpoint" if quant.prequantized else "quantized by the engine at load"
-    scheme = scheme_text(getattr(quant, "checkpoint", None))
-    detail = f"; the checkpoint declares {scheme}" if scheme else ""
-    layers = f"{quant.quantized_layers} of {quant.linear_layers} linear layers"
-    return f"{quant.requested or 'from the checkpoint'} ({how}): {layers}{detail}"
+    named = f"{quant.requested}, {how}" if quant.requested else how
+    scheme = scheme_text(quant.checkpoint)
+    declared = f"; the checkpoint declares {scheme}" if scheme else ""
+    return f"{named}: {quant.quantized_layers} of {quant.linear_layers} linear layers{declared}"
 
 
-def scheme_text(checkpoint: Any) -> str:
+def scheme_text(checkpoint: CheckpointQuantization | None) -> str:
     """A checkpoint's quantization_config (manifest quantization.checkpoint) in one line."""
     if checkpoint is None:
         return ""
@@ -385,7 +387,7 @@ def scheme_text(checkpoint: Any) -> str:
     return "; ".join(p for p in parts if p)
 
 
-def tensor_text(args: Any) -> str:
+def tensor_text(args: QuantArgs) -> str:
     """e.g. "int8 channel symmetric", "float8 token dynamic"."""
     bits = f"{args.type or ''}{args.num_bits or ''}" or None
     dynamic = "dynamic" if args.dynamic is True else f"dynamic {args.dynamic}" if args.dynamic else None
