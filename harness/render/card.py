@@ -727,9 +727,7 @@ def write_card(
     write_bytes_atomic(folder / SECTION_FILE, page.encode("utf-8"))
     paths.insert(0, folder / SECTION_FILE)
     if update is not None and merged is not None:
-        mode = update.stat().st_mode
         write_bytes_atomic(update, merged)
-        os.chmod(update, mode & 0o7777)  # the atomic write's temporary file is private; the card keeps its mode
         paths.append(update)
     return Written(paths, all(r.reproduces_card for r in section.rows))
 

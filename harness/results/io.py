@@ -18,11 +18,23 @@ class StoreError(Exception):
     """A results folder or file is missing, unreadable or malformed; the message names it."""
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()  # read once: setting the umask to read it is process-wide
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp's file is private (0600); the result gets the mode a plain write would give it:
+        # the replaced file's, or the umask's for a new one.
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), _mode_of(path))
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -30,6 +42,13 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _mode_of(path: Path) -> int:
+    try:
+        return path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        return 0o666 & ~_UMASK
 
 
 def write_text_atomic(path: Path, text: str) -> None:
