@@ -444,10 +444,10 @@ def models_table(section: CardSection) -> str:
 
 def versions_table(section: CardSection) -> str:
     base, quant = section.baseline, section.variant
-    names = list(dict.fromkeys([*quant.versions, *base.versions]))
-    rows = [[name, quant.versions.get(name, "–"), base.versions.get(name, "–")] for name in names]
-    rows.append(["harness git", quant.git_sha or "?", base.git_sha or "?"])
-    return markdown_table(["package", quant.variant, base.variant], rows)
+    names = list(dict.fromkeys([*base.versions, *quant.versions]))
+    rows = [[name, base.versions.get(name, "–"), quant.versions.get(name, "–")] for name in names]
+    rows.append(["harness git", base.git_sha or "?", quant.git_sha or "?"])
+    return markdown_table(["package", base.variant, quant.variant], rows)  # bf16 first, as in every other table
 
 
 def datasets_table(section: CardSection) -> str:
