@@ -161,6 +161,15 @@ def test_existing_out_kept_without_force_and_when_a_forced_build_fails(built, ca
     assert not [p for p in built.parent.iterdir() if p.name.startswith(".")]
 
 
+def test_force_replaces_only_a_checkpoint(tmp_path, capsys):
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "run.json").write_text("{}")
+    assert quantize("demo", "--scheme", "W8A8", "--out", str(results), "--force") == 2
+    assert "holds no config.json, so it is not a checkpoint" in error_line(capsys)
+    assert [p.name for p in results.iterdir()] == ["run.json"]
+
+
 def test_already_quantized_model_is_refused(built, tmp_path, capsys):
     assert quantize(str(built), "--scheme", "W8A8", "--out", str(tmp_path / "again")) == 2
     assert "already quantized (compressed-tensors); quantize its bf16 source" in error_line(capsys)

@@ -88,6 +88,11 @@ def check_out(out: Path, force: bool) -> None:
         raise UsageError(f"--out {out}: exists already (--force replaces it)")
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: is a file, not a checkpoint folder")
+    # --force replaces a checkpoint, never a folder of something else given by mistake (a results folder, $HOME).
+    if out.is_dir() and any(out.iterdir()) and not (out / "config.json").is_file():
+        raise UsageError(
+            f"--out {out}: holds no config.json, so it is not a checkpoint; --force replaces only a checkpoint"
+        )
     parent = out.parent
     if not parent.is_dir():
         raise UsageError(f"--out {out}: parent folder {parent} does not exist")
