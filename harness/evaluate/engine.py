@@ -37,7 +37,9 @@ from lm_eval.models.utils import (
 )
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
-from harness.evaluate.quantization import describe_weights
+from harness.evaluate.parallel import bind_cpu_ranks, threads_bind, world_size
+from harness.evaluate.quantization import combine_shards, describe_weights
+from harness.results.schema import Parallelism
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,7 @@ def start_llm(model: str, seed: int, engine_args: dict):
     each other.
     """
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    bind_cpu_ranks(engine_args)
     from vllm import LLM
 
     return LLM(model=model, seed=seed, **engine_args)
@@ -273,8 +276,10 @@ class VLLMEngine(TemplateLM):
         return texts
 
     # -- what the engine really loaded -------------------------------------------------
-    def describe_weights(self) -> dict:
-        return self.llm.apply_model(describe_weights)[0]
+    def describe_weights(self) -> tuple[dict, Parallelism]:
+        """The whole model's weights, summed over the shards every rank holds, and the layout."""
+        weights, layout = combine_shards(self.llm.apply_model(describe_weights))
+        return weights, Parallelism(**layout, cpu_threads_bind=threads_bind(layout["ranks"]))
 
     def get_model_info(self) -> dict:
         return {
@@ -291,7 +296,9 @@ class VLLMEngine(TemplateLM):
     @property
     def compute_threads(self) -> int | None:
         """Torch's intra-op threads, when the model runs in this process (OMP_NUM_THREADS sets it)."""
-        if self.engine_core != "in process":
+        if self.engine_core != "in process" or world_size(self.engine_args) > 1:
+            # Several ranks compute in worker processes of their own (on CPU, bound as
+            # the manifest's parallel.cpu_threads_bind says).
             return None
         import torch
 

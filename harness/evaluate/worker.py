@@ -100,7 +100,7 @@ def _run_tasks(store: RunStore, config: RunConfig, manifest: Manifest, engine_ar
     manifest.engine_args = engine.engine_args
     manifest.engine_core = engine.engine_core
     manifest.compute_threads = engine.compute_threads
-    weights = engine.describe_weights()
+    weights, manifest.parallel = engine.describe_weights()
     manifest.quantization = manifest.quantization.model_copy(update=weights)
     store.write_manifest(manifest)
     check_quantized(weights, engine_args.get("quantization"), manifest.quantization.prequantized)

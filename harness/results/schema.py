@@ -163,6 +163,16 @@ class Quantization(Record):
     elements_by_dtype: dict[str, int] = Field(default_factory=dict)
 
 
+class Parallelism(Record):
+    """How the variant's engine split the model over ranks (processes, or GPUs)."""
+
+    tensor_parallel_size: int = Field(ge=1)
+    pipeline_parallel_size: int = Field(ge=1)
+    ranks: int = Field(ge=1)  # ranks whose weights were described and summed into `quantization`
+    # VLLM_CPU_OMP_THREADS_BIND in force on CPU with more than one rank: the CPUs of each rank.
+    cpu_threads_bind: str | None = None
+
+
 class DatasetFingerprint(Record):
     path: str | None = None
     name: str | None = None
@@ -184,6 +194,7 @@ class Manifest(Record):
     engine_core: str | None = None
     compute_threads: int | None = None
     quantization: Quantization = Field(default_factory=Quantization)
+    parallel: Parallelism | None = None  # None: written before the layout was recorded
     versions: dict[str, str] = Field(default_factory=dict)
     git_sha: str | None = None
     hardware: dict[str, Any] = Field(default_factory=dict)
