@@ -629,7 +629,7 @@ def test_max_gen_toks_caps_generation_tasks_only(manager):
         }
     )
     with use_data_dirs([SAMPLES]):
-        _, leaves = _load_tasks(manager, config)
+        _, leaves = _load_tasks(manager, config, None, lambda event: None)
     gen = {name: t.get_config("generation_kwargs") for name, t in leaves.items()}
     assert gen["llama3_gsm8k_cot"]["max_gen_toks"] == 64  # 512 on the card, capped
     assert gen["llama3_drop"]["max_gen_toks"] == 32  # below the cap: its own
