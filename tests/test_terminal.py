@@ -11,7 +11,10 @@ import logging
 import os
 import sys
 import textwrap
+import threading
+import time
 from dataclasses import replace
+from pathlib import Path
 from types import SimpleNamespace
 
 from rich.console import Console
@@ -137,6 +140,77 @@ def test_live_display_draws_a_bar_then_leaves_only_the_summary_line():
     assert text.endswith("[1/2] bf16: complete in 3 s\n")
 
 
+def test_variants_running_at_once_in_a_log_each_keep_their_own_lines_and_interval():
+    out = io.StringIO()
+    display = PlainDisplay(out)
+    labels = {"bf16": "[1/2] bf16", "fp8": "[2/2] fp8"}
+    steps = threading.Barrier(2)
+
+    def variant(key: str) -> None:
+        display.begin(labels[key], key=key)
+        for t in range(0, 60, 2):  # both report at the same moments, so their lines interleave
+            steps.wait()
+            display.update(Event("requests", "generate_until", t, 1000, at=t), key=key)
+        steps.wait()
+        display.end(f"complete in {len(key)} s", key=key)
+        display.update(Event("scoring", "late", at=99), key=key)  # after its end: dropped
+
+    threads = [threading.Thread(target=variant, args=(key,)) for key in labels]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    lines = out.getvalue().splitlines()
+    for key, label in labels.items():
+        own = [line for line in lines if line.startswith(f"{label}: ")]
+        counts = [line for line in own if "generate_until" in line]
+        assert len(counts) == 1 + int(58 // PLAIN_INTERVAL_S)  # each variant's own interval
+        assert counts[0] == f"{label}: generate_until requests 0/1000"
+        assert own[-1] == f"{label}: complete in {len(key)} s" and sum("complete" in line for line in own) == 1
+    assert all(line.startswith(tuple(f"{label}: " for label in labels.values())) for line in lines)
+    assert any(a.startswith("[1/2]") and b.startswith("[2/2]") for a, b in zip(lines, lines[1:]))  # interleaved
+    assert any(a.startswith("[2/2]") and b.startswith("[1/2]") for a, b in zip(lines, lines[1:]))
+    assert not BAR_CHARACTERS & set("".join(lines))
+
+
+def test_echo_with_a_key_names_the_variant():
+    out = io.StringIO()
+    display = PlainDisplay(out)
+    display.begin("[1/2] bf16", key="bf16")
+    display.echo("INFO engine line", key="bf16")
+    display.echo("a line of no variant")
+    assert out.getvalue().splitlines() == ["[1/2] bf16: INFO engine line", "a line of no variant"]
+
+
+def test_live_display_shows_a_line_per_running_variant_each_in_its_place():
+    out = io.StringIO()
+    display = LiveDisplay(Console(file=out, force_terminal=True, width=120))
+    display.begin("[1/2] bf16", key="bf16")
+    display.begin("[2/2] fp8", key="fp8")
+    display.update(Event("requests", "loglikelihood", 3, 8), key="bf16")
+    display.update(Event("engine", "SmolLM2"), key="fp8")
+    display.update(Event("requests", "generate_until", 5, 10), key="fp8")
+    display.progress.refresh()
+    descriptions = [task.description for task in display.progress.tasks]
+    assert descriptions == ["[1/2] bf16: loglikelihood requests", "[2/2] fp8: generate_until requests"]
+    [bf16, fp8] = display.progress.tasks
+    assert (bf16.completed, bf16.total, fp8.completed, fp8.total) == (3, 8, 5, 10)
+    text = out.getvalue()
+    assert "[1/2] bf16: loglikelihood requests" in text and "3/8" in text
+    assert "[2/2] fp8: generate_until requests" in text and "5/10" in text
+    display.update(Event("scoring", "arc"), key="bf16")  # a phase with no count: no bar any more
+    assert display.progress.tasks[0].total is None and display.progress.tasks[0].description.startswith("[1/2]")
+    display.end("complete in 3 s", key="bf16")
+    assert display.progress.live.is_started  # fp8 still runs
+    assert [task.description for task in display.progress.tasks] == ["[2/2] fp8: generate_until requests"]
+    assert "[1/2] bf16: complete in 3 s\n" in out.getvalue()
+    display.update(Event("requests", "generate_until", 10, 10), key="fp8")
+    display.end("FAILED after 4 s: boom", key="fp8")
+    assert not display.progress.live.is_started
+    display.close()
+    assert out.getvalue().endswith("[2/2] fp8: FAILED after 4 s: boom\n")
+
+
 class Stream(io.StringIO):
     def __init__(self, tty: bool):
         super().__init__()
@@ -208,6 +282,85 @@ def test_verbose_echoes_each_line_of_the_log_as_it_is_written(tmp_path):
     assert echoed == ["one", "bar 100%"]
     assert log.read_text().startswith("an earlier run's log\n=====")  # appended: a resumed run keeps it
     assert log.read_bytes().endswith(b"one\nbar 50%\rbar 100%\n")  # the log keeps what was written
+
+
+# A stand-in worker: reports its name, waits until the file argv[2] exists (if one is named),
+# reports a request count, and exits with code argv[3].
+GATED_CHILD = textwrap.dedent(
+    """
+    import os, sys, time
+    from harness.evaluate.children import progress_channel
+    from harness.render.progress import Event
+
+    name, gate, code = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    send = progress_channel()
+    send(Event("engine", name))
+    while gate and not os.path.exists(gate):
+        time.sleep(0.02)
+    send(Event("requests", name, 1, 1))
+    sys.exit(code)
+    """
+)
+
+
+def test_children_run_from_two_threads_at_once_each_report_to_their_own_callback(tmp_path):
+    """fp8's child starts once bf16's runs, bf16's ends while fp8's still runs: each pipe is its own."""
+    fp8_started, fp8_may_end = tmp_path / "fp8-started", tmp_path / "fp8-may-end"
+    events: dict[str, list[Event]] = {"bf16": [], "fp8": []}
+    codes: dict[str, int] = {}
+    took: dict[str, float] = {}
+
+    def on_fp8(event: Event) -> None:
+        events["fp8"].append(event)
+        fp8_started.touch()
+
+    def run(name: str, gate: Path, code: int, on_event) -> None:
+        start = time.monotonic()
+        argv = [sys.executable, "-c", GATED_CHILD, name, str(gate), str(code)]
+        codes[name] = children.run_in_own_session(
+            argv, dict(os.environ), log=tmp_path / name / "log.txt", on_event=on_event
+        )
+        took[name] = time.monotonic() - start
+
+    bf16 = threading.Thread(target=run, args=("bf16", fp8_started, 3, events["bf16"].append))
+    fp8 = threading.Thread(target=run, args=("fp8", fp8_may_end, 5, on_fp8))
+    bf16.start()
+    fp8.start()
+    bf16.join(timeout=60)
+    assert not bf16.is_alive() and fp8.is_alive()  # bf16 returned while fp8's child runs
+    assert took["bf16"] < 5  # no other child held its pipe open until the reader's 5 s timeout
+    fp8_may_end.touch()
+    fp8.join(timeout=60)
+    assert codes == {"bf16": 3, "fp8": 5}
+    for name in ("bf16", "fp8"):
+        assert events[name] == [Event("engine", name), Event("requests", name, 1, 1)]
+
+
+def test_stop_ends_children_waited_on_in_other_threads(tmp_path):
+    """Ctrl-C reaches only the main thread; a runner sets `stop` to end children run from threads."""
+    stop = threading.Event()
+    script = "import time; from harness.evaluate.children import progress_channel; from harness.render.progress "
+    script += "import Event; progress_channel()(Event('engine', 'up')); time.sleep(60)"
+    started = threading.Semaphore(0)
+    codes: list[int] = []
+
+    def run() -> None:
+        codes.append(
+            children.run_in_own_session(
+                [sys.executable, "-c", script], dict(os.environ), on_event=lambda e: started.release(), stop=stop
+            )
+        )
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    assert started.acquire(timeout=60) and started.acquire(timeout=60)  # both children run
+    start = time.monotonic()
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not any(thread.is_alive() for thread in threads)
+    assert codes == [-9, -9] and time.monotonic() - start < 5
 
 
 def test_terminal_shows_the_harness_and_errors_of_other_libraries_unless_verbose(capsys):

@@ -20,6 +20,7 @@ from typing import BinaryIO
 from harness.render.progress import Event
 
 PROGRESS_FD = "HARNESS_PROGRESS_FD"  # the child's end of the progress pipe
+STOP_POLL_S = 0.2  # how soon a child whose `stop` is set is ended
 
 
 def go_offline() -> None:
@@ -38,6 +39,7 @@ def run_in_own_session(
     log: Path | None = None,
     on_event: Callable[[Event], None] | None = None,
     echo: Callable[[str], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> int:
     """Run argv to its end and return its exit code; nothing it started outlives it.
 
@@ -45,6 +47,14 @@ def run_in_own_session(
     keep spinning; in a session of its own the child leads a process group that ends with it.
     log: append the child's stdout and stderr to this file; echo: pass each of its lines on, too.
     on_event: called with each progress event the child sends through `progress_channel`.
+    on_event and echo are called from threads of their own.
+
+    Several threads may run children at once: nothing here is shared between calls, and a
+    child inherits no other child's pipes (close_fds), so each pipe ends with its own child.
+    Ctrl-C reaches only the main thread (the children, in sessions of their own, see none of
+    it): a call waiting there is interrupted and ends its child. A call in another thread
+    cannot be interrupted; give it `stop`, and set that event to end its child (killed:
+    the return code is -9) within STOP_POLL_S.
     """
     env = dict(env) if log is None else logged_env(env)
     pass_fds: tuple[int, ...] = ()
@@ -58,6 +68,7 @@ def run_in_own_session(
             list(argv),
             env=env,
             start_new_session=True,
+            close_fds=True,  # the default, relied on: another child's pipe end would keep that pipe open
             pass_fds=pass_fds,
             stdout=subprocess.PIPE if tee else out,
             stderr=subprocess.STDOUT if out is not None else None,
@@ -77,7 +88,7 @@ def run_in_own_session(
     if tee:
         threads.append(_start(_copy_lines, proc.stdout, out, echo))
     try:
-        return proc.wait()
+        return _wait(proc, stop)
     finally:
         kill_group(proc.pid)
         if proc.returncode is None:  # interrupted while waiting: reap the killed child
@@ -86,6 +97,18 @@ def run_in_own_session(
             thread.join(timeout=5)
         if out is not None:
             out.close()
+
+
+def _wait(proc: subprocess.Popen[bytes], stop: threading.Event | None) -> int:
+    if stop is None:
+        return proc.wait()
+    while not stop.is_set():
+        try:
+            return proc.wait(timeout=STOP_POLL_S)
+        except subprocess.TimeoutExpired:
+            pass
+    kill_group(proc.pid)
+    return proc.wait()
 
 
 def logged_env(env: Mapping[str, str]) -> dict[str, str]:
