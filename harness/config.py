@@ -46,11 +46,39 @@ class Variant(_Strict):
     name: str
     model: str | None = None  # a pre-quantized checkpoint replaces the run's model
     engine: dict[str, Any] = Field(default_factory=dict)
+    replicas: int | None = Field(default=None, ge=1)  # overrides the run's `replicas`
 
     @field_validator("name")
     @classmethod
     def _name_is_a_folder_name(cls, v: str) -> str:
         return folder_name(v, "variant name")
+
+
+class Cluster(_Strict):
+    """Where a run's engines live when they are Ray actors (harness/evaluate/cluster.py)."""
+
+    # local: a Ray cluster started on this machine for the run; auto: the cluster this machine
+    # belongs to (`ray job submit`); HOST:PORT or ray://HOST:PORT: that cluster.
+    address: str = "local"
+    num_cpus: int | None = Field(default=None, ge=1)  # local only: what the local cluster offers
+    num_gpus: int | None = Field(default=None, ge=0)
+    # Per replica; by default tensor x pipeline parallel size of GPUs on a GPU cluster, of CPUs on a CPU one.
+    cpus_per_replica: int | None = Field(default=None, ge=1)
+    gpus_per_replica: int | None = Field(default=None, ge=0)
+    max_replacements: int = Field(default=2, ge=0)  # replicas of one variant that may die and be replaced
+
+    @field_validator("address")
+    @classmethod
+    def _address_is_named(cls, v: str) -> str:
+        if not v.strip() or any(c.isspace() for c in v):
+            raise ValueError(f"address {v!r}: give local, auto, HOST:PORT or ray://HOST:PORT")
+        return v
+
+    @model_validator(mode="after")
+    def _local_sizes_only_locally(self) -> Cluster:
+        if self.address != "local" and (self.num_cpus is not None or self.num_gpus is not None):
+            raise ValueError("num_cpus/num_gpus size a local cluster only; a running cluster has its own")
+        return self
 
 
 class RunConfig(_Strict):
@@ -78,6 +106,8 @@ class RunConfig(_Strict):
     chunk_requests: int = Field(default=2048, ge=1)
     offline: bool = False  # never ask the hub: models and data are local
     output_dir: str = "results"
+    cluster: Cluster | None = None  # None: one engine per variant, in its own process, one after another
+    replicas: int = Field(default=1, ge=1)  # data-parallel engines per variant (Ray actors)
 
     @field_validator("run_name")
     @classmethod
@@ -103,6 +133,11 @@ class RunConfig(_Strict):
             raise ValueError(f"baseline: {self.baseline!r} is not one of the variants {names}")
         if not self.tasks and not self.suite:
             raise ValueError("tasks: give a list of tasks or a suite")
+        if self.cluster is None:
+            many = [f"variants.{i}.replicas" for i, v in enumerate(self.variants) if (v.replicas or 1) > 1]
+            if self.replicas > 1 or many:
+                where = "replicas" if self.replicas > 1 else many[0]
+                raise ValueError(f"{where}: more than one replica needs a `cluster:` section (Ray)")
         return self
 
     def engine_args(self, variant: Variant) -> dict[str, Any]:
@@ -110,6 +145,9 @@ class RunConfig(_Strict):
 
     def variant(self, name: str) -> Variant:
         return next(v for v in self.variants if v.name == name)
+
+    def replicas_of(self, variant: Variant) -> int:
+        return variant.replicas or self.replicas
 
 
 def folder_name(value: str, what: str) -> str:

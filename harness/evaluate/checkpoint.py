@@ -8,6 +8,10 @@ and a resumed run sends the engine exactly the chunks the killed run lost, with 
 requests in each. The engine starts every call from an empty prefix cache, so a chunk's results
 depend on its requests alone and the resumed run ends identical to an uninterrupted one.
 
+With replicas (harness/evaluate/replicas.py) the chunks are answered at once on several engines
+and committed in the order they come back, each with a row saying which replica, node and
+accelerator served it; the answers are put back in lm-eval's order all the same.
+
 The database lives in the variant's folder: it belongs to one model and one set of engine
 arguments, which is why keying on the request alone is safe here (lm-eval's own request cache
 is keyed on the request only and must not be shared between models).
@@ -19,17 +23,27 @@ import hashlib
 import json
 import logging
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from lm_eval.api.model import LM
 
 from harness.render.progress import Event
+from harness.results.schema import ServedChunk
 
 log = logging.getLogger(__name__)
 
 SCHEMA = "CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, kind TEXT NOT NULL, value TEXT NOT NULL)"
+# Which replica answered each chunk (runs with replicas only); a resume checks its hardware against it.
+SERVED_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS served (kind TEXT NOT NULL, idx INTEGER NOT NULL, requests INTEGER NOT NULL, "
+    "replica INTEGER NOT NULL, node TEXT NOT NULL, accelerator TEXT NOT NULL, layout TEXT NOT NULL, "
+    "PRIMARY KEY (kind, idx))"
+)
+
+# (index, answers, who served the chunk or None) for each chunk, in any order.
+Answered = Iterator[tuple[int, list, "ServedChunk | None"]]
 
 
 def request_key(kind: str, args: tuple) -> str:
@@ -38,19 +52,33 @@ def request_key(kind: str, args: tuple) -> str:
 
 
 class CheckpointedLM(LM):
-    """An lm-eval model that answers through `lm` in chunks, each persisted as it completes."""
+    """An lm-eval model that answers through `lm` in chunks, each persisted as it completes.
 
-    def __init__(self, lm: LM, path: Path, chunk_requests: int, progress: Callable[[Event], None] | None = None):
+    `lm` is one engine, answering one chunk after another, or a ReplicaPool, whose
+    `answer_chunks` answers several at once; `layout` ("tp=1 pp=1") is recorded with each chunk
+    a replica served.
+    """
+
+    def __init__(
+        self,
+        lm: Any,
+        path: Path,
+        chunk_requests: int,
+        progress: Callable[[Event], None] | None = None,
+        layout: str = "",
+    ):
         """progress: told how many of each call's requests are answered, after each chunk."""
         super().__init__()
         self.lm = lm
         self.progress = progress or (lambda event: None)
         self.path = Path(path)
         self.chunk_requests = chunk_requests
+        self.layout = layout
         self.reused = self.computed = 0
         self.db = sqlite3.connect(self.path)
         # A transaction a SIGKILL interrupts is rolled back from the journal on the next open.
         self.db.execute(SCHEMA)
+        self.db.execute(SERVED_SCHEMA)
         self.db.commit()
 
     def loglikelihood(self, requests: list) -> list:
@@ -77,28 +105,59 @@ class CheckpointedLM(LM):
         return self.lm.get_model_info()
 
     def _answer(self, kind: str, requests: list) -> list:
-        answers: list = []
-        self.progress(Event("requests", kind, 0, len(requests)))
-        for start in range(0, len(requests), self.chunk_requests):
-            answers += self._answer_chunk(kind, requests[start : start + self.chunk_requests])
-            self.progress(Event("requests", kind, len(answers), len(requests)))
+        chunks = [
+            requests[start : start + self.chunk_requests] for start in range(0, len(requests), self.chunk_requests)
+        ]
+        keys = [[request_key(kind, req.args) for req in chunk] for chunk in chunks]
+        answers: list[list | None] = [None] * len(chunks)
+        todo = []
+        for i, chunk_keys in enumerate(keys):
+            stored = stored_answers(self.db, chunk_keys)
+            if all(k in stored for k in chunk_keys):
+                answers[i] = [decode_answer(kind, stored[k]) for k in chunk_keys]
+                self.reused += len(chunk_keys)
+            else:
+                todo.append(i)
+        done = len(requests) - sum(len(chunks[i]) for i in todo)
+        self.progress(Event("requests", kind, done, len(requests)))
+        for i, got, served in self._answer_chunks(kind, [(i, chunks[i]) for i in todo]):
+            self._commit(kind, keys[i], got, served)
+            answers[i] = got
+            done += len(got)
+            self.progress(Event("requests", kind, done, len(requests)))
         log.info("%s: %d requests reused from %s, %d computed", kind, self.reused, self.path.name, self.computed)
-        return answers
+        return [answer for chunk_answers in answers for answer in chunk_answers or []]
 
-    def _answer_chunk(self, kind: str, chunk: list) -> list:
-        keys = [request_key(kind, req.args) for req in chunk]
-        stored = stored_answers(self.db, keys)
-        if all(k in stored for k in keys):
-            self.reused += len(keys)
-            return [decode_answer(kind, stored[k]) for k in keys]
-        answers = getattr(self.lm, kind)(chunk)
+    def _answer_chunks(self, kind: str, chunks: list[tuple[int, list]]) -> Answered:
+        if hasattr(self.lm, "answer_chunks"):
+            yield from self.lm.answer_chunks(kind, chunks)
+            return
+        for i, chunk in chunks:
+            yield i, getattr(self.lm, kind)(chunk), None
+
+    def _commit(self, kind: str, keys: list[str], answers: list, served: ServedChunk | None) -> None:
+        """One transaction: a chunk's answers, and who served it, are on disk together or not at all."""
+        if len(answers) != len(keys):
+            raise RuntimeError(f"{kind}: {len(answers)} answers came back for a chunk of {len(keys)} requests")
         with self.db:
             self.db.executemany(
                 "INSERT OR REPLACE INTO results VALUES (?, ?, ?)",
                 [(k, kind, json.dumps(a)) for k, a in zip(keys, answers)],
             )
+            if served is not None:
+                self.db.execute(
+                    "INSERT OR REPLACE INTO served VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (kind, served.index, served.requests, served.replica, served.node, served.accelerator, self.layout),
+                )
         self.computed += len(keys)
-        return answers
+
+    def served(self) -> list[ServedChunk]:
+        """Every chunk a replica committed here, this attempt's and an interrupted one's."""
+        rows = self.db.execute("SELECT kind, idx, requests, replica, node, accelerator FROM served ORDER BY kind, idx")
+        return [
+            ServedChunk(kind=k, index=i, requests=n, replica=r, node=node, accelerator=acc)
+            for k, i, n, r, node, acc in rows
+        ]
 
     def close(self) -> None:
         self.db.close()

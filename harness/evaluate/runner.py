@@ -14,11 +14,13 @@ import logging
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
 from harness.config import RunConfig, Variant, folder_name, load_config, validate_config
 from harness.errors import UsageError
+from harness.evaluate import cluster
 from harness.evaluate.children import go_offline, run_in_own_session
 from harness.evaluate.engine_args import check_engine_values
 from harness.evaluate.models import (
@@ -30,7 +32,7 @@ from harness.evaluate.models import (
 )
 from harness.render.progress import Display, summary
 from harness.resources import DEMO_CONFIG, SAMPLES_DIR
-from harness.results.schema import COMPLETE, FAILED, RUNNING, Manifest, RunRecord
+from harness.results.schema import COMPLETE, FAILED, REPEAT_SUFFIX, RUNNING, Manifest, RunRecord
 from harness.results.store import RunStore, StoreError
 from harness.suites import data, registry
 from harness.suites.cards import load_card
@@ -48,10 +50,12 @@ def start(
     allow_code_execution: bool = False,
     display: Display,
     verbose: bool = False,
+    ray_address: str | None = None,
 ) -> tuple[RunStore, list[str]]:
     """A new run of a config (the demo without one); returns its folder and the failed variants.
 
     Progress goes to `display`; each variant's full log to its log.txt, and to the display too when verbose.
+    ray_address: the cluster to use (with a `cluster:` section only), over RAY_ADDRESS and the config's.
     """
     config_path = config_path or DEMO_CONFIG
     overrides: dict[str, object] = {}
@@ -65,22 +69,52 @@ def start(
     dirs = _data_dirs(config, config_path, data_dirs)
     root = _run_folder(config, output_dir, run_id)
     run = _check_inputs(config, config_path, dirs, root)
+    session = _join_cluster(config, ray_address, str(config_path), run.evaluated_variants())
     store = RunStore(root)
     store.write_run(run)
-    return store, run_variants(store, display, verbose)
+    return store, run_variants(store, display, verbose, session)
 
 
-def resume(run_dir: Path, *, display: Display, verbose: bool = False) -> tuple[RunStore, list[str]]:
+def resume(
+    run_dir: Path, *, display: Display, verbose: bool = False, ray_address: str | None = None
+) -> tuple[RunStore, list[str]]:
     """Run again what an interrupted run left unfinished, with the config it started with."""
     store = RunStore(run_dir)
     try:
         run = store.read_run()
     except StoreError as e:
         raise UsageError(f"--resume: {e}") from None
-    if validate_config(run.config, f"{store.run_file}: config").offline:
+    where = f"{store.run_file}: config"
+    config = validate_config(run.config, where)
+    if config.offline:
         go_offline()
+    unfinished = [name for name in run.evaluated_variants() if store.status(name) != COMPLETE]
+    session = _join_cluster(config, ray_address, where, unfinished)
+    if session is not None:
+        try:
+            cluster.check_same_hardware(session, config, {n: store.variant_dir(n) for n in unfinished}, "--resume")
+        except UsageError:
+            session.close()
+            raise
     store.set_run_status(RUNNING)
-    return store, run_variants(store, display, verbose)
+    return store, run_variants(store, display, verbose, session)
+
+
+def _join_cluster(
+    config: RunConfig, ray_address: str | None, where: str, variants: list[str]
+) -> cluster.Session | None:
+    """The run's Ray cluster, joined and checked before anything is written; None without `cluster:`."""
+    if config.cluster is None:
+        if ray_address is not None:
+            raise UsageError(f"--ray-address {ray_address}: {where} has no `cluster:` section")
+        return None
+    session = cluster.join(config.cluster, ray_address, where)
+    try:
+        cluster.check_fits(session, config, [v.removesuffix(REPEAT_SUFFIX) for v in variants], where)
+    except UsageError:
+        session.close()
+        raise
+    return session
 
 
 def _run_folder(config: RunConfig, output_dir: Path | None, run_id: str | None) -> Path:
@@ -198,30 +232,56 @@ def describe_data(dirs: list[Path]) -> str:
     return "mirror: " + "; ".join(labels) + " (then hub / HF cache)"
 
 
-def run_variants(store: RunStore, display: Display, verbose: bool = False) -> list[str]:
-    """Evaluate every variant not yet complete (a resumed run skips the finished ones); the failed ones."""
+def run_variants(
+    store: RunStore, display: Display, verbose: bool = False, session: cluster.Session | None = None
+) -> list[str]:
+    """Evaluate every variant not yet complete (a resumed run skips the finished ones); the failed ones.
+
+    One after another; with a cluster, all at once (their replicas queue on it for resources).
+    """
     run = store.read_run()
     display.line(f"run {run.run_id}: variants {', '.join(run.variants)}; tasks {', '.join(run.tasks)}")
     display.line(f"data: {run.data_source}")
-    failed = []
+    if session is not None:
+        display.line(f"cluster: {session.kind}, {len(session.nodes)} node(s); variants run at once")
     names = run.evaluated_variants()
+    labels = {name: f"[{n}/{len(names)}] {name}" for n, name in enumerate(names, 1)}
+    todo = []
+    for name in names:
+        if store.status(name) == COMPLETE:
+            display.begin(labels[name], key=name)
+            display.end("complete already, kept", key=name)
+        else:
+            todo.append(name)
     try:
-        for n, name in enumerate(names, 1):
-            display.begin(f"[{n}/{len(names)}] {name}")
-            if store.status(name) == COMPLETE:
-                display.end("complete already, kept")
-                continue
-            if not _evaluate_in_child(store, name, display, verbose):
-                failed.append(name)
+        if session is None:
+            ok = [_evaluate_in_child(store, name, labels[name], display, verbose) for name in todo]
+        else:
+            extra_env = session.worker_env()
+            with ThreadPoolExecutor(max_workers=max(len(todo), 1)) as pool:
+                ok = list(
+                    pool.map(
+                        lambda name: _evaluate_in_child(store, name, labels[name], display, verbose, extra_env), todo
+                    )
+                )
     finally:
         display.close()
+        if session is not None:
+            session.close()
+    failed = [name for name, passed in zip(todo, ok) if not passed]
     store.set_run_status(FAILED if failed else COMPLETE)
     return failed
 
 
-def _evaluate_in_child(store: RunStore, name: str, display: Display, verbose: bool) -> bool:
-    """One process per variant: the engine's memory is returned in full when it exits."""
-    env = dict(os.environ)
+def _evaluate_in_child(
+    store: RunStore, name: str, label: str, display: Display, verbose: bool, extra_env: dict[str, str] | None = None
+) -> bool:
+    """One process per variant: the engine's memory is returned in full when it exits.
+
+    extra_env: how the worker finds the run's cluster, when there is one.
+    """
+    display.begin(label, key=name)
+    env = dict(os.environ) | (extra_env or {})
     # describe_weights runs inside vLLM's worker via LLM.apply_model, which pickles the
     # function; both ends are this project's own processes.
     env["VLLM_ALLOW_INSECURE_SERIALIZATION"] = "1"
@@ -230,7 +290,7 @@ def _evaluate_in_child(store: RunStore, name: str, display: Display, verbose: bo
         [sys.executable, "-m", "harness.evaluate.worker", str(store.root), name],
         env,
         log=store.log_path(name),
-        on_event=display.update,
+        on_event=lambda event: display.update(event, key=name),
         echo=display.echo if verbose else None,
     )
     if returncode != 0:
@@ -239,7 +299,7 @@ def _evaluate_in_child(store: RunStore, name: str, display: Display, verbose: bo
         manifest: Manifest | None = store.read_manifest(name)
     except StoreError:
         manifest = None
-    display.end(summary(manifest, time.perf_counter() - start, store.log_path(name)))
+    display.end(summary(manifest, time.perf_counter() - start, store.log_path(name)), key=name)
     return returncode == 0
 
 

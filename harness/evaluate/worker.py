@@ -84,42 +84,70 @@ def evaluate_variant(store: RunStore, name: str) -> bool:
 def _run_tasks(store: RunStore, config: RunConfig, manifest: Manifest, engine_args: dict) -> None:
 
     from harness.evaluate.checkpoint import CheckpointedLM
-    from harness.evaluate.engine import VLLMEngine
     from harness.evaluate.quantization import check_quantized
 
     name, model_path = manifest.variant, manifest.model_path or ""
     progress = progress_channel()
     progress(Event("engine", Path(model_path).name))
     t0 = time.perf_counter()
-    order_seed = config.seed + 1 if name.endswith(REPEAT_SUFFIX) else None
+    engine = _start_engine(config, name, model_path, engine_args)
     try:
-        engine = VLLMEngine(model_path, engine_args, seed=config.seed, order_seed=order_seed)
+        manifest.timings["engine_start_s"] = round(time.perf_counter() - t0, 2)
+        manifest.engine_args = engine.engine_args
+        manifest.engine_core = engine.engine_core
+        manifest.compute_threads = engine.compute_threads
+        weights, manifest.parallel = engine.describe_weights()
+        manifest.quantization = manifest.quantization.model_copy(update=weights)
+        manifest.cluster = getattr(engine, "record", None)
+        store.write_manifest(manifest)
+        check_quantized(weights, engine_args.get("quantization"), manifest.quantization.prequantized)
+        log.info(
+            "variant %s: %d of %d linear layers quantized, %.1f MB of weights",
+            name,
+            weights["quantized_layers"],
+            weights["linear_layers"],
+            weights["weight_bytes"] / 1e6,
+        )
+        layout = f"tp={manifest.parallel.tensor_parallel_size} pp={manifest.parallel.pipeline_parallel_size}"
+        checkpointed = CheckpointedLM(
+            engine, store.variant_dir(name) / REQUESTS_DB, config.chunk_requests, progress, layout
+        )
+        try:
+            _evaluate(store, config, manifest, engine, checkpointed, progress)
+        finally:
+            if manifest.cluster is not None:
+                manifest.cluster.chunks = checkpointed.served()
+                manifest.cluster.accelerators = sorted({c.accelerator for c in manifest.cluster.chunks})
+            checkpointed.close()
+    finally:
+        if hasattr(engine, "close"):
+            engine.close()
+
+
+def _start_engine(config: RunConfig, name: str, model_path: str, engine_args: dict):
+    """One engine in this process, or, with a cluster, the variant's replicas on it."""
+    order_seed = config.seed + 1 if name.endswith(REPEAT_SUFFIX) else None
+    if config.cluster is not None:
+        from harness.evaluate.replicas import start_pool
+
+        return start_pool(config, config.variant(name.removesuffix(REPEAT_SUFFIX)), model_path, engine_args, order_seed)
+    from harness.evaluate.engine import VLLMEngine
+
+    try:
+        return VLLMEngine(model_path, engine_args, seed=config.seed, order_seed=order_seed)
     except Exception as e:  # vLLM's own message rarely names the checkpoint it could not load
         raise RuntimeError(f"engine start failed for {model_path}: {type(e).__name__}: {e}") from e
-    manifest.timings["engine_start_s"] = round(time.perf_counter() - t0, 2)
-    manifest.engine_args = engine.engine_args
-    manifest.engine_core = engine.engine_core
-    manifest.compute_threads = engine.compute_threads
-    weights, manifest.parallel = engine.describe_weights()
-    manifest.quantization = manifest.quantization.model_copy(update=weights)
-    store.write_manifest(manifest)
-    check_quantized(weights, engine_args.get("quantization"), manifest.quantization.prequantized)
-    log.info(
-        "variant %s: %d of %d linear layers quantized, %.1f MB of weights",
-        name,
-        weights["quantized_layers"],
-        weights["linear_layers"],
-        weights["weight_bytes"] / 1e6,
-    )
 
+
+def _evaluate(store: RunStore, config: RunConfig, manifest: Manifest, engine, checkpointed, progress) -> None:
+    name = manifest.variant
     manifest.sandbox = allow_code_execution(config)
-    checkpointed = CheckpointedLM(engine, store.variant_dir(name) / REQUESTS_DB, config.chunk_requests, progress)
     evaluation = evaluate_tasks(checkpointed, config, manifest.data_dirs, progress=progress)
     manifest.datasets = evaluation.datasets
     manifest.timings["evaluate_s"] = evaluation.seconds
+    # With replicas: engine time summed over them, so tokens/s is per replica.
     manifest.timings["requests_s"] = round(engine.stats.engine_seconds, 2)
     manifest.requests_reused = checkpointed.reused
-    checkpointed.close()
     manifest.throughput = engine.stats.as_dict()
     manifest.task_versions = evaluation.results.get("versions", {})
     for task, records in evaluation.samples.items():

@@ -173,6 +173,29 @@ class Parallelism(Record):
     cpu_threads_bind: str | None = None
 
 
+class ServedChunk(Record):
+    """One request chunk a replica answered: committed to requests.sqlite as it came back."""
+
+    kind: str  # loglikelihood, loglikelihood_rolling or generate_until
+    index: int = Field(ge=0)  # the chunk's place in lm-eval's order of that call
+    requests: int = Field(ge=1)
+    replica: int = Field(ge=0)
+    node: str
+    accelerator: str
+
+
+class ClusterRecord(Record):
+    """Where a variant's replicas ran (Ray), and which of them served each chunk."""
+
+    address: str  # local, auto, or the address given
+    replicas: int = Field(ge=1)
+    resources_per_replica: dict[str, float] = Field(default_factory=dict)
+    replica_nodes: dict[str, str] = Field(default_factory=dict)  # replica -> node it started on
+    accelerators: list[str] = Field(default_factory=list)  # what served this variant's chunks
+    replaced: int = Field(default=0, ge=0)  # replicas that died and were replaced
+    chunks: list[ServedChunk] = Field(default_factory=list)  # this attempt's; a resume adds its own
+
+
 class DatasetFingerprint(Record):
     path: str | None = None
     name: str | None = None
@@ -195,6 +218,7 @@ class Manifest(Record):
     compute_threads: int | None = None
     quantization: Quantization = Field(default_factory=Quantization)
     parallel: Parallelism | None = None  # None: written before the layout was recorded
+    cluster: ClusterRecord | None = None  # None: one engine in the worker's own process
     versions: dict[str, str] = Field(default_factory=dict)
     git_sha: str | None = None
     hardware: dict[str, Any] = Field(default_factory=dict)

@@ -1,0 +1,192 @@
+"""The Ray cluster a run's replicas live on: joined (or started) by `harness run`, checked, shared.
+
+Only a config with a `cluster:` section comes here, and only then is Ray imported. The runner
+joins the cluster before the run folder exists, so an unreachable address, a replica no node could
+ever hold, or a resume on other hardware is one line and exit 2 with nothing written. A `local`
+cluster is started by the runner and lives as long as it does; every variant's worker then joins
+it through RAY_ADDRESS (Ray's own variable), and Ray queues the replicas that do not fit yet.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+from harness.config import Cluster, RunConfig
+from harness.errors import UsageError
+from harness.evaluate.parallel import world_size
+from harness.results.schema import REPEAT_SUFFIX
+
+log = logging.getLogger(__name__)
+
+LOCAL = "local"
+CLUSTER_ENV = "HARNESS_CLUSTER"  # the address as the run names it (local, auto, HOST:PORT)
+INSTALL_HINT = "pip install -e '.[cpu,ray]' (or '.[gpu,ray]' on GPUs)"
+
+
+def import_ray(where: str) -> ModuleType:
+    try:
+        import ray
+    except ImportError:
+        raise UsageError(f"{where}: cluster: needs Ray, which is not installed: {INSTALL_HINT}") from None
+    return ray
+
+
+def address_of(cluster: Cluster, cli_address: str | None) -> str:
+    """--ray-address, else RAY_ADDRESS (what `ray job submit` sets), else the config's."""
+    return cli_address or os.environ.get("RAY_ADDRESS") or cluster.address
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    cpus: float
+    gpus: float
+    accelerator: str | None  # Ray's accelerator_type label, when the node has GPUs
+
+
+@dataclass
+class Session:
+    """The runner's connection to the cluster; workers join it at `address`."""
+
+    ray: ModuleType
+    address: str  # what a worker passes to ray.init: the local cluster's GCS address, or as given
+    kind: str  # local, auto, or the address as given
+    nodes: list[Node]
+
+    @property
+    def has_gpus(self) -> bool:
+        return any(n.gpus for n in self.nodes)
+
+    def worker_env(self) -> dict[str, str]:
+        """How a variant's worker joins this cluster, and what its manifest calls it."""
+        return {"RAY_ADDRESS": self.address, CLUSTER_ENV: self.kind}
+
+    def close(self) -> None:
+        """Leave the cluster; a local one stops with it."""
+        self.ray.shutdown()
+
+
+def join(cluster: Cluster, cli_address: str | None, where: str) -> Session:
+    """Join (or, for `local`, start) the cluster, or exit 2 saying why it cannot be reached."""
+    ray = import_ray(where)
+    address = address_of(cluster, cli_address)
+    # Ray's progress lines go to the log; the terminal shows the run's own.
+    common = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
+    try:
+        if address == LOCAL:
+            ray.init(num_cpus=cluster.num_cpus, num_gpus=cluster.num_gpus, **common)
+            gcs = ray.get_runtime_context().gcs_address
+        else:
+            ray.init(address=address, **common)
+            gcs = address
+    except Exception as e:  # Ray's ConnectionError, a bad address, a missing auth token: all one line
+        raise UsageError(f"{where}: cluster: cannot {_verb(address)} Ray at {address}: {_one_line(e)}") from None
+    nodes = [
+        Node(
+            name=n.get("NodeManagerHostname") or n["NodeID"][:12],
+            cpus=n["Resources"].get("CPU", 0.0),
+            gpus=n["Resources"].get("GPU", 0.0),
+            accelerator=next((k.split(":", 1)[1] for k in n["Resources"] if k.startswith("accelerator_type:")), None),
+        )
+        for n in ray.nodes()
+        if n.get("Alive")
+    ]
+    log.info(
+        "cluster %s: %d node(s), %s",
+        address,
+        len(nodes),
+        ", ".join(f"{n.name} {n.cpus:g} CPU {n.gpus:g} GPU" for n in nodes),
+    )
+    return Session(ray=ray, address=gcs, kind=address, nodes=nodes)
+
+
+def _verb(address: str) -> str:
+    return "start" if address == LOCAL else "join"
+
+
+def _one_line(e: Exception) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) < 300 else text[:297] + "..."
+
+
+def replica_resources(cluster: Cluster, engine_args: dict, has_gpus: bool) -> dict[str, float]:
+    """What Ray reserves for one replica: its engine's ranks as GPUs, or as CPUs without GPUs."""
+    ranks = world_size(engine_args)
+    if has_gpus:
+        gpus = cluster.gpus_per_replica if cluster.gpus_per_replica is not None else ranks
+        return {"num_cpus": cluster.cpus_per_replica or 1, "num_gpus": gpus}
+    return {"num_cpus": cluster.cpus_per_replica or ranks, "num_gpus": cluster.gpus_per_replica or 0}
+
+
+def check_fits(session: Session, config: RunConfig, variants: list[str], where: str) -> None:
+    """Refuse a replica that no node of the cluster could ever hold: Ray would queue it forever."""
+    assert config.cluster is not None
+    for i, variant in enumerate(config.variants):
+        if variant.name not in variants:
+            continue
+        need = replica_resources(config.cluster, config.engine_args(variant), session.has_gpus)
+        if any(n.cpus >= need["num_cpus"] and n.gpus >= need["num_gpus"] for n in session.nodes):
+            continue
+        largest = max(session.nodes, key=lambda n: (n.gpus, n.cpus), default=None)
+        has = f"{largest.cpus:g} CPUs and {largest.gpus:g} GPUs" if largest else "no live node"
+        raise UsageError(
+            f"{where}: variants.{i} ({variant.name}): a replica needs {need['num_cpus']:g} CPUs and "
+            f"{need['num_gpus']:g} GPUs on one node; the largest node of the cluster at {session.kind} has {has}"
+        )
+
+
+def check_same_hardware(session: Session, config: RunConfig, variant_dirs: dict[str, Path], where: str) -> None:
+    """A resumed variant must go on where its committed chunks were computed.
+
+    Answers from another accelerator or another tensor-parallel layout are not the same numbers,
+    so one variant's records would mix two setups. `variant_dirs`: the unfinished variants' folders.
+    """
+    assert config.cluster is not None
+    offered = {n.accelerator or "CPU" for n in session.nodes if (n.gpus > 0) == session.has_gpus}
+    for name, folder in variant_dirs.items():
+        served = served_setups(folder / "requests.sqlite")
+        if not served:
+            continue
+        layout = _layout(config.engine_args(config.variant(name.removesuffix(REPEAT_SUFFIX))))
+        layouts = {lay for _, lay in served}
+        if layouts != {layout}:
+            raise UsageError(
+                f"{where}: {name}: its committed chunks were computed at {', '.join(sorted(layouts))}, "
+                f"not {layout}: answers would not be comparable; start a new run"
+            )
+        kinds = {_accelerator_kind(acc) for acc, _ in served}
+        if not kinds <= offered:
+            raise UsageError(
+                f"{where}: {name}: its committed chunks were computed on {', '.join(sorted(kinds))}; "
+                f"the cluster at {session.kind} offers {', '.join(sorted(offered))}: answers would not be "
+                f"comparable; resume on the same hardware or start a new run"
+            )
+
+
+def _layout(engine_args: dict) -> str:
+    tp = int(engine_args.get("tensor_parallel_size") or 1)
+    pp = int(engine_args.get("pipeline_parallel_size") or 1)
+    return f"tp={tp} pp={pp}"
+
+
+def _accelerator_kind(accelerator: str) -> str:
+    """'CPU' for any CPU replica (its model is in the manifest), else the GPU type Ray names."""
+    return "CPU" if accelerator.startswith("CPU") else accelerator
+
+
+def served_setups(db_path: Path) -> set[tuple[str, str]]:
+    """(accelerator, layout) of every chunk a replica committed to this request database."""
+    if not db_path.is_file():
+        return set()
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        return set(db.execute("SELECT DISTINCT accelerator, layout FROM served"))
+    except sqlite3.OperationalError:  # a database from a run without replicas: nothing served remotely
+        return set()
+    finally:
+        db.close()
