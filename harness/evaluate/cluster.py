@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 
 LOCAL = "local"
 CLUSTER_ENV = "HARNESS_CLUSTER"  # the address as the run names it (local, auto, HOST:PORT)
+PROBE_TIMEOUT_S = 10
 INSTALL_HINT = "pip install -e '.[cpu,ray]' (or '.[gpu,ray]' on GPUs)"
 
 
@@ -75,6 +77,8 @@ def join(cluster: Cluster, cli_address: str | None, where: str) -> Session:
     """Join (or, for `local`, start) the cluster, or exit 2 saying why it cannot be reached."""
     ray = import_ray(where)
     address = address_of(cluster, cli_address)
+    if address not in (LOCAL, "auto"):
+        _probe(address, where)
     # Ray's progress lines go to the log; the terminal shows the run's own.
     common = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
     try:
@@ -103,6 +107,19 @@ def join(cluster: Cluster, cli_address: str | None, where: str) -> Session:
         ", ".join(f"{n.name} {n.cpus:g} CPU {n.gpus:g} GPU" for n in nodes),
     )
     return Session(ray=ray, address=gcs, kind=address, nodes=nodes)
+
+
+def _probe(address: str, where: str) -> None:
+    """Fail in seconds where nothing listens: Ray itself retries an unreachable GCS for minutes."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise UsageError(f"{where}: cluster: address {address!r}: give local, auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT_S).close()
+    except OSError as e:
+        raise UsageError(
+            f"{where}: cluster: nothing answers at {address} ({e.strerror or e}); is the cluster up?"
+        ) from None
 
 
 def _verb(address: str) -> str:

@@ -124,7 +124,9 @@ class ReplicaPool:
         resources: dict[str, float],
         max_replacements: int,
         address: str,
+        replica_class: type = Replica,
     ):
+        """replica_class: what each actor runs (a stand-in engine in the pool's own tests)."""
         self.ray = ray
         self.count = count
         self.resources = resources
@@ -135,7 +137,7 @@ class ReplicaPool:
         env = {"VLLM_ALLOW_INSECURE_SERIALIZATION": "1"}
         if not resources.get("num_gpus"):
             env["OMP_NUM_THREADS"] = str(int(resources["num_cpus"]))  # torch's threads: the CPUs Ray gave
-        self._actor_class = ray.remote(**resources, runtime_env={"env_vars": env})(Replica)
+        self._actor_class = ray.remote(**resources, runtime_env={"env_vars": env})(replica_class)
         self._args = (model, engine_args, seed, order_seed)
         self._starting: dict[Any, _Member] = {}  # facts() ref -> member still loading its engine
         self._idle: deque[_Member] = deque()
@@ -167,10 +169,10 @@ class ReplicaPool:
         try:
             member.facts = self.ray.get(ref)
         except self.ray.exceptions.RayActorError as e:
+            if e.actor_init_failed:  # the engine refused to start: another replica would too
+                raise ReplicaError(f"replica {member.number} could not start its engine: {_cause(e)}") from None
             self._replace(member, _why(e))
             return
-        except self.ray.exceptions.RayTaskError as e:  # the engine refused to start: no use retrying
-            raise ReplicaError(f"replica {member.number} could not start its engine: {_why(e)}") from None
         self._check_agrees(member)
         self.record.replica_nodes[str(member.number)] = member.facts["node"]
         log.info("replica %d ready on %s (%s)", member.number, member.facts["node"], self._accelerator(member))
@@ -263,6 +265,8 @@ class ReplicaPool:
                 todo.appendleft((index, chunk))
                 self._replace(member, _why(e))
                 continue
+            except self.ray.exceptions.RayTaskError as e:  # the engine raised: the variant fails
+                raise ReplicaError(f"replica {member.number}, {kind} chunk {index}: {_cause(e)}") from None
             self._idle.append(member)
             for key, value in work.items():
                 setattr(self.stats, key, getattr(self.stats, key) + value)
@@ -311,6 +315,12 @@ def _local_versions() -> dict[str, str]:
     from harness.evaluate import provenance
 
     return provenance.package_versions()
+
+
+def _cause(e: Exception) -> str:
+    """The exception a replica raised, without Ray's traceback around it: its last line."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return lines[-1] if lines else type(e).__name__
 
 
 def _why(e: Exception) -> str:
