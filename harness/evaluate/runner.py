@@ -10,9 +10,11 @@ the exit code is non-zero.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
@@ -257,13 +259,7 @@ def run_variants(
         if session is None:
             ok = [_evaluate_in_child(store, name, labels[name], display, verbose) for name in todo]
         else:
-            extra_env = session.worker_env()
-            with ThreadPoolExecutor(max_workers=max(len(todo), 1)) as pool:
-                ok = list(
-                    pool.map(
-                        lambda name: _evaluate_in_child(store, name, labels[name], display, verbose, extra_env), todo
-                    )
-                )
+            ok = _evaluate_at_once(store, todo, labels, display, verbose, session.worker_env())
     finally:
         display.close()
         if session is not None:
@@ -273,12 +269,37 @@ def run_variants(
     return failed
 
 
+def _evaluate_at_once(
+    store: RunStore, names: list[str], labels: dict[str, str], display: Display, verbose: bool, env: dict[str, str]
+) -> list[bool]:
+    """Every variant's worker at once, each waited on by a thread of its own.
+
+    Ctrl-C reaches only this (the main) thread: it stops every worker before the threads are joined.
+    """
+    stop = threading.Event()
+    with ThreadPoolExecutor(max_workers=max(len(names), 1)) as pool:
+        futures = [
+            pool.submit(_evaluate_in_child, store, name, labels[name], display, verbose, env, stop) for name in names
+        ]
+        try:
+            return [future.result() for future in futures]
+        except BaseException:
+            stop.set()
+            raise
+
+
 def _evaluate_in_child(
-    store: RunStore, name: str, label: str, display: Display, verbose: bool, extra_env: dict[str, str] | None = None
+    store: RunStore,
+    name: str,
+    label: str,
+    display: Display,
+    verbose: bool,
+    extra_env: dict[str, str] | None = None,
+    stop: threading.Event | None = None,
 ) -> bool:
     """One process per variant: the engine's memory is returned in full when it exits.
 
-    extra_env: how the worker finds the run's cluster, when there is one.
+    extra_env: how the worker finds the run's cluster, when there is one; stop: set to end the worker.
     """
     display.begin(label, key=name)
     env = dict(os.environ) | (extra_env or {})
@@ -290,9 +311,12 @@ def _evaluate_in_child(
         [sys.executable, "-m", "harness.evaluate.worker", str(store.root), name],
         env,
         log=store.log_path(name),
-        on_event=lambda event: display.update(event, key=name),
-        echo=display.echo if verbose else None,
+        on_event=functools.partial(display.update, key=name),
+        echo=functools.partial(display.echo, key=name) if verbose else None,
+        stop=stop,
     )
+    if stop is not None and stop.is_set():
+        return False  # interrupted: the variant stays as its worker left it, for --resume
     if returncode != 0:
         _mark_failed_if_silent(store, name, returncode)
     try:
