@@ -3,8 +3,9 @@
 Only a config with a `cluster:` section comes here, and only then is Ray imported. The runner
 joins the cluster before the run folder exists, so an unreachable address, a replica no node could
 ever hold, or a resume on other hardware is one line and exit 2 with nothing written. A `local`
-cluster is started by the runner and lives as long as it does; every variant's worker then joins
-it through RAY_ADDRESS (Ray's own variable), and Ray queues the replicas that do not fit yet.
+cluster is started by the runner and lives as long as it does; a running cluster is left as soon as
+it is checked. Every variant's worker joins it through RAY_ADDRESS (Ray's own variable), and Ray
+queues the replicas that do not fit yet.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ class Session:
         return {"RAY_ADDRESS": self.address, CLUSTER_ENV: self.kind}
 
     def close(self) -> None:
-        """Leave the cluster; a local one stops with it."""
+        """Stop the local cluster (a running one was left as soon as it was checked)."""
         self.ray.shutdown()
 
 
@@ -100,6 +101,10 @@ def join(cluster: Cluster, cli_address: str | None, where: str) -> Session:
         for n in ray.nodes()
         if n.get("Alive")
     ]
+    if address != LOCAL:
+        # Only the workers need a running cluster. A driver that loses the cluster is ended by Ray
+        # itself after a minute, and the runner must outlive that to record the failed variants.
+        ray.shutdown()
     log.info(
         "cluster %s: %d node(s), %s",
         address,
