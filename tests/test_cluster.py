@@ -304,3 +304,17 @@ def test_an_engine_that_cannot_start_or_raises_fails_with_its_own_message(ray_cl
     with pytest.raises(ReplicaError, match=r"loglikelihood chunk 0: .*illegal memory access"):
         list(replicas.answer_chunks("loglikelihood", [(i, [r]) for i, r in enumerate(requests(2))]))
     replicas.close()
+
+
+def test_a_worker_ended_by_ray_for_a_lost_cluster_is_told_apart(tmp_path):
+    log = tmp_path / "log.txt"
+    log.write_text(
+        "x" * 50_000
+        + "\n[2026-11-30 03:30:08,654 E 13680] rpc_client.h:204: "
+        + cluster.RAY_LOST_GCS
+        + " 60 seconds.\n"
+    )
+    assert cluster.lost_in_log(log)
+    log.write_text("RuntimeError: engine start failed\n")
+    assert not cluster.lost_in_log(log)
+    assert not cluster.lost_in_log(tmp_path / "never-written.txt")

@@ -90,7 +90,12 @@ def join(cluster: Cluster, cli_address: str | None, where: str) -> Session:
             ray.init(address=address, **common)
             gcs = address
     except Exception as e:  # Ray's ConnectionError, a bad address, a missing auth token: all one line
-        raise UsageError(f"{where}: cluster: cannot {_verb(address)} Ray at {address}: {_one_line(e)}") from None
+        hint = (
+            ""
+            if address == LOCAL
+            else " (a cluster with token authentication needs RAY_AUTH_MODE=token and its token here)"
+        )
+        raise UsageError(f"{where}: cluster: cannot {_verb(address)} Ray at {address}: {_one_line(e)}{hint}") from None
     nodes = [
         Node(
             name=n.get("NodeManagerHostname") or n["NodeID"][:12],
@@ -105,13 +110,28 @@ def join(cluster: Cluster, cli_address: str | None, where: str) -> Session:
         # Only the workers need a running cluster. A driver that loses the cluster is ended by Ray
         # itself after a minute, and the runner must outlive that to record the failed variants.
         ray.shutdown()
-    log.info(
+    log.debug(
         "cluster %s: %d node(s), %s",
         address,
         len(nodes),
         ", ".join(f"{n.name} {n.cpus:g} CPU {n.gpus:g} GPU" for n in nodes),
     )
     return Session(ray=ray, address=gcs, kind=address, nodes=nodes)
+
+
+# What Ray writes to a driver's log just before it ends the driver for a lost cluster.
+RAY_LOST_GCS = "Failed to connect to GCS within"
+LOST = "the Ray cluster went away: its GCS stopped answering"
+
+
+def lost_in_log(log: Path, tail_bytes: int = 20000) -> bool:
+    """Did Ray end this worker because its cluster went away? (Ray exits the process itself.)"""
+    try:
+        with log.open("rb") as f:
+            f.seek(max(0, log.stat().st_size - tail_bytes))
+            return RAY_LOST_GCS.encode() in f.read()
+    except OSError:
+        return False
 
 
 def _probe(address: str, where: str) -> None:

@@ -333,6 +333,8 @@ def _mark_failed_if_silent(store: RunStore, name: str, returncode: int) -> None:
         return
     how = f"killed by signal {-returncode}" if returncode < 0 else f"exit code {returncode}"
     error = f"worker process ended: {how}"
+    if cluster.lost_in_log(store.log_path(name)):
+        error += f" ({cluster.LOST}; `harness run --resume {store.root}` once it is back)"
     try:
         manifest = store.read_manifest(name)
         manifest.status, manifest.error = FAILED, error
