@@ -274,7 +274,8 @@ def test_a_killed_replica_is_replaced_and_its_chunk_sent_again(ray_cluster):
             os.kill(victim, signal.SIGKILL)
     assert sorted(got) == [(i, [(-float(i + 1), True)]) for i in range(30)]
     assert replicas.record.replaced == 1
-    assert len(replicas.record.replica_nodes) == 3  # replicas 0, 1 and the one that replaced the dead
+    # A third replica was started in its place (it may still be loading when the others finish).
+    assert len(replicas._members) == 3
     replicas.close()
 
 

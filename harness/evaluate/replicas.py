@@ -142,6 +142,7 @@ class ReplicaPool:
         self._starting: dict[Any, _Member] = {}  # facts() ref -> member still loading its engine
         self._idle: deque[_Member] = deque()
         self._next_number = 0
+        self._members: list[_Member] = []  # every replica started, dead ones included
         self.first: _Member | None = None
         for _ in range(count):
             self._start_one()
@@ -149,6 +150,7 @@ class ReplicaPool:
     # -- replicas coming and going ------------------------------------------------------
     def _start_one(self) -> None:
         member = _Member(self._actor_class.remote(*self._args), self._next_number)
+        self._members.append(member)
         self._next_number += 1
         self._starting[member.actor.facts.remote()] = member
 
@@ -296,7 +298,7 @@ class ReplicaPool:
 
     def close(self) -> None:
         """Give the replicas' resources back at once, for the variants Ray has queued."""
-        for member in [*self._idle, *self._starting.values()]:
+        for member in self._members:  # busy ones too: a failed variant may leave work running
             self.ray.kill(member.actor, no_restart=True)
         self._idle.clear()
         self._starting.clear()
