@@ -18,9 +18,10 @@ import sys
 
 import pytest
 import yaml
-from benchdata import AGIEVAL_FEWSHOT, HUB, ROOT, available_members, needs_mirror
+from benchdata import AGIEVAL_FEWSHOT, HUB, ROOT, needs_mirror
 
 from harness.results.store import RunStore
+from harness.suites import data
 from harness.suites import registry as suites
 
 pytestmark = [pytest.mark.engine, pytest.mark.benchdata, needs_mirror]
@@ -56,10 +57,28 @@ def harness(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+def held_members(suite: str, check_output: str) -> list[str]:
+    """The suite's benchmarks whose every split `harness data check` found in the mirror
+    (benchdata.available_members' answer, read from the command's own lines)."""
+    rows = [line.split()[:2] for line in check_output.splitlines()]
+    splits = [(status, leaf) for status, leaf, *_ in rows if status in STATUSES]  # one per split
+    members = [member for _, member, _ in suites.BENCHMARKS[suite]]
+    leaves = set(suites.task_configs(members))
+    seen = {leaf for _, leaf in splits}
+    assert seen == leaves, seen ^ leaves  # a line for every task the suite reads
+    not_held = {leaf for status, leaf in splits if status != data.IN_DIR}
+    return [m for m in members if not set(suites.task_configs([m])) & not_held]
+
+
+STATUSES = {data.IN_DIR, data.IN_CACHE, data.ON_HUB, data.MISSING, data.CORRUPT}
+
+
 @pytest.fixture(scope="module", params=["llama3_base", "llama3_instruct"])
 def suite_run(request, tmp_path_factory):
     suite = request.param
-    members = available_members(suite)
+    # Once per suite: what the mirror holds (the run's tasks) and the last test's report.
+    check = harness("data", "check", "--suite", suite, "--data-dir", str(HUB))
+    members = held_members(suite, check.stdout)
     config = yaml.safe_load((ROOT / "configs" / f"cpu-check-{suite.removeprefix('llama3_')}.yaml").read_text())
     config["tasks"] = [t for t in config["tasks"] if t["name"] in members]
     config["variants"] = [v for v in config["variants"] if v["name"] == config["baseline"]]
@@ -70,11 +89,11 @@ def suite_run(request, tmp_path_factory):
     proc = harness(
         "run", str(path), "--data-dir", str(HUB), "--limit", str(LIMIT), "--output-dir", str(out), "--run-id", "r"
     )
-    return suite, members, proc, RunStore(out / "r")
+    return suite, members, proc, RunStore(out / "r"), check
 
 
 def test_every_available_benchmark_runs_on_real_documents(suite_run):
-    suite, members, proc, store = suite_run
+    suite, members, proc, store, _ = suite_run
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = store.read_run()
     assert run.status == "complete"
@@ -95,7 +114,7 @@ def test_every_available_benchmark_runs_on_real_documents(suite_run):
 
 
 def test_each_benchmark_lands_in_the_table_with_the_cards_metric(suite_run):
-    suite, members, proc, store = suite_run
+    suite, members, proc, store, _ = suite_run
     with (store.root / "comparison.csv").open() as f:
         rows = {(r["task"], r["metric"]): r for r in csv.DictReader(f)}
     results = store.read_results("bf16").results
@@ -124,8 +143,7 @@ def test_each_benchmark_lands_in_the_table_with_the_cards_metric(suite_run):
 
 
 def test_the_rest_of_the_suite_is_reported_missing(suite_run):
-    suite, members, _, _ = suite_run
-    proc = harness("data", "check", "--suite", suite, "--data-dir", str(HUB))
+    suite, members, _, _, proc = suite_run
     missing = {line.split()[1] for line in proc.stdout.splitlines() if line.startswith("missing")}
     absent = {m for _, m, _ in suites.BENCHMARKS[suite]} - set(members)
     for member in absent:
