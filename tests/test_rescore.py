@@ -3,7 +3,8 @@
 Fast tests build a run through the worker's own `evaluate_tasks` with a stand-in model behind
 CheckpointedLM (so requests.sqlite is exactly what a run writes), then re-score it. The engine
 test makes a real run with a deliberately broken GSM-8K extraction, fixes it, re-scores, and
-compares with a fresh run of the fixed task.
+compares with a fresh run of the fixed task (the session's demo run, tests/conftest.py: the same
+config, code and limit, so the same requests to the engine).
 """
 
 from __future__ import annotations
@@ -209,7 +210,7 @@ def harness_in(project: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.engine
-def test_a_broken_extraction_rescored_after_the_fix_equals_a_fresh_run(tmp_path):
+def test_a_broken_extraction_rescored_after_the_fix_equals_a_fresh_run(tmp_path, demo_run):
     # The bug lives in a copy of the project, as it would in an old checkout: the GSM-8K task's
     # strict regex misspelt and its flexible extraction taking the first number, not the last.
     project = tmp_path / "project"
@@ -223,25 +224,29 @@ def test_a_broken_extraction_rescored_after_the_fix_equals_a_fresh_run(tmp_path)
             FLEXIBLE, FLEXIBLE.replace("group_select: -1", "group_select: 0")
         )
     )
-    common = ["configs/demo.yaml", "--limit", "2", "--output-dir", str(tmp_path / "out")]
-    proc = harness_in(project, "run", *common, "--run-id", "broken")
+    # demo_run's config and limit (tests/conftest.py): its answers, of the fixed task, are the fresh run.
+    proc = harness_in(
+        project, "run", "configs/demo.yaml", "--limit", "3", "--output-dir", str(tmp_path), "--run-id", "broken"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    broken, fresh = RunStore(tmp_path / "out" / "broken"), RunStore(tmp_path / "out" / "fresh")
+    fresh_proc, fresh = demo_run
+    assert fresh_proc.returncode == 0, fresh_proc.stderr[-3000:]
+    broken = RunStore(tmp_path / "broken")
+    variants = broken.read_run().variants
+    assert variants == fresh.read_run().variants == ["bf16", "fp8", "int8-w8a8"]
     assert all(r.extracted["strict-match"] == ["[invalid]"] for r in broken.read_samples("bf16", GSM8K))
-    sqlite_before = {v: (broken.variant_dir(v) / REQUESTS_DB).read_bytes() for v in ("bf16", "fp8")}
-    scored_wrong = {v: broken.read_samples(v, GSM8K) for v in ("bf16", "fp8")}
+    sqlite_before = {v: (broken.variant_dir(v) / REQUESTS_DB).read_bytes() for v in variants}
+    scored_wrong = {v: broken.read_samples(v, GSM8K) for v in variants}
 
     task_file.write_text(fixed)
     proc = harness_in(project, "rescore", str(broken.root))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    proc = harness_in(project, "run", *common, "--run-id", "fresh")
-    assert proc.returncode == 0, proc.stderr[-3000:]
 
-    for variant in ("bf16", "fp8"):
+    for variant in variants:
         assert (broken.variant_dir(variant) / REQUESTS_DB).read_bytes() == sqlite_before[variant]
         for task in (ARC, GSM8K):
             rescored, expected = broken.read_samples(variant, task), fresh.read_samples(variant, task)
-            assert len(expected) == 2
+            assert len(expected) == 3
             assert [(r.doc_id, r.extracted, r.scores) for r in rescored] == [
                 (r.doc_id, r.extracted, r.scores) for r in expected
             ], (variant, task)
@@ -257,6 +262,6 @@ def test_a_broken_extraction_rescored_after_the_fix_equals_a_fresh_run(tmp_path)
     # The fix mattered: the broken extraction had given other answers than the fixed one.
     assert any(
         wrong.extracted != right.extracted
-        for v in ("bf16", "fp8")
+        for v in variants
         for wrong, right in zip(scored_wrong[v], fresh.read_samples(v, GSM8K))
     )
