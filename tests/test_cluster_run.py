@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_demo_run import _same_record  # log-probabilities to its tolerance; prompts, answers, scores exactly
 
 from harness.results.store import RunStore
 
@@ -27,8 +28,6 @@ pytestmark = pytest.mark.engine
 ROOT = Path(__file__).resolve().parent.parent
 TASKS = ("llama3_arc_challenge", "llama3_gsm8k_cot")
 VARIANTS = ("f32", "fp8")
-# Log-probabilities are compared to this (as in test_demo_run); prompts, answers and scores exactly.
-LOGPROB_TOLERANCE = 1e-3
 
 
 def config(replicas: int | None) -> dict:
@@ -99,23 +98,13 @@ def replica_pids() -> list[int]:
     return pids
 
 
-def same(ours: object, theirs: object) -> bool:
-    if isinstance(ours, float) and isinstance(theirs, float):
-        return abs(ours - theirs) <= LOGPROB_TOLERANCE
-    if isinstance(ours, dict) and isinstance(theirs, dict):
-        return ours.keys() == theirs.keys() and all(same(ours[k], theirs[k]) for k in ours)
-    if isinstance(ours, list | tuple) and isinstance(theirs, list | tuple):
-        return len(ours) == len(theirs) and all(same(a, b) for a, b in zip(ours, theirs))
-    return type(ours) is type(theirs) and ours == theirs
-
-
 def assert_same_records(store: RunStore, reference: RunStore) -> None:
     for variant in VARIANTS:
         for task in TASKS:
             records, expected = store.read_samples(variant, task), reference.read_samples(variant, task)
             assert len(records) == len(expected) == 3
             for ours, theirs in zip(records, expected):
-                assert same(ours.model_dump(), theirs.model_dump()), (variant, task, ours.doc_id)
+                assert _same_record(ours.model_dump(), theirs.model_dump()), (variant, task, ours.doc_id)
 
 
 @pytest.fixture(scope="module")
