@@ -82,6 +82,10 @@ def test_an_address_where_nothing_listens_fails_in_seconds(run_harness, tmp_path
     assert "nothing answers at 127.0.0.1:9" in line
     line = refused(run_harness, tmp_path, edited(cluster=CLUSTER), "--ray-address", "no-port-here")
     assert "address 'no-port-here'" in line
+    line = refused(run_harness, tmp_path, edited(cluster=CLUSTER), "--ray-address", "")
+    assert "address ''" in line
+    line = refused(run_harness, tmp_path, edited(cluster=CLUSTER), "--ray-address", "http://127.0.0.1:8265")
+    assert "is a dashboard address" in line and "HOST:PORT" in line
 
 
 @pytest.mark.parametrize(

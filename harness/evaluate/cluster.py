@@ -41,7 +41,9 @@ def import_ray(where: str) -> ModuleType:
 
 def address_of(cluster: Cluster, cli_address: str | None) -> str:
     """--ray-address, else RAY_ADDRESS (what `ray job submit` sets), else the config's."""
-    return cli_address or os.environ.get("RAY_ADDRESS") or cluster.address
+    if cli_address is not None:  # given, even empty: checked, never silently replaced
+        return cli_address
+    return os.environ.get("RAY_ADDRESS") or cluster.address
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,11 @@ def lost_in_log(log: Path, tail_bytes: int = 20000) -> bool:
 
 def _probe(address: str, where: str) -> None:
     """Fail in seconds where nothing listens: Ray itself retries an unreachable GCS for minutes."""
+    if address.startswith(("http://", "https://")):
+        raise UsageError(
+            f"{where}: cluster: {address} is a dashboard address (what `ray job submit` takes); "
+            "give the cluster's GCS address, HOST:PORT (port 6379 by default)"
+        )
     host, sep, port = address.removeprefix("ray://").rpartition(":")
     if not sep or not host or not port.isdigit():
         raise UsageError(f"{where}: cluster: address {address!r}: give local, auto, HOST:PORT or ray://HOST:PORT")
