@@ -14,13 +14,12 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from contextlib import closing
 from pathlib import Path
 
 import pytest
 import yaml
-from test_demo_run import _same_record  # log-probabilities to its tolerance; prompts, answers, scores exactly
+from test_demo_run import _kill_when, _same_record, _wait_until  # _same_record: log-probabilities to its tolerance
 
 from harness.results.store import RunStore
 
@@ -78,14 +77,6 @@ def served(store: RunStore, variant: str) -> int:
         return 0
 
 
-def wait_until(proc: subprocess.Popen, ready, timeout: float = 900) -> None:
-    deadline = time.monotonic() + timeout
-    while not ready():
-        assert proc.poll() is None, "run ended before the point the test waits for"
-        assert time.monotonic() < deadline, "the point the test waits for never came"
-        time.sleep(0.2)
-
-
 def replica_pids() -> list[int]:
     """Ray names an actor's process after its class: ray::Replica (ray::Replica.answer while busy)."""
     pids = []
@@ -126,7 +117,7 @@ def test_two_variants_at_once_with_two_replicas_one_killed_give_the_plain_run_re
     out = folder / "at-once.out"
     run = start(["run", str(folder / "cluster.yaml"), "--output-dir", str(folder), "--run-id", "at-once"], out)
     store = RunStore(folder / "at-once")
-    wait_until(run, lambda: any(served(store, v) for v in VARIANTS) and replica_pids())
+    _wait_until(run, lambda: any(served(store, v) for v in VARIANTS) and replica_pids(), timeout=900)
     victim = replica_pids()[0]
     os.kill(victim, signal.SIGKILL)
     assert run.wait(timeout=900) == 0, out.read_text()[-3000:]
@@ -154,9 +145,8 @@ def test_a_cluster_run_killed_whole_resumes_to_the_plain_run_records(runs):
     common = ["--output-dir", str(folder), "--run-id", "killed"]
     run = start(["run", str(folder / "one-replica.yaml"), *common])
     store = RunStore(folder / "killed")
-    wait_until(run, lambda: any(served(store, v) for v in VARIANTS))
-    os.killpg(run.pid, signal.SIGKILL)  # the runner, and with it the local cluster and the workers
-    run.wait()
+    # The runner, and with it the local cluster and the workers.
+    _kill_when(run, lambda: any(served(store, v) for v in VARIANTS), timeout=900)
     assert store.read_run().status == "running"
     done_before = {v: served(store, v) for v in VARIANTS}
 

@@ -179,13 +179,18 @@ def _start(args: list[str]) -> subprocess.Popen:
     )
 
 
-def _kill_when(proc: subprocess.Popen, ready, timeout: float = 600) -> None:
-    """SIGKILL the whole run (runner, worker, vLLM engine) once `ready()` holds."""
+def _wait_until(proc: subprocess.Popen, ready, timeout: float = 600) -> None:
+    """Poll `ready()` while the run goes on; fail if the run ends or the time runs out first."""
     deadline = time.monotonic() + timeout
     while not ready():
-        assert proc.poll() is None, "run ended before the kill point"
-        assert time.monotonic() < deadline, "kill point never reached"
+        assert proc.poll() is None, "run ended before the point waited for"
+        assert time.monotonic() < deadline, "the point waited for never came"
         time.sleep(0.2)
+
+
+def _kill_when(proc: subprocess.Popen, ready, timeout: float = 600) -> None:
+    """SIGKILL the whole run (runner, worker, vLLM engine) once `ready()` holds."""
+    _wait_until(proc, ready, timeout)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
 

@@ -20,7 +20,7 @@ from types import ModuleType
 
 from harness.config import Cluster, RunConfig
 from harness.errors import UsageError
-from harness.evaluate.parallel import world_size
+from harness.evaluate.parallel import layout, world_size
 from harness.results.schema import REPEAT_SUFFIX
 
 log = logging.getLogger(__name__)
@@ -97,13 +97,13 @@ def join(cluster: Cluster, cli_address: str | None, where: str) -> Session:
             if address == LOCAL
             else " (a cluster with token authentication needs RAY_AUTH_MODE=token and its token here)"
         )
-        raise UsageError(f"{where}: cluster: cannot {_verb(address)} Ray at {address}: {_one_line(e)}{hint}") from None
+        raise UsageError(f"{where}: cluster: cannot {_verb(address)} Ray at {address}: {one_line(e)}{hint}") from None
     nodes = [
         Node(
             name=n.get("NodeManagerHostname") or n["NodeID"][:12],
             cpus=n["Resources"].get("CPU", 0.0),
             gpus=n["Resources"].get("GPU", 0.0),
-            accelerator=next((k.split(":", 1)[1] for k in n["Resources"] if k.startswith("accelerator_type:")), None),
+            accelerator=accelerator_of(n["Resources"]),
         )
         for n in ray.nodes()
         if n.get("Alive")
@@ -158,7 +158,12 @@ def _verb(address: str) -> str:
     return "start" if address == LOCAL else "join"
 
 
-def _one_line(e: Exception) -> str:
+def accelerator_of(resources: dict[str, float]) -> str | None:
+    """The GPU type Ray labels a node with (its `accelerator_type:H100` resource); None without one."""
+    return next((k.split(":", 1)[1] for k in resources if k.startswith("accelerator_type:")), None)
+
+
+def one_line(e: Exception) -> str:
     text = " ".join(str(e).split()) or type(e).__name__
     return text if len(text) < 300 else text[:297] + "..."
 
@@ -201,12 +206,12 @@ def check_same_hardware(session: Session, config: RunConfig, variant_dirs: dict[
         served = served_setups(folder / "requests.sqlite")
         if not served:
             continue
-        layout = _layout(config.engine_args(config.variant(name.removesuffix(REPEAT_SUFFIX))))
+        expected = layout(config.engine_args(config.variant(name.removesuffix(REPEAT_SUFFIX))))
         layouts = {lay for _, lay in served}
-        if layouts != {layout}:
+        if layouts != {expected}:
             raise UsageError(
                 f"{where}: {name}: its committed chunks were computed at {', '.join(sorted(layouts))}, "
-                f"not {layout}: answers would not be comparable; start a new run"
+                f"not {expected}: answers would not be comparable; start a new run"
             )
         kinds = {_accelerator_kind(acc) for acc, _ in served}
         if not kinds <= offered:
@@ -215,12 +220,6 @@ def check_same_hardware(session: Session, config: RunConfig, variant_dirs: dict[
                 f"the cluster at {session.kind} offers {', '.join(sorted(offered))}: answers would not be "
                 f"comparable; resume on the same hardware or start a new run"
             )
-
-
-def _layout(engine_args: dict) -> str:
-    tp = int(engine_args.get("tensor_parallel_size") or 1)
-    pp = int(engine_args.get("pipeline_parallel_size") or 1)
-    return f"tp={tp} pp={pp}"
 
 
 def _accelerator_kind(accelerator: str) -> str:

@@ -19,6 +19,13 @@ def world_size(engine_args: dict) -> int:
     return int(engine_args.get("tensor_parallel_size") or 1) * int(engine_args.get("pipeline_parallel_size") or 1)
 
 
+def layout(engine_args: dict) -> str:
+    """'tp=4 pp=1': how the engine splits the model, recorded with each chunk a replica served."""
+    tp = int(engine_args.get("tensor_parallel_size") or 1)
+    pp = int(engine_args.get("pipeline_parallel_size") or 1)
+    return f"tp={tp} pp={pp}"
+
+
 def bind_cpu_ranks(engine_args: dict) -> None:
     """Set VLLM_CPU_OMP_THREADS_BIND when vLLM's own binding would refuse these ranks."""
     ranks = world_size(engine_args)

@@ -24,6 +24,8 @@ from types import ModuleType
 from typing import Any
 
 from harness.config import RunConfig, Variant
+from harness.evaluate import provenance
+from harness.evaluate.cluster import CLUSTER_ENV, accelerator_of, one_line, replica_resources
 from harness.evaluate.engine import EngineStats
 from harness.evaluate.parallel import world_size
 from harness.results.schema import ClusterRecord, Parallelism, ServedChunk
@@ -62,8 +64,6 @@ class Replica:
     def facts(self) -> dict[str, Any]:
         """Where this replica runs and what it runs with; the worker records and checks them."""
         import ray
-
-        from harness.evaluate import provenance
 
         weights, parallel = self.engine.describe_weights()
         hardware = provenance.hardware()
@@ -128,7 +128,6 @@ class ReplicaPool:
     ):
         """replica_class: what each actor runs (a stand-in engine in the pool's own tests)."""
         self.ray = ray
-        self.count = count
         self.resources = resources
         self.max_replacements = max_replacements
         self.record = ClusterRecord(address=address, replicas=count, resources_per_replica=resources)
@@ -141,7 +140,6 @@ class ReplicaPool:
         self._args = (model, engine_args, seed, order_seed)
         self._starting: dict[Any, _Member] = {}  # facts() ref -> member still loading its engine
         self._idle: deque[_Member] = deque()
-        self._next_number = 0
         self._members: list[_Member] = []  # every replica started, dead ones included
         self.first: _Member | None = None
         for _ in range(count):
@@ -149,9 +147,8 @@ class ReplicaPool:
 
     # -- replicas coming and going ------------------------------------------------------
     def _start_one(self) -> None:
-        member = _Member(self._actor_class.remote(*self._args), self._next_number)
+        member = _Member(self._actor_class.remote(*self._args), number=len(self._members))
         self._members.append(member)
-        self._next_number += 1
         self._starting[member.actor.facts.remote()] = member
 
     def _replace(self, member: _Member, why: str) -> None:
@@ -173,7 +170,7 @@ class ReplicaPool:
         except self.ray.exceptions.RayActorError as e:
             if e.actor_init_failed:  # the engine refused to start: another replica would too
                 raise ReplicaError(f"replica {member.number} could not start its engine: {_cause(e)}") from None
-            self._replace(member, _why(e))
+            self._replace(member, one_line(e))
             return
         self._check_agrees(member)
         self.record.replica_nodes[str(member.number)] = member.facts["node"]
@@ -195,7 +192,7 @@ class ReplicaPool:
     def _check_agrees(self, member: _Member) -> None:
         """Every replica must load the same weights with the same packages as the first."""
         facts = member.facts or {}
-        ours = {k: v for k, v in _local_versions().items() if k in PINNED}
+        ours = {k: v for k, v in provenance.package_versions().items() if k in PINNED}
         theirs = {k: v for k, v in facts["versions"].items() if k in PINNED}
         if ours != theirs:
             differs = ", ".join(
@@ -265,7 +262,7 @@ class ReplicaPool:
                 answers, work = self.ray.get(ref)
             except self.ray.exceptions.RayActorError as e:
                 todo.appendleft((index, chunk))
-                self._replace(member, _why(e))
+                self._replace(member, one_line(e))
                 continue
             except self.ray.exceptions.RayTaskError as e:  # the engine raised: the variant fails
                 raise ReplicaError(f"replica {member.number}, {kind} chunk {index}: {_cause(e)}") from None
@@ -305,18 +302,9 @@ class ReplicaPool:
 
 
 def _node_accelerators(ray: ModuleType) -> dict[str, str]:
-    """node id -> the GPU type Ray labels it with (accelerator_type:H100), for GPU nodes."""
-    return {
-        n["NodeID"]: next(k.split(":", 1)[1] for k in n["Resources"] if k.startswith("accelerator_type:"))
-        for n in ray.nodes()
-        if any(k.startswith("accelerator_type:") for k in n["Resources"])
-    }
-
-
-def _local_versions() -> dict[str, str]:
-    from harness.evaluate import provenance
-
-    return provenance.package_versions()
+    """node id -> the GPU type Ray labels it with, for GPU nodes."""
+    labels = {n["NodeID"]: accelerator_of(n["Resources"]) for n in ray.nodes()}
+    return {node: label for node, label in labels.items() if label is not None}
 
 
 def _cause(e: Exception) -> str:
@@ -325,18 +313,11 @@ def _cause(e: Exception) -> str:
     return lines[-1] if lines else type(e).__name__
 
 
-def _why(e: Exception) -> str:
-    text = " ".join(str(e).split())
-    return text[:200] + ("..." if len(text) > 200 else "")
-
-
 def start_pool(
     config: RunConfig, variant: Variant, model: str, engine_args: dict, order_seed: int | None
 ) -> ReplicaPool:
     """Join the run's cluster (RAY_ADDRESS, set by the runner) and start the variant's replicas."""
     import ray
-
-    from harness.evaluate.cluster import CLUSTER_ENV, replica_resources
 
     assert config.cluster is not None
     # Replicas' output (vLLM's) comes to this process, and so to the variant's log.txt: plain text.

@@ -91,21 +91,19 @@ def resume(
     if config.offline:
         go_offline()
     unfinished = [name for name in run.evaluated_variants() if store.status(name) != COMPLETE]
-    session = _join_cluster(config, ray_address, where, unfinished)
-    if session is not None:
-        try:
-            cluster.check_same_hardware(session, config, {n: store.variant_dir(n) for n in unfinished}, "--resume")
-        except UsageError:
-            session.close()
-            raise
+    session = _join_cluster(config, ray_address, where, unfinished, resumed=store)
     store.set_run_status(RUNNING)
     return store, run_variants(store, display, verbose, session)
 
 
 def _join_cluster(
-    config: RunConfig, ray_address: str | None, where: str, variants: list[str]
+    config: RunConfig, ray_address: str | None, where: str, variants: list[str], resumed: RunStore | None = None
 ) -> cluster.Session | None:
-    """The run's Ray cluster, joined and checked before anything is written; None without `cluster:`."""
+    """The run's Ray cluster, joined and checked before anything is written; None without `cluster:`.
+
+    variants: those still to evaluate; resumed: the run they belong to, when it is resumed (its
+    committed chunks must have come from the hardware this cluster offers).
+    """
     if config.cluster is None:
         if ray_address is not None:
             raise UsageError(f"--ray-address {ray_address}: {where} has no `cluster:` section")
@@ -113,6 +111,9 @@ def _join_cluster(
     session = cluster.join(config.cluster, ray_address, where)
     try:
         cluster.check_fits(session, config, [v.removesuffix(REPEAT_SUFFIX) for v in variants], where)
+        if resumed is not None:
+            folders = {name: resumed.variant_dir(name) for name in variants}
+            cluster.check_same_hardware(session, config, folders, "--resume")
     except UsageError:
         session.close()
         raise

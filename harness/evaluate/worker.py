@@ -21,6 +21,7 @@ from harness.config import RunConfig, TaskSpec
 from harness.evaluate import provenance
 from harness.evaluate.children import progress_channel
 from harness.evaluate.models import model_file, resolve_model
+from harness.evaluate.parallel import layout
 from harness.evaluate.quantization import declared
 from harness.logs import setup_logging
 from harness.render.progress import Event
@@ -108,9 +109,8 @@ def _run_tasks(store: RunStore, config: RunConfig, manifest: Manifest, engine_ar
             weights["linear_layers"],
             weights["weight_bytes"] / 1e6,
         )
-        layout = f"tp={manifest.parallel.tensor_parallel_size} pp={manifest.parallel.pipeline_parallel_size}"
         checkpointed = CheckpointedLM(
-            engine, store.variant_dir(name) / REQUESTS_DB, config.chunk_requests, progress, layout
+            engine, store.variant_dir(name) / REQUESTS_DB, config.chunk_requests, progress, layout(engine_args)
         )
         try:
             _evaluate(store, config, manifest, engine, checkpointed, progress)
