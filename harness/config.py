@@ -27,6 +27,10 @@ from harness.resources import DEMO_CONFIG
 from harness.results.schema import NAME_PATTERN, first_problem
 from harness.yamlfile import read_yaml
 
+# Engines per variant: each is a Ray actor started at once (Ray queues what does not fit), so a
+# typo like 10000000 would flood the cluster with actors instead of failing.
+MAX_REPLICAS = 1024
+
 
 class _Strict(BaseModel):
     # strict: `limit: true` or `seed: "7"` are refused instead of coerced into other meanings.
@@ -46,7 +50,7 @@ class Variant(_Strict):
     name: str
     model: str | None = None  # a pre-quantized checkpoint replaces the run's model
     engine: dict[str, Any] = Field(default_factory=dict)
-    replicas: int | None = Field(default=None, ge=1)  # overrides the run's `replicas`
+    replicas: int | None = Field(default=None, ge=1, le=MAX_REPLICAS)  # overrides the run's `replicas`
 
     @field_validator("name")
     @classmethod
@@ -107,7 +111,7 @@ class RunConfig(_Strict):
     offline: bool = False  # never ask the hub: models and data are local
     output_dir: str = "results"
     cluster: Cluster | None = None  # None: one engine per variant, in its own process, one after another
-    replicas: int = Field(default=1, ge=1)  # data-parallel engines per variant (Ray actors)
+    replicas: int = Field(default=1, ge=1, le=MAX_REPLICAS)  # data-parallel engines per variant (Ray actors)
 
     @field_validator("run_name")
     @classmethod

@@ -44,6 +44,11 @@ def refused(run_harness, tmp_path, config: dict, *flags: str) -> str:  # noqa: F
 CONFIG_CASES = [
     ("replicas 0", edited(replicas=0, cluster=CLUSTER), "replicas: Input should be greater than or equal to 1"),
     ("replicas not a number", edited(replicas="two", cluster=CLUSTER), "replicas: Input should be a valid integer"),
+    (
+        "replicas beyond any cluster",
+        edited(replicas=10**20, cluster=CLUSTER),
+        "replicas: Input should be less than or equal to 1024",
+    ),
     ("replicas without a cluster", edited(replicas=2), "replicas: more than one replica needs a `cluster:` section"),
     (
         "a variant's replicas without a cluster",
