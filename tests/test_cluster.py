@@ -216,6 +216,7 @@ def stand_in(weights_differ: bool = False, fail_on: str | None = None) -> type:
                 "parallel": {"tensor_parallel_size": 1, "pipeline_parallel_size": 1, "ranks": 1},
                 "engine_args": {},
                 "engine_core": "in process",
+                "model_runner": "V1",
                 "compute_threads": 1,
                 "pid": os.getpid(),
             }

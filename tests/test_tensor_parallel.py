@@ -36,6 +36,16 @@ def shard(tp_rank=0, tp=1, pp_rank=0, pp=1, *, linear=4, quantized=0, sharded=30
         "pipeline_parallel_size": pp,
         "linear_layers": linear,
         "quantized_layers": quantized,
+        "schemes": [
+            {
+                "method": "UnquantizedLinearMethod",
+                "scheme": None,
+                "kernel": None,
+                "path": None,
+                "weight_bits": 32,
+                "layers": linear,
+            }
+        ],
         "weight_bytes": sharded + whole,
         "repacked_weight_bytes": sharded // 2,
         "elements_by_dtype": {dtype: (sharded + whole) // 4},
@@ -51,6 +61,7 @@ def test_one_rank_is_the_whole_model():
         "weight_bytes": 340,
         "repacked_weight_bytes": 150,
         "elements_by_dtype": {"float32": 85},
+        "schemes": shard()["schemes"],
     }
     assert layout == {"tensor_parallel_size": 1, "pipeline_parallel_size": 1, "ranks": 1}
 

@@ -401,7 +401,7 @@ def build_comparison(store: RunStore, baseline: str | None = None) -> Comparison
     if baseline not in run.variants:
         raise ComparisonError(f"{store.run_file}: baseline {baseline!r} is not one of {run.variants}")
     repeat = run.baseline + REPEAT_SUFFIX if run.noise_floor else None
-    variants = {name: load_variant(store, name) for name in run.evaluated_variants()}
+    variants = {name: load_variant(store, name) for name in run.evaluated_variants(with_skipped=True)}
     card = card_scores(run)
     comparison = compare_variants(
         variants[baseline],

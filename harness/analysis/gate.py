@@ -44,7 +44,7 @@ from harness.analysis.comparison import VariantResults, compare_variants, load_v
 from harness.analysis.drift import JSON_FILE as DRIFT_FILE
 from harness.analysis.drift import read_drift
 from harness.errors import UsageError
-from harness.results.schema import COMPLETE, FAILED, RUNNING, Comparison, ComparisonRow, DriftSummary, RunRecord
+from harness.results.schema import COMPLETE, FAILED, RUNNING, SKIPPED, Comparison, ComparisonRow, DriftSummary, RunRecord
 from harness.results.store import REPEAT_SUFFIX, RunStore
 from harness.yamlfile import read_yaml
 
@@ -352,6 +352,8 @@ def check_pairing(pair: Pairing, policy: Policy, subtasks: bool, outcome: Outcom
         detail = f" ({error})" if error else ""
         if status == FAILED:
             outcome.add([f"{variant}: variant failed{detail}"])
+        elif status == SKIPPED:  # optional, and this machine cannot run it: not measured, not gated
+            outcome.notes.append(f"{variant}: skipped{detail}: not gated")
         elif status != COMPLETE:
             raise UsageError(f"{variant}: variant {status}{detail}: the run did not evaluate it, nothing to gate")
         else:

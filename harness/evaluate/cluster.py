@@ -19,7 +19,7 @@ from pathlib import Path
 from types import ModuleType
 
 from harness.config import Cluster, RunConfig
-from harness.errors import UsageError
+from harness.errors import UsageError, one_line
 from harness.evaluate.parallel import layout, world_size
 from harness.results.schema import REPEAT_SUFFIX
 
@@ -161,11 +161,6 @@ def _verb(address: str) -> str:
 def accelerator_of(resources: dict[str, float]) -> str | None:
     """The GPU type Ray labels a node with (its `accelerator_type:H100` resource); None without one."""
     return next((k.split(":", 1)[1] for k in resources if k.startswith("accelerator_type:")), None)
-
-
-def one_line(e: Exception) -> str:
-    text = " ".join(str(e).split()) or type(e).__name__
-    return text if len(text) < 300 else text[:297] + "..."
 
 
 def replica_resources(cluster: Cluster, engine_args: dict, has_gpus: bool) -> dict[str, float]:

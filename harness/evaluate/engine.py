@@ -290,6 +290,11 @@ class VLLMEngine(TemplateLM):
         }
 
     @property
+    def model_runner(self) -> str:
+        """vLLM's model runner: V2 by default on CUDA in 0.33, V1 on CPU (V2 needs Triton)."""
+        return "V2" if self.llm.llm_engine.vllm_config.use_v2_model_runner else "V1"
+
+    @property
     def engine_core(self) -> str:
         return "separate process" if os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "1" else "in process"
 

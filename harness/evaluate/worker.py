@@ -96,9 +96,10 @@ def _run_tasks(store: RunStore, config: RunConfig, manifest: Manifest, engine_ar
         manifest.timings["engine_start_s"] = round(time.perf_counter() - t0, 2)
         manifest.engine_args = engine.engine_args
         manifest.engine_core = engine.engine_core
+        manifest.model_runner = engine.model_runner
         manifest.compute_threads = engine.compute_threads
         weights, manifest.parallel = engine.describe_weights()
-        manifest.quantization = manifest.quantization.model_copy(update=weights)
+        manifest.quantization = Quantization.model_validate({**manifest.quantization.model_dump(), **weights})
         manifest.cluster = getattr(engine, "record", None)
         store.write_manifest(manifest)
         check_quantized(weights, engine_args.get("quantization"), manifest.quantization.prequantized)

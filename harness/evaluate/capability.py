@@ -1,0 +1,99 @@
+"""What this machine can run, asked of vLLM before a run folder, worker or engine exists.
+
+Each 8-bit variant (an in-flight `quantization`, or a checkpoint that declares one) is probed
+with `kernels.probe`: one layer of each of the model's linear shapes, built with the variant's
+quantization config, loaded and run through the kernel vLLM selects here. A variant it refuses
+is skipped when the config marks it `optional`, and refused (exit 2) otherwise, with vLLM's
+reason and the 8-bit schemes that do run here.
+
+With a `cluster:` section the engines run on the cluster's nodes, not here: no probe.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from harness.config import RunConfig, Variant
+from harness.errors import UsageError, one_line
+
+log = logging.getLogger("harness.run")
+
+
+@dataclass(frozen=True)
+class Refusal:
+    variant: str
+    scheme: str  # what the variant asks for, in the config's words
+    reason: str  # vLLM's own
+
+
+def check_variants(config: RunConfig, model_paths: dict[str, str | None], where: str) -> dict[str, str]:
+    """Skipped variants and why; raises UsageError for a refused variant that is not optional.
+
+    model_paths: variant name -> the checkpoint its engine loads (None: not known before the run,
+    e.g. a hub id not in the cache; such a variant is left to its engine start).
+    """
+    if config.cluster is not None:
+        return {}
+    skipped: dict[str, str] = {}
+    for i, variant in enumerate(config.variants):
+        refusal = _refusal(config, variant, model_paths.get(variant.name))
+        if refusal is None:
+            continue
+        text = f"{refusal.scheme} cannot run on this machine: {refusal.reason}"
+        if variant.optional and variant.name != config.baseline:
+            log.info("variant %s skipped: %s", variant.name, text)
+            skipped[variant.name] = text
+            continue
+        other = _runs_here(config, variant, model_paths.get(config.baseline))
+        why = " (the baseline cannot be skipped)" if variant.optional else ""
+        raise UsageError(f"{where}: variants.{i} ({variant.name}){why}: {text}; {other}")
+    return skipped
+
+
+def _refusal(config: RunConfig, variant: Variant, model_path: str | None) -> Refusal | None:
+    from harness.evaluate.engine_args import engine_config
+    from harness.evaluate.kernels import probe
+
+    engine_args = config.engine_args(variant)
+    if model_path is None or not (engine_args.get("quantization") or _declares_quantization(model_path)):
+        return None  # unquantized: vLLM always has a kernel for it
+    try:
+        vllm_config = engine_config(model_path, engine_args)
+    except Exception as e:  # a hub id whose config cannot be read here: its engine start will tell
+        log.warning("variant %s: kernels not probed before the run: %s", variant.name, one_line(e))
+        return None
+    if vllm_config.quant_config is None:
+        return None
+    answer = probe(vllm_config)
+    if answer.problem is None:
+        log.info(
+            "variant %s: %s here (%s)",
+            variant.name,
+            ", ".join(k.kernel or k.method for k in answer.kernels),
+            "built and run" if answer.ran else "built only",
+        )
+        return None
+    method = engine_args.get("quantization")
+    scheme = f"quantization {method}" if method else f"the checkpoint's quantization ({model_path})"
+    return Refusal(variant.name, scheme, answer.problem)
+
+
+def _declares_quantization(model_path: str) -> bool:
+    from harness.evaluate.models import model_file
+    from harness.evaluate.quantization import declared
+
+    return declared(model_file(model_path, "config.json")) is not None
+
+
+def _runs_here(config: RunConfig, variant: Variant, baseline_path: str | None) -> str:
+    """The 8-bit schemes vLLM runs here for the baseline's (unquantized) model."""
+    from harness.evaluate.engine_args import engine_config
+    from harness.evaluate.kernels import runs_here
+
+    args = {k: v for k, v in config.engine_args(variant).items() if k != "quantization"}
+    try:
+        found = runs_here(engine_config(baseline_path, args)) if baseline_path else []
+    except Exception:  # the suggestion is a courtesy; the refusal stands without it
+        found = []
+    return f"8-bit that runs here: {', '.join(found)}" if found else "no 8-bit scheme runs here"
