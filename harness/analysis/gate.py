@@ -44,7 +44,16 @@ from harness.analysis.comparison import VariantResults, compare_variants, load_v
 from harness.analysis.drift import JSON_FILE as DRIFT_FILE
 from harness.analysis.drift import read_drift
 from harness.errors import UsageError
-from harness.results.schema import COMPLETE, FAILED, RUNNING, SKIPPED, Comparison, ComparisonRow, DriftSummary, RunRecord
+from harness.results.schema import (
+    COMPLETE,
+    FAILED,
+    RUNNING,
+    SKIPPED,
+    Comparison,
+    ComparisonRow,
+    DriftSummary,
+    RunRecord,
+)
 from harness.results.store import REPEAT_SUFFIX, RunStore
 from harness.yamlfile import read_yaml
 

@@ -19,8 +19,8 @@ Two questions, one source of truth (vLLM's layers, quantization methods and kern
 from __future__ import annotations
 
 import contextlib
-import re
 import functools
+import re
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
