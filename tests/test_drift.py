@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import yaml
+from machine import inflight_fp8
 from runfixtures import ACC, write_run
 
 from harness import cli
@@ -229,7 +230,7 @@ def harness_cli(*argv: str | Path, env: dict[str, str]) -> subprocess.CompletedP
 
 @pytest.fixture(scope="module")
 def engine_run(tmp_path_factory):
-    """bf16, bf16 again, fp8_per_block, the W8A8 checkpoint of `harness quantize` and a damaged
+    """bf16, bf16 again, in-flight fp8 (block-wise where this CPU has the kernel), the W8A8 checkpoint of `harness quantize` and a damaged
     copy of it; 2 prompts per demo task, 128 tokens. One drift, one engine per variant.
 
     The W8A8 checkpoint is the demo's `demo-w8a8`, which harness makes once into its cache with
@@ -243,7 +244,7 @@ def engine_run(tmp_path_factory):
     variants = [
         {"name": "bf16"},
         {"name": "bf16-again"},
-        {"name": "fp8", "engine": {"quantization": "fp8_per_block"}},
+        {"name": "fp8", "engine": {"quantization": inflight_fp8()}},
         {"name": "int8-w8a8", "model": str(w8a8)},
         {"name": "int8-damaged", "model": str(tmp / "w8a8-damaged")},
     ]
@@ -288,7 +289,7 @@ def test_fp8_drifts_per_task_and_records_its_cost(engine_run):
     assert recorded is not None and recorded["settings"]["top_k"] == 20
     assert recorded["cost"]["tokens"] == result["sequences"]["tokens"]
     assert recorded["cost"]["seconds"] > recorded["cost"]["logprobs_s"] > 0
-    assert recorded["cost"]["engine_args"]["quantization"] == "fp8_per_block"
+    assert recorded["cost"]["engine_args"]["quantization"] == inflight_fp8()
     assert f"{ACC} 1/0" in proc.stdout  # flips printed next to the drift figures
 
 

@@ -66,6 +66,10 @@ def _refusal(config: RunConfig, variant: Variant, model_path: str | None) -> Ref
     if vllm_config.quant_config is None:
         return None
     answer = probe(vllm_config)
+    if answer.problem is None and not any(k.weight_bits is not None and k.weight_bits <= 8 for k in answer.kernels):
+        # vLLM accepts the method and quantizes nothing (int8_per_channel_weight_only: MoE experts only).
+        kernels = ", ".join(k.method for k in answer.kernels)
+        answer.problem = f"vLLM leaves this model's linear layers unquantized with it ({kernels})"
     if answer.problem is None:
         log.info(
             "variant %s: %s here (%s)",

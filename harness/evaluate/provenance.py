@@ -64,16 +64,37 @@ def hardware() -> dict[str, object]:
         "python": platform.python_version(),
         "cpu_count": os.cpu_count(),
         "cpu_model": _cpu_model(),
+        "cpu_features": cpu_features(),
         "memory_gib": _memory_gib(),
     }
     try:
         import torch
 
         if torch.cuda.is_available():
-            info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+            count = torch.cuda.device_count()
+            info["gpus"] = [torch.cuda.get_device_name(i) for i in range(count)]
+            info["gpu_compute_capability"] = sorted(
+                {"{}.{}".format(*torch.cuda.get_device_capability(i)) for i in range(count)}
+            )
     except ImportError:
         pass
     return info
+
+
+def cpu_features() -> list[str]:
+    """The CPU flags vLLM's CPU kernels choose by: AMX (its fp8 and sgl int8 kernels), the AVX-512
+    subsets (oneDNN's bf16 and int8 paths) and AVX2 (the floor)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return sorted({f for f in flags if f.startswith(("amx", "avx512")) or f in ("avx2", "avx_vnni")})
+
+
+def kernel_hardware(info: dict) -> dict[str, object]:
+    """What of a manifest's `hardware` decides which kernels vLLM runs; equal means the same kernels."""
+    return {k: info.get(k) for k in ("machine", "cpu_features", "gpu_compute_capability")}
 
 
 def _cpu_model() -> str | None:

@@ -93,9 +93,41 @@ def resume(
     if config.offline:
         go_offline()
     unfinished = [name for name in run.evaluated_variants() if store.status(name) != COMPLETE]
+    if config.cluster is None:  # a cluster's nodes are checked by cluster.check_same_hardware
+        _check_same_kernels(store, run.evaluated_variants())
     session = _join_cluster(config, ray_address, where, unfinished, resumed=store)
     store.set_run_status(RUNNING)
     return store, run_variants(store, display, verbose, session)
+
+
+def _check_same_kernels(store: RunStore, variants: list[str]) -> None:
+    """Refuse to resume on a machine whose CPU (or GPU) would make vLLM choose other kernels than
+    the run's finished work used: its answers and the new ones would not be one measurement."""
+    here = provenance.kernel_hardware(provenance.hardware())
+    for name in variants:
+        try:
+            recorded = store.read_manifest(name).hardware
+        except StoreError:
+            continue
+        if not recorded.get("cpu_features") and "gpu_compute_capability" not in recorded:
+            continue  # written before the features were recorded (or skipped at once)
+        then = provenance.kernel_hardware(recorded)
+        differs = [k for k in here if here[k] != then[k]]
+        if differs:
+            what = "; ".join(_difference(k, then[k], here[k]) for k in differs)
+            raise UsageError(
+                f"--resume {store.root}: {name} ran on hardware whose kernels differ from this machine's ({what}); "
+                "resume it where it started, or start a new run here"
+            )
+
+
+def _difference(key: str, then: object, here: object) -> str:
+    if isinstance(then, list) and isinstance(here, list):
+        gone, new = sorted(set(then) - set(here)), sorted(set(here) - set(then))
+        return f"{key}: " + ", ".join(
+            [f"{' '.join(gone)} not here"] * bool(gone) + [f"{' '.join(new)} only here"] * bool(new)
+        )
+    return f"{key} {then} then, {here} here"
 
 
 def _join_cluster(
