@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -111,6 +111,10 @@ class RunConfig(_Strict):
     # Requests per engine call; each finished call is persisted, so a killed run loses one call.
     chunk_requests: int = Field(default=2048, ge=1)
     offline: bool = False  # never ask the hub: models and data are local
+    # Where vLLM has no packed CPU kernel for the engine's dtype (bf16 on AVX2-only CPUs, several
+    # times slower through torch's fallback), every variant runs in this dtype instead, said so in
+    # the output and run.json (harness/evaluate/capability.py). None: the dtype as configured.
+    fallback_dtype: Literal["float32", "float16", "bfloat16"] | None = None
     output_dir: str = "results"
     cluster: Cluster | None = None  # None: one engine per variant, in its own process, one after another
     replicas: int = Field(default=1, ge=1, le=MAX_REPLICAS)  # data-parallel engines per variant (Ray actors)
@@ -145,6 +149,14 @@ class RunConfig(_Strict):
                 where = "replicas" if self.replicas > 1 else many[0]
                 raise ValueError(f"{where}: more than one replica needs a `cluster:` section (Ray)")
         return self
+
+    def with_dtype(self, dtype: str) -> RunConfig:
+        """The same run in another dtype: the run's engine and every variant's that names one."""
+        variants = [
+            v.model_copy(update={"engine": {**v.engine, "dtype": dtype}}) if "dtype" in v.engine else v
+            for v in self.variants
+        ]
+        return self.model_copy(update={"engine": {**self.engine, "dtype": dtype}, "variants": variants})
 
     def engine_args(self, variant: Variant) -> dict[str, Any]:
         return {**self.engine, **variant.engine}

@@ -222,3 +222,40 @@ def test_a_missing_operator_is_found_by_running_the_layer():
         pytest.skip("with AMX vLLM selects CPUFp8PerTensorScaledMMLinearKernel for fp8_per_tensor instead")
     problem = probe_problem("fp8_per_tensor")
     assert problem is not None and "static_scaled_fp8_quant" in problem
+
+
+def test_bf16_has_a_packed_kernel_exactly_where_the_cpu_computes_bf16():
+    # oneDNN computes bf16 with AVX-512-BF16 or AMX; on AVX2-only CPUs vLLM falls back to torch.
+    from machine import cpu_flags
+
+    from harness.evaluate.engine_args import engine_config
+    from harness.evaluate.kernels import torch_fallback
+    from harness.evaluate.models import resolve_model
+
+    native = bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+    assert torch_fallback(engine_config(resolve_model("demo"), {"dtype": "bfloat16"})) == (not native)
+    assert not torch_fallback(engine_config(resolve_model("demo"), {"dtype": "float32"}))
+
+
+def test_where_bf16_falls_back_the_run_computes_in_the_fallback_dtype_and_says_so(tmp_path, monkeypatch):
+    # Whether oneDNN declines bf16 is this CPU's answer; here it is given, so the path runs everywhere.
+    import yaml
+
+    from harness.config import load_config
+    from harness.evaluate import kernels, runner
+    from harness.resources import DEMO_CONFIG, SAMPLES_DIR
+
+    monkeypatch.setattr(kernels, "torch_fallback", lambda vllm_config: True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    raw = yaml.safe_load(DEMO_CONFIG.read_text())
+    raw["data_dirs"] = [str(SAMPLES_DIR)]
+    path = tmp_path / "demo.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    config = load_config(path)
+    assert config.variants[1].engine == {"quantization": "fp8_per_block"} and config.variants[1].optional
+    run = runner._check_inputs(config, path, [SAMPLES_DIR], tmp_path / "run")
+    assert run.dtype_note and "every variant runs in float32" in run.dtype_note
+    assert run.config["engine"]["dtype"] == "float32"
+    # In float32 vLLM refuses in-flight fp8 on any machine: the optional variant is skipped, saying so.
+    assert "fp8" in run.skipped and "float32" in run.skipped["fp8"]
+    assert run.evaluated_variants() == ["bf16", "int8-w8a8"] and not (tmp_path / "run").exists()

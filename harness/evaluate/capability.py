@@ -6,13 +6,15 @@ quantization config, loaded and run through the kernel vLLM selects here. A vari
 is skipped when the config marks it `optional`, and refused (exit 2) otherwise, with vLLM's
 reason and the 8-bit schemes that do run here.
 
-With a `cluster:` section the engines run on the cluster's nodes, not here: no probe.
+With a `cluster:` section whose address is not `local`, the engines run on the cluster's nodes,
+not here: no probe (a refused variant fails at its engine start there, with vLLM's reason).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 from harness.config import RunConfig, Variant
 from harness.errors import UsageError, one_line
@@ -27,13 +29,16 @@ class Refusal:
     reason: str  # vLLM's own
 
 
-def check_variants(config: RunConfig, model_paths: dict[str, str | None], where: str) -> dict[str, str]:
+def check_variants(
+    config: RunConfig, model_paths: dict[str, str | None], where: str, engines_here: bool = True
+) -> dict[str, str]:
     """Skipped variants and why; raises UsageError for a refused variant that is not optional.
 
     model_paths: variant name -> the checkpoint its engine loads (None: not known before the run,
-    e.g. a hub id not in the cache; such a variant is left to its engine start).
+    e.g. a hub id not in the cache; such a variant is left to its engine start). engines_here:
+    False when the engines run on a cluster's nodes.
     """
-    if config.cluster is not None:
+    if not engines_here:
         return {}
     skipped: dict[str, str] = {}
     for i, variant in enumerate(config.variants):
@@ -51,6 +56,28 @@ def check_variants(config: RunConfig, model_paths: dict[str, str | None], where:
     return skipped
 
 
+def dtype_fallback(config: RunConfig, baseline_path: str | None, engines_here: bool = True) -> str | None:
+    """Why the run should compute in `fallback_dtype` instead of its engine's dtype; None: it should not."""
+    from harness.evaluate.engine_args import engine_config
+    from harness.evaluate.kernels import torch_fallback
+
+    wanted = config.engine.get("dtype")
+    if config.fallback_dtype is None or not engines_here or baseline_path is None or wanted == config.fallback_dtype:
+        return None
+    baseline = config.variant(config.baseline)
+    try:
+        vllm_config = engine_config(baseline_path, config.engine_args(baseline))
+    except Exception as e:  # a hub id whose config cannot be read here
+        log.warning("dtype fallback not checked: %s", one_line(e))
+        return None
+    if not torch_fallback(vllm_config):
+        return None
+    return (
+        f"vLLM has no packed kernel for {wanted} linear layers on this CPU (its oneDNN path declined them; "
+        f"torch's fallback is several times slower): every variant runs in {config.fallback_dtype} (fallback_dtype)"
+    )
+
+
 def _refusal(config: RunConfig, variant: Variant, model_path: str | None) -> Refusal | None:
     from harness.evaluate.engine_args import engine_config
     from harness.evaluate.kernels import probe
@@ -58,11 +85,15 @@ def _refusal(config: RunConfig, variant: Variant, model_path: str | None) -> Ref
     engine_args = config.engine_args(variant)
     if model_path is None or not (engine_args.get("quantization") or _declares_quantization(model_path)):
         return None  # unquantized: vLLM always has a kernel for it
+    method = engine_args.get("quantization")
+    scheme = f"quantization {method}" if method else f"the checkpoint's quantization ({model_path})"
     try:
         vllm_config = engine_config(model_path, engine_args)
-    except Exception as e:  # a hub id whose config cannot be read here: its engine start will tell
+    except Exception as e:
+        if Path(model_path).is_dir():  # vLLM refuses the variant's config itself (e.g. fp8 in float32)
+            return Refusal(variant.name, scheme, one_line(e, 400))
         log.warning("variant %s: kernels not probed before the run: %s", variant.name, one_line(e))
-        return None
+        return None  # a hub id whose config cannot be read here: its engine start will tell
     if vllm_config.quant_config is None:
         return None
     answer = probe(vllm_config)
@@ -78,8 +109,6 @@ def _refusal(config: RunConfig, variant: Variant, model_path: str | None) -> Ref
             "built and run" if answer.ran else "built only",
         )
         return None
-    method = engine_args.get("quantization")
-    scheme = f"quantization {method}" if method else f"the checkpoint's quantization ({model_path})"
     return Refusal(variant.name, scheme, answer.problem)
 
 

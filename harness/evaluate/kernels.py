@@ -180,6 +180,18 @@ def probe(vllm_config) -> Probe:
     return _probe_with(vllm_config, vllm_config.quant_config)
 
 
+def torch_fallback(vllm_config) -> bool:
+    """True when vLLM computes the model's unquantized linear layers in its dtype with torch's own
+    linear on this CPU: its packed kernels (oneDNN, sgl) declined them, as oneDNN declines bf16
+    on AVX2-only CPUs ("Failed to create oneDNN linear"). They keep their weight in the layer then."""
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        return False
+    answer = _probe_with(vllm_config, None)
+    return answer.problem is None and all(k.path != "repacked" for k in answer.kernels)
+
+
 def runs_here(vllm_config) -> list[str]:
     """The 8-bit schemes that pass the probe on this machine, for this model."""
     found = []

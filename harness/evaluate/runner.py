@@ -70,7 +70,7 @@ def start(
         go_offline()
     dirs = _data_dirs(config, config_path, data_dirs)
     root = _run_folder(config, output_dir, run_id)
-    run = _check_inputs(config, config_path, dirs, root)
+    run = _check_inputs(config, config_path, dirs, root, ray_address)
     session = _join_cluster(config, ray_address, str(config_path), run.evaluated_variants())
     store = RunStore(root)
     store.write_run(run)
@@ -173,7 +173,9 @@ def _run_folder(config: RunConfig, output_dir: Path | None, run_id: str | None) 
     return root
 
 
-def _check_inputs(config: RunConfig, config_path: Path, dirs: list[Path], root: Path) -> RunRecord:
+def _check_inputs(
+    config: RunConfig, config_path: Path, dirs: list[Path], root: Path, ray_address: str | None = None
+) -> RunRecord:
     """Models, engine values, card, tasks and data, checked before a run folder or an engine exists."""
     where = str(config_path)
     check_model(config.model, f"{where}: model")
@@ -193,8 +195,13 @@ def _check_inputs(config: RunConfig, config_path: Path, dirs: list[Path], root: 
             raise UsageError(f"{where}: {key}: unknown task, group or suite {name!r}")
     task_names = [name for _, name in names]
     data.require(task_names, dirs)  # a missing or corrupt split costs seconds here, not a GPU
-    # Last: the kernel probe needs the checkpoints (the demo's are made here, once).
-    skipped = capability.check_variants(config, _probe_paths(config), where)
+    # Last: the kernel probes need the checkpoints (the demo's are made here, once).
+    here = config.cluster is None or cluster.address_of(config.cluster, ray_address) == cluster.LOCAL
+    paths = _probe_paths(config)
+    dtype_note = capability.dtype_fallback(config, paths[config.baseline], engines_here=here)
+    if dtype_note is not None and config.fallback_dtype is not None:
+        config = config.with_dtype(config.fallback_dtype)
+    skipped = capability.check_variants(config, paths, where, engines_here=here)
     return RunRecord(
         run_id=root.name,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -206,6 +213,7 @@ def _check_inputs(config: RunConfig, config_path: Path, dirs: list[Path], root: 
         card=card,
         noise_floor=config.noise_floor,
         skipped=skipped,
+        dtype_note=dtype_note,
         data_dirs=[str(d) for d in dirs],
         data_source=describe_data(dirs),
         status=RUNNING,
@@ -292,6 +300,8 @@ def run_variants(
     run = store.read_run()
     display.line(f"run {run.run_id}: variants {', '.join(run.variants)}; tasks {', '.join(run.tasks)}")
     display.line(f"data: {run.data_source}")
+    if run.dtype_note:
+        display.line(f"dtype: {run.dtype_note}")
     for name, reason in run.skipped.items():
         display.line(f"skipped {name} (optional): {reason}")
     if session is not None:

@@ -101,6 +101,8 @@ class RunRecord(Record):
     noise_floor: bool = False
     # Optional variants this machine's kernels cannot run: never started; variant -> vLLM's reason.
     skipped: dict[FolderName, str] = Field(default_factory=dict)
+    # Why every variant ran in the config's fallback_dtype instead of its engine's dtype; None: it did not.
+    dtype_note: str | None = None
     data_dirs: list[str] = Field(default_factory=list)
     data_source: str
     status: Status
