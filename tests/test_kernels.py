@@ -259,3 +259,25 @@ def test_where_bf16_falls_back_the_run_computes_in_the_fallback_dtype_and_says_s
     # In float32 vLLM refuses in-flight fp8 on any machine: the optional variant is skipped, saying so.
     assert "fp8" in run.skipped and "float32" in run.skipped["fp8"]
     assert run.evaluated_variants() == ["bf16", "int8-w8a8"] and not (tmp_path / "run").exists()
+
+
+def test_an_optional_variant_vllm_refuses_here_is_skipped_before_anything_exists(tmp_path, monkeypatch):
+    # vLLM's own switch turns its block-wise FP8 kernels off: the skip path on every machine.
+    import yaml
+
+    from harness.config import load_config
+    from harness.evaluate import runner
+    from harness.resources import DEMO_CONFIG, SAMPLES_DIR
+
+    monkeypatch.setenv("VLLM_DISABLED_KERNELS", "CPUFp8W8A8BlockScaledMMKernel,CPUFp8BlockScaledMMKernel")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    raw = yaml.safe_load(DEMO_CONFIG.read_text())
+    raw["data_dirs"] = [str(SAMPLES_DIR)]
+    path = tmp_path / "demo.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    run = runner._check_inputs(load_config(path), path, [SAMPLES_DIR], tmp_path / "run")
+    assert (
+        list(run.skipped) == ["fp8"] and "quantization fp8_per_block cannot run on this machine" in run.skipped["fp8"]
+    )
+    assert "CPUFp8BlockScaledMMKernel" in run.skipped["fp8"] and not (tmp_path / "run").exists()
+    assert run.evaluated_variants() == ["bf16", "int8-w8a8"] and run.evaluated_variants(with_skipped=True)[1] == "fp8"

@@ -33,7 +33,7 @@ from harness.render.progress import (
     display_for,
     summary,
 )
-from harness.results.schema import Manifest, Quantization
+from harness.results.schema import LinearScheme, Manifest, Quantization
 
 BAR_CHARACTERS = set("━╸█▏▎▍▌▋▊▉|\r\x1b")
 
@@ -120,6 +120,11 @@ def test_summary_gives_time_throughput_and_quantized_layers_or_the_error_and_log
     assert summary(done, 64.2, log) == (
         "complete in 1 min 04 s (engine start 18 s); 1,234 tokens/s; 120 of 120 linear layers quantized"
     )
+    int8 = LinearScheme(method="M", kernel="CPUInt8ScaledMMLinearKernel", path="onednn", weight_bits=8, layers=120)
+    done.quantization = Quantization(linear_layers=121, quantized_layers=120, schemes=[int8])
+    assert summary(done, 64.2, log).endswith(
+        "121 linear layers quantized (CPUInt8ScaledMMLinearKernel/onednn)"
+    ) and "; 120 of 121" in summary(done, 64.2, log)
     failed = Manifest(variant="fp8", status="failed", error="RuntimeError: engine start failed\n  for /x")
     assert summary(failed, 5, log) == f"FAILED after 5 s: RuntimeError: engine start failed for /x; full log: {log}"
     assert summary(None, 1, log).endswith(f"full log: {log}")

@@ -119,7 +119,9 @@ def summary(manifest: Manifest | None, seconds: float, log: Path) -> str:
         parts.append(f"{rate:,.0f} tokens/s")
     q = manifest.quantization
     if q.linear_layers is not None:
-        parts.append(f"{q.quantized_layers} of {q.linear_layers} linear layers quantized")
+        kernels = [s.kernel + (f"/{s.path}" if s.path else "") for s in q.schemes if s.kernel and s.weight_bits == 8]
+        via = f" ({', '.join(kernels)})" if kernels else ""
+        parts.append(f"{q.quantized_layers} of {q.linear_layers} linear layers quantized{via}")
     return "; ".join(parts)
 
 
