@@ -81,15 +81,21 @@ def run_harness(monkeypatch, capsys):
 
 @pytest.mark.parametrize("label,config,expected", CASES, ids=[c[0] for c in CASES])
 def test_bad_config_is_one_line_exit_2_and_writes_nothing(run_harness, tmp_path, label, config, expected):
+    line = refused_line(run_harness, tmp_path, config)
+    assert expected in line
+    assert str(tmp_path / "config.yaml") in line or "data dir" in expected or "looked in" in expected
+
+
+def refused_line(run_harness, tmp_path, config) -> str:
+    """The one error line of a run that must not start; checks that nothing was written."""
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     out = tmp_path / "results"
     proc = run_harness(["run", str(path), "--output-dir", str(out)], cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = [line for line in proc.stderr.splitlines() if line.startswith("harness run: error:")]
-    assert len(lines) == 1 and expected in lines[0], proc.stderr[-2000:]
-    assert str(path) in lines[0] or "data dir" in expected or "looked in" in expected
-    assert not out.exists()
+    assert len(lines) == 1 and not out.exists(), proc.stderr[-2000:]
+    return lines[0]
 
 
 def test_invalid_yaml_names_the_line(run_harness, tmp_path):
@@ -218,17 +224,6 @@ def test_output_dir_that_is_a_file_is_refused(run_harness, tmp_path):
 # -- what this machine's kernels cannot run: vLLM's answer, before anything exists -------------
 
 W8A8_KERNELS = "ZentorchInt8ScaledMMLinearKernel,CPUInt8ScaledMMLinearKernel"  # vLLM's int8 kernels on CPU
-
-
-def refused_line(run_harness, tmp_path, config) -> str:
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    out = tmp_path / "results"
-    proc = run_harness(["run", str(path), "--output-dir", str(out)], cwd=tmp_path)
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    lines = [line for line in proc.stderr.splitlines() if line.startswith("harness run: error:")]
-    assert len(lines) == 1 and not out.exists(), proc.stderr[-2000:]
-    return lines[0]
 
 
 def test_a_variant_vllm_has_no_kernel_for_here_is_refused_naming_what_runs(run_harness, tmp_path, monkeypatch):

@@ -76,48 +76,38 @@ NAMES = {
     ],
 }
 
-# (module, class, attribute): a method, a class-level name, or `self.<attribute> =` in its body.
-ATTRIBUTES = [
-    ("vllm/entrypoints/llm.py", "LLM", "apply_model"),
-    ("vllm/entrypoints/llm.py", "LLM", "generate"),
-    ("vllm/entrypoints/llm.py", "LLM", "get_tokenizer"),
-    ("vllm/entrypoints/llm.py", "LLM", "reset_prefix_cache"),
-    ("vllm/entrypoints/llm.py", "LLM", "llm_engine"),
-    ("vllm/config/vllm.py", "VllmConfig", "use_v2_model_runner"),
-    ("vllm/config/vllm.py", "VllmConfig", "quant_config"),
-    ("vllm/engine/arg_utils.py", "EngineArgs", "create_engine_config"),
-    ("vllm/model_executor/layers/linear.py", "LinearBase", "quant_method"),
-    (
-        "vllm/model_executor/layers/quantization/compressed_tensors/compressed_tensors.py",
-        "CompressedTensorsConfig",
-        "from_config",
-    ),
+# module -> class -> attributes: a method, a class-level name, or `self.<attribute> =` in its body.
+_KERNELS = "vllm/model_executor/kernels/linear"
+_SCHEMES = "vllm/model_executor/layers/quantization/compressed_tensors/schemes"
+ATTRIBUTE_TABLE = {
+    "vllm/entrypoints/llm.py": {
+        "LLM": ["apply_model", "generate", "get_tokenizer", "reset_prefix_cache", "llm_engine"]
+    },
+    "vllm/config/vllm.py": {"VllmConfig": ["use_v2_model_runner", "quant_config"]},
+    "vllm/engine/arg_utils.py": {"EngineArgs": ["create_engine_config"]},
+    "vllm/model_executor/layers/linear.py": {"LinearBase": ["quant_method"]},
+    "vllm/model_executor/layers/quantization/compressed_tensors/compressed_tensors.py": {
+        "CompressedTensorsConfig": ["from_config"]
+    },
     # Where the selected kernel and its weight's attribute name live.
-    (
-        "vllm/model_executor/kernels/linear/scaled_mm/ScaledMMLinearKernel.py",
-        "ScaledMMLinearKernel",
-        "layer_param_names",
-    ),
-    ("vllm/model_executor/kernels/linear/scaled_mm/ScaledMMLinearKernel.py", "ScaledMMLinearKernel", "is_supported"),
-    ("vllm/model_executor/kernels/linear/scaled_mm/ScaledMMLinearKernel.py", "ScaledMMLinearKernel", "can_implement"),
-    ("vllm/model_executor/kernels/linear/mixed_precision/MPLinearKernel.py", "MPLinearKernel", "w_q_name"),
-    ("vllm/model_executor/kernels/linear/mixed_precision/MPLinearKernel.py", "MPLinearLayerConfig", "weight_type"),
-    ("vllm/model_executor/kernels/linear/scaled_mm/cpu.py", "CPUInt8ScaledMMLinearKernel", "linear_method"),
-    ("vllm/model_executor/kernels/linear/scaled_mm/cpu.py", "CPUInt8ScaledMMLinearKernel", "_apply_weights_onednn"),
-    ("vllm/model_executor/kernels/linear/scaled_mm/cpu.py", "CPUInt8ScaledMMLinearKernel", "_apply_weights_sgl"),
-    (
-        "vllm/model_executor/layers/quantization/compressed_tensors/schemes/compressed_tensors_w8a8_int8.py",
-        "CompressedTensorsW8A8Int8",
-        "kernel",
-    ),
-    (
-        "vllm/model_executor/layers/quantization/compressed_tensors/schemes/compressed_tensors_wNa16.py",
-        "CompressedTensorsWNA16",
-        "kernel",
-    ),
-    ("vllm/model_executor/layers/quantization/online/fp8.py", "Fp8PerTensorOnlineLinearMethod", "fp8_linear"),
-    ("vllm/model_executor/layers/quantization/online/fp8.py", "Fp8PerBlockOnlineLinearMethod", "fp8_linear"),
-]
+    f"{_KERNELS}/scaled_mm/ScaledMMLinearKernel.py": {
+        "ScaledMMLinearKernel": ["layer_param_names", "is_supported", "can_implement"]
+    },
+    f"{_KERNELS}/mixed_precision/MPLinearKernel.py": {
+        "MPLinearKernel": ["w_q_name"],
+        "MPLinearLayerConfig": ["weight_type"],
+    },
+    f"{_KERNELS}/scaled_mm/cpu.py": {
+        "CPUInt8ScaledMMLinearKernel": ["linear_method", "_apply_weights_onednn", "_apply_weights_sgl"]
+    },
+    f"{_SCHEMES}/compressed_tensors_w8a8_int8.py": {"CompressedTensorsW8A8Int8": ["kernel"]},
+    f"{_SCHEMES}/compressed_tensors_wNa16.py": {"CompressedTensorsWNA16": ["kernel"]},
+    "vllm/model_executor/layers/quantization/online/fp8.py": {
+        "Fp8PerTensorOnlineLinearMethod": ["fp8_linear"],
+        "Fp8PerBlockOnlineLinearMethod": ["fp8_linear"],
+    },
+}
+ATTRIBUTES = [(m, c, a) for m, classes in ATTRIBUTE_TABLE.items() for c, attrs in classes.items() for a in attrs]
 
 # (module, function or Class.method, parameters the harness passes by name)
 SIGNATURES = [
