@@ -58,7 +58,7 @@ def build_backend(backend: str, model: str, engine_args: dict, seed: int, batch_
         stock = load_stock_backend()
         lm = stock(pretrained=model, batch_size=batch_size, seed=seed, **engine_args)
         return lm, lm.model
-    from harness.evaluate.engine import VLLMEngine
+    from harness.engine.lm import VLLMEngine
 
     lm = VLLMEngine(model, engine_args, seed=seed)
     return lm, lm.llm
@@ -130,7 +130,7 @@ def run_child(args) -> None:
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    from harness.evaluate.models import resolve_model
+    from harness.models.sources import resolve_model
     from harness.suites import data
 
     engine_args = {

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from harness.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, UsageError
+from harness.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, UsageError, one_line
 from harness.logs import setup_logging
 from harness.results.io import StoreError
 
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()  # inside the try: a reader that left is seen here, not at exit
         return code
     except (UsageError, StoreError) as e:
-        print(f"harness {args.command}: error: {one_line(str(e))}", file=sys.stderr)
+        print(f"harness {args.command}: error: {one_line(str(e), limit=2000)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except BrokenPipeError:
         # `harness compare RUN | head`: the reader left; the files are written already. Point
@@ -47,15 +47,11 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def one_line(message: str) -> str:
-    return " ".join(message.split())
-
-
 class Parser(argparse.ArgumentParser):
     """argparse with its errors on one line (no usage block), exit code 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {one_line(message)}\n")
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {one_line(message, limit=2000)}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,8 +126,8 @@ def add_run(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.evaluate import runner
     from harness.render.progress import display_for
+    from harness.run import runner
 
     setup_logging(args.verbose)
     display = display_for(sys.stdout)
@@ -162,8 +158,8 @@ def run(args: argparse.Namespace) -> int:
 def finish_run(store: RunStore, failed: list[str]) -> int:
     """The run's comparison, written and printed, and why variants failed."""
     from harness.analysis.comparison import build_comparison
-    from harness.evaluate.runner import error_of
     from harness.render.tables import format_table, write_comparison
+    from harness.run.runner import error_of
 
     comparison = build_comparison(store)
     write_comparison(store, comparison)
@@ -311,7 +307,7 @@ def add_drift(p: argparse.ArgumentParser) -> None:
 
 
 def drift(args: argparse.Namespace) -> int:
-    from harness.evaluate import drift as drifting
+    from harness.run import drift_probe as drifting
 
     setup_logging()
     if args.max_tokens < 2:
@@ -334,9 +330,9 @@ def add_rescore(p: argparse.ArgumentParser) -> None:
 
 def rescore(args: argparse.Namespace) -> int:
     from harness.analysis.comparison import build_comparison
-    from harness.evaluate.rescore import rescore_run
     from harness.render.tables import format_table, write_comparison
     from harness.results.store import RunStore
+    from harness.run.rescore import rescore_run
 
     setup_logging()
     store = RunStore(args.run)
@@ -371,7 +367,7 @@ def add_quantize(p: argparse.ArgumentParser) -> None:
 def quantize(args: argparse.Namespace) -> int:
     import shlex
 
-    from harness.evaluate.requantize import quantize as build
+    from harness.models.sources import quantize as build
 
     setup_logging()
     flags = [f"--ignore={pattern}" for pattern in args.ignore] + (["--force"] if args.force else [])

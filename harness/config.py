@@ -51,7 +51,7 @@ class Variant(_Strict):
     model: str | None = None  # a pre-quantized checkpoint replaces the run's model
     engine: dict[str, Any] = Field(default_factory=dict)
     replicas: int | None = Field(default=None, ge=1, le=MAX_REPLICAS)  # overrides the run's `replicas`
-    # Skipped, not refused, on a machine whose kernels cannot run it (harness/evaluate/capability.py).
+    # Skipped, not refused, on a machine whose kernels cannot run it (harness/engine/capability.py).
     optional: bool = False
 
     @field_validator("name")
@@ -61,7 +61,7 @@ class Variant(_Strict):
 
 
 class Cluster(_Strict):
-    """Where a run's engines live when they are Ray actors (harness/evaluate/cluster.py)."""
+    """Where a run's engines live when they are Ray actors (harness/scaleout/cluster.py)."""
 
     # local: a Ray cluster started on this machine for the run; auto: the cluster this machine
     # belongs to (`ray job submit`); HOST:PORT or ray://HOST:PORT: that cluster.
@@ -113,7 +113,7 @@ class RunConfig(_Strict):
     offline: bool = False  # never ask the hub: models and data are local
     # Where vLLM has no packed CPU kernel for the engine's dtype (bf16 on AVX2-only CPUs, several
     # times slower through torch's fallback), every variant runs in this dtype instead, said so in
-    # the output and run.json (harness/evaluate/capability.py). None: the dtype as configured.
+    # the output and run.json (harness/engine/capability.py). None: the dtype as configured.
     fallback_dtype: Literal["float32", "float16", "bfloat16"] | None = None
     output_dir: str = "results"
     cluster: Cluster | None = None  # None: one engine per variant, in its own process, one after another
@@ -198,7 +198,7 @@ def load_config(path: Path | str | None, overrides: dict[str, Any] | None = None
 def check_engine_args(config: RunConfig, path: Path | str) -> None:
     """Reject engine keys vLLM does not take and quantization methods it does not know.
 
-    Whether this machine can run a method is vLLM's kernels' answer (harness/evaluate/capability.py).
+    Whether this machine can run a method is vLLM's kernels' answer (harness/engine/capability.py).
     """
     fields, methods = _vllm_engine_facts()
     for label, engine in [("engine", config.engine)] + [

@@ -11,7 +11,8 @@ class UsageError(Exception):
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
-def one_line(e: BaseException, limit: int = 300) -> str:
-    """An exception's message on one line, cut to `limit` characters (its type when it has none)."""
-    text = " ".join(str(e).split()) or type(e).__name__
+def one_line(e: BaseException | str, limit: int = 300) -> str:
+    """A message (or an exception's) on one line, cut to `limit` characters; an exception without
+    a message gives its type's name."""
+    text = " ".join(str(e).split()) or (type(e).__name__ if isinstance(e, BaseException) else "")
     return text if len(text) <= limit else text[: limit - 3] + "..."

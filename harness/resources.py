@@ -20,6 +20,6 @@ def _bundled(name: str) -> Path:
 
 TASKS_DIR = _bundled("tasks")
 CONFIG_DIR = _bundled("configs")
-SAMPLES_DIR = TASKS_DIR / "samples"
+DEMO_DATA_DIR = TASKS_DIR / "samples"  # the demo's data: written for this project, not benchmark data
 CARD_DIR = CONFIG_DIR / "model_cards"
 DEMO_CONFIG = CONFIG_DIR / "demo.yaml"

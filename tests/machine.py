@@ -27,9 +27,9 @@ def has_amx() -> bool:
 @functools.cache
 def probe_problem(quantization: str) -> str | None:
     """vLLM's reason the demo model cannot run with an in-flight method here; None if it can."""
-    from harness.evaluate.engine_args import engine_config
-    from harness.evaluate.kernels import probe
-    from harness.evaluate.models import resolve_model
+    from harness.engine.args import engine_config
+    from harness.engine.kernels import probe
+    from harness.models.sources import resolve_model
 
     config = engine_config(resolve_model("demo"), {"dtype": "bfloat16", "quantization": quantization})
     return probe(config).problem

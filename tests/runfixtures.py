@@ -189,3 +189,12 @@ def write_run(
 def alternating(n: int, right_every: int = 2, offset: int = 0) -> list[float]:
     """A deterministic 0/1 answer pattern: document i right when (i + offset) % k == 0."""
     return [1.0 if (i + offset) % right_every == 0 else 0.0 for i in range(n)]
+
+
+class AnswersEachChunk:
+    """The engine contract's `answer_chunks` (harness/engine/answerer.py) for a stand-in model with
+    `loglikelihood` and `generate_until`: one chunk after another, as one engine does."""
+
+    def answer_chunks(self, kind: str, chunks: list[tuple[int, list]]):
+        for index, chunk in chunks:
+            yield index, getattr(self, kind)(chunk), None

@@ -16,7 +16,7 @@ from harness import cli
 from harness.analysis.comparison import build_comparison
 from harness.errors import UsageError
 from harness.render import card as cards
-from harness.resources import SAMPLES_DIR
+from harness.resources import DEMO_DATA_DIR
 from harness.results.schema import CheckpointQuantization, DatasetFingerprint, QuantArgs, Quantization, SchemeGroup
 from harness.results.store import RunStore
 
@@ -167,7 +167,7 @@ def test_a_prequantized_checkpoint_shows_the_scheme_it_declares(store):
         ({"max_gen_toks": 64}, None, None, "max_gen_toks 64 (card: 512)"),
         ({"max_gen_toks": 1024}, None, None, None),  # above the task's own maximum: no effect
         ({"tasks": [{"name": "llama3_arc_challenge", "num_fewshot": 5}]}, None, "5-shot (card: 25)", None),
-        ({}, [str(SAMPLES_DIR)], "sample data", "sample data"),
+        ({}, [str(DEMO_DATA_DIR)], "sample data", "sample data"),
     ],
 )
 def test_rows_not_measured_with_the_cards_settings_are_marked(tmp_path, config, data_dirs, arc_mark, gsm_mark):

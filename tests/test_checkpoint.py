@@ -1,4 +1,4 @@
-"""CheckpointedLM's bookkeeping, on a stand-in model that records what it is asked.
+"""RecordedLM's bookkeeping, on a stand-in model that records what it is asked.
 
 That a real run killed mid-way resumes to identical results is tested end to end in
 test_demo_run.py; here: chunking, persistence, reuse and the answers' types.
@@ -11,11 +11,12 @@ from contextlib import closing
 from types import SimpleNamespace
 
 import pytest
+from runfixtures import AnswersEachChunk
 
-from harness.evaluate.checkpoint import CheckpointedLM
+from harness.run.answers import RecordedLM
 
 
-class RecordingLM:
+class RecordingLM(AnswersEachChunk):
     """Answers deterministically from the request; remembers every call it got."""
 
     def __init__(self, fail_on_call: int | None = None):
@@ -53,7 +54,7 @@ def rows(path) -> list[tuple]:
 
 def test_answers_come_back_in_order_in_chunks(tmp_path):
     inner = RecordingLM()
-    lm = CheckpointedLM(inner, tmp_path / "r.sqlite", chunk_requests=3)
+    lm = RecordedLM(inner, tmp_path / "r.sqlite", chunk_requests=3)
     reqs = requests(7, "loglikelihood")
     assert lm.loglikelihood(reqs) == [(-float(len(r.args[0])), r.args[1] == " A") for r in reqs]
     assert [len(c) for c in inner.calls] == [3, 3, 1]
@@ -62,13 +63,13 @@ def test_answers_come_back_in_order_in_chunks(tmp_path):
 
 def test_a_second_run_reuses_everything_with_the_same_types(tmp_path):
     path = tmp_path / "r.sqlite"
-    first = CheckpointedLM(RecordingLM(), path, chunk_requests=4)
+    first = RecordedLM(RecordingLM(), path, chunk_requests=4)
     ll, gen = requests(6, "loglikelihood"), requests(5, "generate_until")
     expected = first.loglikelihood(ll), first.generate_until(gen)
     first.close()
 
     inner = RecordingLM()
-    second = CheckpointedLM(inner, path, chunk_requests=4)
+    second = RecordedLM(inner, path, chunk_requests=4)
     assert (second.loglikelihood(ll), second.generate_until(gen)) == expected
     assert inner.calls == []
     assert second.reused == 11 and second.computed == 0
@@ -79,18 +80,18 @@ def test_a_crash_keeps_finished_chunks_and_resume_sends_only_the_lost_ones(tmp_p
     path = tmp_path / "r.sqlite"
     reqs = requests(10, "generate_until")
     with pytest.raises(RuntimeError, match="engine died"):
-        CheckpointedLM(RecordingLM(fail_on_call=3), path, chunk_requests=4).generate_until(reqs)
+        RecordedLM(RecordingLM(fail_on_call=3), path, chunk_requests=4).generate_until(reqs)
     assert len(rows(path)) == 8  # two whole chunks; nothing of the third
 
     inner = RecordingLM()
-    resumed = CheckpointedLM(inner, path, chunk_requests=4)
+    resumed = RecordedLM(inner, path, chunk_requests=4)
     assert resumed.generate_until(reqs) == [r.args[0].upper() for r in reqs]
     # The engine sees exactly the chunk it lost, as the uninterrupted run would have sent it.
     assert inner.calls == [[r.args for r in reqs[8:]]]
 
 
 def test_the_same_request_of_another_kind_is_not_confused(tmp_path):
-    lm = CheckpointedLM(RecordingLM(), tmp_path / "r.sqlite", chunk_requests=8)
+    lm = RecordedLM(RecordingLM(), tmp_path / "r.sqlite", chunk_requests=8)
     same_args = [SimpleNamespace(args=("prompt 0", " A"))]
     lm.loglikelihood(same_args)
     assert lm.computed == 1
@@ -101,13 +102,13 @@ def test_the_same_request_of_another_kind_is_not_confused(tmp_path):
 def test_duplicate_requests_in_a_chunk_are_reused(tmp_path):
     path = tmp_path / "r.sqlite"
     reqs = requests(2, "loglikelihood") * 2
-    CheckpointedLM(RecordingLM(), path, chunk_requests=4).loglikelihood(reqs)
+    RecordedLM(RecordingLM(), path, chunk_requests=4).loglikelihood(reqs)
     inner = RecordingLM()
-    CheckpointedLM(inner, path, chunk_requests=4).loglikelihood(reqs)
+    RecordedLM(inner, path, chunk_requests=4).loglikelihood(reqs)
     assert inner.calls == []
 
 
 def test_model_details_pass_through(tmp_path):
-    lm = CheckpointedLM(RecordingLM(), tmp_path / "r.sqlite", chunk_requests=1)
+    lm = RecordedLM(RecordingLM(), tmp_path / "r.sqlite", chunk_requests=1)
     assert lm.tokenizer_name == "recording"
     assert lm.get_model_info() == {"engine": "recording"}

@@ -21,9 +21,9 @@ from test_config_errors import GOOD, edited, run_harness  # noqa: F401  (run_har
 
 from harness.config import Cluster, RunConfig
 from harness.errors import UsageError
-from harness.evaluate import cluster
-from harness.evaluate.checkpoint import SERVED_SCHEMA, CheckpointedLM
-from harness.evaluate.replicas import ReplicaError, ReplicaPool
+from harness.run.answers import SERVED_SCHEMA, RecordedLM
+from harness.scaleout import cluster
+from harness.scaleout.replicas import ReplicaError, ReplicaPool
 
 CLUSTER = {"address": "local", "num_cpus": 2, "cpus_per_replica": 1}
 
@@ -121,7 +121,7 @@ def test_tensor_parallel_ranks_count_as_cpus_per_replica():
 
 def test_ray_is_not_imported_without_a_cluster():
     code = (
-        "import sys, harness.cli, harness.evaluate.runner, harness.evaluate.worker, harness.evaluate.checkpoint;"
+        "import sys, harness.cli, harness.run.runner, harness.run.worker, harness.run.answers;"
         "print('ray' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -204,7 +204,7 @@ def stand_in(weights_differ: bool = False, fail_on: str | None = None) -> type:
                 raise ValueError("no such checkpoint: /models/missing")
 
         def facts(self):
-            from harness.evaluate import provenance
+            from harness import provenance
 
             return {
                 "node": "vm",
@@ -258,7 +258,7 @@ def _pids(replicas: ReplicaPool, ray) -> list[int]:
 def test_chunks_spread_over_replicas_and_come_back_in_order(ray_cluster, tmp_path):
     replicas = pool(ray_cluster, stand_in())
     replicas.wait_ready()
-    lm = CheckpointedLM(replicas, tmp_path / "r.sqlite", chunk_requests=2, layout="tp=1 pp=1")
+    lm = RecordedLM(replicas, tmp_path / "r.sqlite", chunk_requests=2, layout="tp=1 pp=1")
     answers = lm.loglikelihood(requests(20))
     assert answers == [(-float(i + 1), True) for i in range(20)]
     served = lm.served()
@@ -283,7 +283,7 @@ def test_a_killed_replica_is_replaced_and_its_chunk_sent_again(ray_cluster):
         if len(got) == 3:
             os.kill(victim, signal.SIGKILL)
     assert sorted(got) == [(i, [(-float(i + 1), True)]) for i in range(30)]
-    assert replicas.record.replaced == 1
+    assert replicas.cluster_record.replaced == 1
     # A third replica was started in its place (it may still be loading when the others finish).
     assert len(replicas._members) == 3
     replicas.close()

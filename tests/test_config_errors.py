@@ -265,7 +265,7 @@ def test_a_method_that_quantizes_no_linear_layer_is_refused_before_the_run(run_h
 def test_resume_on_a_cpu_whose_kernels_differ_is_refused(run_harness, tmp_path):
     from runfixtures import write_run
 
-    from harness.evaluate import provenance
+    from harness import provenance
 
     store = write_run(tmp_path / "run", {"bf16": {"t": [1, 0]}, "w8a8": {"t": [1, 1]}})
     store.write_run(store.read_run().model_copy(update={"config": GOOD, "status": "running"}))
@@ -282,6 +282,6 @@ def test_resume_on_a_cpu_whose_kernels_differ_is_refused(run_harness, tmp_path):
     assert {p: p.read_bytes() for p in store.root.rglob("*") if p.is_file()} == before
     manifest.hardware = provenance.hardware()  # the same CPU: the check lets it through
     store.write_manifest(manifest)
-    from harness.evaluate.runner import _check_same_kernels
+    from harness.run.runner import _check_same_kernels
 
     _check_same_kernels(store, ["bf16", "w8a8"])

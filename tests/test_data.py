@@ -94,7 +94,7 @@ def test_pull_writes_a_mirror_that_loads_back(tmp_path):
 def test_pull_offline_is_refused_before_anything_is_written(tmp_path, monkeypatch, capsys):
     from harness import cli
 
-    monkeypatch.setattr(data, "is_offline", lambda: True)
+    monkeypatch.setattr(data, "hub_offline", lambda: True)
     target = tmp_path / "mirror"
     assert cli.main(["data", "pull", "--suite", "llama3_arc_challenge", "--data-dir", str(target)]) == 2
     assert "needs the network" in capsys.readouterr().err

@@ -20,8 +20,8 @@ import pytest
 import yaml
 from machine import has_amx
 
-from harness.evaluate.worker import REQUESTS_DB
 from harness.results.store import RunStore
+from harness.run.worker import REQUESTS_DB
 
 pytestmark = pytest.mark.engine
 ROOT = Path(__file__).resolve().parent.parent
@@ -185,7 +185,7 @@ def test_failing_variants_fail_alone_beside_a_noise_floor_repeat(tmp_path):
 
 def weightless_checkpoint(tmp_path: Path) -> Path:
     """The demo checkpoint's config and tokenizer without its weights."""
-    from harness.evaluate.models import demo_checkpoint
+    from harness.models.demo import demo_checkpoint
 
     folder = tmp_path / "weightless"
     folder.mkdir()
@@ -310,7 +310,7 @@ def _persisted(store: RunStore, variant: str, kind: str) -> int:
 
 def _worker_pid(store: RunStore, variant: str) -> int | None:
     """The worker process evaluating variant, found by its command line."""
-    wanted = ["-m", "harness.evaluate.worker", str(store.root), variant]
+    wanted = ["-m", "harness.run.worker", str(store.root), variant]
     for proc in Path("/proc").iterdir():
         try:
             argv = (proc / "cmdline").read_bytes().decode().split("\0")[:-1]

@@ -23,9 +23,11 @@ from harness.analysis import drift as summary
 from harness.analysis import kld
 from harness.config import RunConfig
 from harness.errors import UsageError
-from harness.evaluate import children, drift
+from harness.offline import go_offline, hub_offline
 from harness.render.report import write_report
 from harness.results.store import RunStore
+from harness.run import children
+from harness.run import drift_probe as drift
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "configs" / "demo.yaml"
@@ -78,7 +80,7 @@ def test_sequences_alternate_tasks_skip_repeats_and_keep_the_tail(tmp_path):
     assert [(s["task"], s["doc_id"]) for s in seqs] == [("a", 0), ("b", 0), ("a", 2)]
     from transformers import AutoTokenizer
 
-    from harness.evaluate.models import resolve_model
+    from harness.models.sources import resolve_model
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model("demo"))
     assert seqs[0]["token_ids"] == tokenizer("first a").input_ids
@@ -186,8 +188,9 @@ def test_a_child_in_its_own_session_takes_what_it_started_with_it(tmp_path):
 def test_go_offline_keeps_an_explicit_setting(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "0")
-    children.go_offline()
+    go_offline()
     assert os.environ["HF_HUB_OFFLINE"] == "1" and os.environ["HF_DATASETS_OFFLINE"] == "0"
+    assert hub_offline()  # either switch is offline, as `datasets` reads them
 
 
 # -- real engines -------------------------------------------------------------------------
@@ -235,7 +238,7 @@ def engine_run(tmp_path_factory):
 
     The W8A8 checkpoint is the demo's `demo-w8a8`, which harness makes once into its cache with
     `harness quantize demo --scheme W8A8` (test_quantize.py builds one with the command)."""
-    from harness.evaluate.models import DEMO_W8A8, demo_checkpoint
+    from harness.models.demo import DEMO_W8A8, demo_checkpoint
 
     tmp = tmp_path_factory.mktemp("drift")
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from harness.engine.args import check_engine_values
 from harness.errors import UsageError
-from harness.evaluate.engine_args import check_engine_values
 
 ROOT = Path(__file__).resolve().parent.parent
 WHERE = "cfg.yaml: variants.1.engine"
@@ -189,7 +189,7 @@ def _repo_variants():
 
 @pytest.mark.parametrize("engine,model,where", list(_repo_variants()))
 def test_repo_configs_pass(no_engine, engine, model, where):
-    from harness.evaluate.models import DEMO, DEMO_FOLDERS, demo_checkpoint, demo_checkpoint_path
+    from harness.models.demo import DEMO, DEMO_FOLDERS, demo_checkpoint, demo_checkpoint_path
 
     if model == DEMO:
         try:

@@ -30,8 +30,8 @@ def _stock_backend():
 
 @pytest.fixture(scope="module")
 def engine():
-    from harness.evaluate.engine import VLLMEngine
-    from harness.evaluate.models import resolve_model
+    from harness.engine.lm import VLLMEngine
+    from harness.models.sources import resolve_model
 
     return VLLMEngine(
         resolve_model("demo"),

@@ -16,8 +16,8 @@ import pytest
 import torch
 from machine import has_amx, probe_problem
 
-from harness.evaluate.kernels import describe_linear, summarize
-from harness.evaluate.quantization import QuantizationError, ShardMismatchError, check_quantized, combine_shards
+from harness.engine.kernels import describe_linear, summarize
+from harness.engine.weights import QuantizationError, ShardMismatchError, check_quantized, combine_shards
 
 N, K = 96, 64  # out, in
 
@@ -201,9 +201,10 @@ def test_amx_kernels_run_where_the_cpu_has_amx_and_are_refused_by_vllm_elsewhere
 
 
 def test_the_w8a8_checkpoint_scheme_runs_here_through_vllms_int8_kernel():
-    from harness.evaluate.engine_args import engine_config
-    from harness.evaluate.kernels import probe
-    from harness.evaluate.models import DEMO_W8A8, resolve_model
+    from harness.engine.args import engine_config
+    from harness.engine.kernels import probe
+    from harness.models.demo import DEMO_W8A8
+    from harness.models.sources import resolve_model
 
     answer = probe(engine_config(resolve_model(DEMO_W8A8), {"dtype": "bfloat16"}))
     assert answer.problem is None and answer.ran
@@ -228,9 +229,9 @@ def test_bf16_has_a_packed_kernel_exactly_where_the_cpu_computes_bf16():
     # oneDNN computes bf16 with AVX-512-BF16 or AMX; on AVX2-only CPUs vLLM falls back to torch.
     from machine import cpu_flags
 
-    from harness.evaluate.engine_args import engine_config
-    from harness.evaluate.kernels import torch_fallback
-    from harness.evaluate.models import resolve_model
+    from harness.engine.args import engine_config
+    from harness.engine.kernels import torch_fallback
+    from harness.models.sources import resolve_model
 
     native = bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
     assert torch_fallback(engine_config(resolve_model("demo"), {"dtype": "bfloat16"})) == (not native)
@@ -242,18 +243,19 @@ def test_where_bf16_falls_back_the_run_computes_in_the_fallback_dtype_and_says_s
     import yaml
 
     from harness.config import load_config
-    from harness.evaluate import kernels, runner
-    from harness.resources import DEMO_CONFIG, SAMPLES_DIR
+    from harness.engine import kernels
+    from harness.resources import DEMO_CONFIG, DEMO_DATA_DIR
+    from harness.run import runner
 
     monkeypatch.setattr(kernels, "torch_fallback", lambda vllm_config: True)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     raw = yaml.safe_load(DEMO_CONFIG.read_text())
-    raw["data_dirs"] = [str(SAMPLES_DIR)]
+    raw["data_dirs"] = [str(DEMO_DATA_DIR)]
     path = tmp_path / "demo.yaml"
     path.write_text(yaml.safe_dump(raw))
     config = load_config(path)
     assert config.variants[1].engine == {"quantization": "fp8_per_block"} and config.variants[1].optional
-    run = runner._check_inputs(config, path, [SAMPLES_DIR], tmp_path / "run")
+    run = runner._check_inputs(config, path, [DEMO_DATA_DIR], tmp_path / "run")
     assert run.dtype_note and "every variant runs in float32" in run.dtype_note
     assert run.config["engine"]["dtype"] == "float32"
     # In float32 vLLM refuses in-flight fp8 on any machine: the optional variant is skipped, saying so.
@@ -266,16 +268,16 @@ def test_an_optional_variant_vllm_refuses_here_is_skipped_before_anything_exists
     import yaml
 
     from harness.config import load_config
-    from harness.evaluate import runner
-    from harness.resources import DEMO_CONFIG, SAMPLES_DIR
+    from harness.resources import DEMO_CONFIG, DEMO_DATA_DIR
+    from harness.run import runner
 
     monkeypatch.setenv("VLLM_DISABLED_KERNELS", "CPUFp8W8A8BlockScaledMMKernel,CPUFp8BlockScaledMMKernel")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     raw = yaml.safe_load(DEMO_CONFIG.read_text())
-    raw["data_dirs"] = [str(SAMPLES_DIR)]
+    raw["data_dirs"] = [str(DEMO_DATA_DIR)]
     path = tmp_path / "demo.yaml"
     path.write_text(yaml.safe_dump(raw))
-    run = runner._check_inputs(load_config(path), path, [SAMPLES_DIR], tmp_path / "run")
+    run = runner._check_inputs(load_config(path), path, [DEMO_DATA_DIR], tmp_path / "run")
     assert (
         list(run.skipped) == ["fp8"] and "quantization fp8_per_block cannot run on this machine" in run.skipped["fp8"]
     )

@@ -14,10 +14,11 @@ import pytest
 import yaml
 
 from harness import cli
+from harness.engine.weights import QuantizationError, check_quantized
 from harness.errors import UsageError
-from harness.evaluate import runner
-from harness.evaluate.models import demo_checkpoint, tokenizer_identity
-from harness.evaluate.quantization import QuantizationError, check_quantized, declared
+from harness.models.checkpoint import declared, tokenizer_identity
+from harness.models.demo import demo_checkpoint
+from harness.run import runner
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "configs" / "demo.yaml"

@@ -1,7 +1,7 @@
 """`harness rescore`: filters and metrics again from a run's stored answers, with no engine.
 
 Fast tests build a run through the worker's own `evaluate_tasks` with a stand-in model behind
-CheckpointedLM (so requests.sqlite is exactly what a run writes), then re-score it. The engine
+RecordedLM (so requests.sqlite is exactly what a run writes), then re-score it. The engine
 test makes a real run with a deliberately broken GSM-8K extraction, fixes it, re-scores, and
 compares with a fresh run of the fixed task (the session's demo run, tests/conftest.py: the same
 config, code and limit, so the same requests to the engine).
@@ -20,14 +20,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from runfixtures import AnswersEachChunk
 
 from harness.cli import main
 from harness.config import RunConfig
-from harness.evaluate.checkpoint import CheckpointedLM
-from harness.evaluate.worker import REQUESTS_DB, evaluate_tasks
-from harness.resources import SAMPLES_DIR
+from harness.resources import DEMO_DATA_DIR
 from harness.results.schema import Manifest, RunRecord
 from harness.results.store import RunStore
+from harness.run.answers import RecordedLM
+from harness.run.worker import REQUESTS_DB, evaluate_tasks
 
 ROOT = Path(__file__).resolve().parent.parent
 ARC, GSM8K = "llama3_arc_challenge", "llama3_gsm8k_cot"
@@ -42,7 +43,7 @@ CONFIG = {
 }
 
 
-class StandInLM:
+class StandInLM(AnswersEachChunk):
     """Answers deterministically from the request and the variant's name."""
 
     def __init__(self, variant: str):
@@ -64,7 +65,7 @@ def stand_in_run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("runs") / "fake"
     store = RunStore(root)
     config = RunConfig.model_validate(CONFIG)
-    data_dirs = [str(SAMPLES_DIR.resolve())]
+    data_dirs = [str(DEMO_DATA_DIR.resolve())]
     store.write_run(
         RunRecord(
             run_id="fake",
@@ -83,7 +84,7 @@ def stand_in_run(tmp_path_factory) -> Path:
         mp.setenv("HF_DATASETS_OFFLINE", "1")
         for name in ("bf16", "fp8"):
             store.variant_dir(name).mkdir(parents=True)
-            model = CheckpointedLM(StandInLM(name), store.variant_dir(name) / REQUESTS_DB, chunk_requests=3)
+            model = RecordedLM(StandInLM(name), store.variant_dir(name) / REQUESTS_DB, chunk_requests=3)
             evaluation = evaluate_tasks(model, config, data_dirs)
             model.close()
             for task, records in evaluation.samples.items():

@@ -583,6 +583,7 @@ def test_agieval_csv_missing_offline(monkeypatch, tmp_path):
     fewshot = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(fewshot)
     monkeypatch.delenv("HARNESS_AGIEVAL_FEWSHOT", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(fewshot, "CACHE", tmp_path / "absent.csv")
     from harness.suites import data
 
@@ -618,7 +619,7 @@ def test_real_docs_build_requests(manager, monkeypatch):
 
 def test_max_gen_toks_caps_generation_tasks_only(manager):
     from harness.config import RunConfig
-    from harness.evaluate.worker import _load_tasks
+    from harness.run.worker import _load_tasks
     from harness.suites.data import use_data_dirs
 
     config = RunConfig.model_validate(

@@ -17,9 +17,9 @@ import pytest
 import yaml
 from test_engine_args import LLAMA_CONFIG
 
-from harness.evaluate.engine_args import check_engine_values
-from harness.evaluate.parallel import cpu_shares
-from harness.evaluate.quantization import ShardMismatchError, combine_shards
+from harness.engine.args import check_engine_values
+from harness.engine.parallel import cpu_shares
+from harness.engine.weights import ShardMismatchError, combine_shards
 from harness.results.schema import Manifest, Parallelism
 from harness.results.store import RunStore
 

@@ -18,11 +18,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from rich.console import Console
+from runfixtures import AnswersEachChunk
 
 from harness.cli import build_parser
-from harness.evaluate import children
-from harness.evaluate.checkpoint import CheckpointedLM
-from harness.evaluate.worker import _announce_steps
 from harness.logs import log_to_file, setup_logging
 from harness.render.progress import (
     PLAIN_INTERVAL_S,
@@ -34,6 +32,9 @@ from harness.render.progress import (
     summary,
 )
 from harness.results.schema import LinearScheme, Manifest, Quantization
+from harness.run import children
+from harness.run.answers import RecordedLM
+from harness.run.worker import _announce_steps
 
 BAR_CHARACTERS = set("━╸█▏▎▍▌▋▊▉|\r\x1b")
 
@@ -239,9 +240,9 @@ def test_bars_only_on_a_terminal_even_when_ci_forces_colour(monkeypatch):
 CHILD = textwrap.dedent(
     """
     import logging, os, sys
-    from harness.evaluate.children import progress_channel
+    from harness.run.children import progress_channel
     from harness.logs import setup_logging
-    from harness.render.progress import Event
+    from harness.events import Event
 
     setup_logging(verbose=True)
     send = progress_channel()
@@ -294,8 +295,8 @@ def test_verbose_echoes_each_line_of_the_log_as_it_is_written(tmp_path):
 GATED_CHILD = textwrap.dedent(
     """
     import os, sys, time
-    from harness.evaluate.children import progress_channel
-    from harness.render.progress import Event
+    from harness.run.children import progress_channel
+    from harness.events import Event
 
     name, gate, code = sys.argv[1], sys.argv[2], int(sys.argv[3])
     send = progress_channel()
@@ -344,7 +345,7 @@ def test_children_run_from_two_threads_at_once_each_report_to_their_own_callback
 def test_stop_ends_children_waited_on_in_other_threads(tmp_path):
     """Ctrl-C reaches only the main thread; a runner sets `stop` to end children run from threads."""
     stop = threading.Event()
-    script = "import time; from harness.evaluate.children import progress_channel; from harness.render.progress "
+    script = "import time; from harness.run.children import progress_channel; from harness.events "
     script += "import Event; progress_channel()(Event('engine', 'up')); time.sleep(60)"
     started = threading.Semaphore(0)
     codes: list[int] = []
@@ -394,13 +395,13 @@ def test_log_to_file_takes_library_logs_and_stderr_bars_off_the_terminal(tmp_pat
     assert "harness rescore" in text and "Building contexts for arc" in text and "2/2" in text
 
 
-def test_checkpointed_requests_report_true_counts_per_chunk(tmp_path):
-    class Echo:
+def test_recorded_requests_report_true_counts_per_chunk(tmp_path):
+    class Echo(AnswersEachChunk):
         def loglikelihood(self, requests):
             return [(-1.0, True) for _ in requests]
 
     events: list[Event] = []
-    lm = CheckpointedLM(Echo(), tmp_path / "r.sqlite", chunk_requests=3, progress=events.append)  # type: ignore[arg-type]
+    lm = RecordedLM(Echo(), tmp_path / "r.sqlite", chunk_requests=3, progress=events.append)  # type: ignore[arg-type]
     reqs = [SimpleNamespace(args=(f"q{i}", " A")) for i in range(7)]
     lm.loglikelihood(reqs)
     assert [(e.done, e.total) for e in events] == [(0, 7), (3, 7), (6, 7), (7, 7)]

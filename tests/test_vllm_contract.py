@@ -58,7 +58,7 @@ NAMES = {
         "get_tensor_model_parallel_world_size",
     ],
     "vllm/distributed/parallel_state.py": ["destroy_distributed_environment", "destroy_model_parallel"],
-    # The kernel families whose bit widths harness/evaluate/kernels.py knows.
+    # The kernel families whose bit widths harness/engine/kernels.py knows.
     "vllm/model_executor/kernels/linear/__init__.py": [
         "Int8ScaledMMLinearKernel",
         "FP8ScaledMMLinearKernel",

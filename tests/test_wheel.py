@@ -36,7 +36,7 @@ def test_wheel_carries_the_package_the_suites_and_the_configs(wheel):
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
     modules = {f for f in source_files() if f.startswith("harness/") and f.endswith(".py")}
     assert modules - names == set()
-    assert {"harness/configs/demo.yaml", "harness/tasks/samples/make_samples.py"} <= names
+    assert "harness/configs/demo.yaml" in names and "harness/tasks/samples/make_samples.py" not in names
 
 
 def test_installed_wheel_imports_from_the_venv_and_loads_task_helpers(venv, tmp_path):

@@ -38,8 +38,15 @@ def source_files() -> list[str]:
     return [f for f in out.decode().split("\0") if f and (ROOT / f).is_file()]
 
 
+NOT_SHIPPED = {"tasks/samples/make_samples.py"}  # the repository's tool that wrote the demo's samples
+
+
 def bundled_files() -> set[str]:
-    return {f for f in source_files() if f.split("/")[0] in BUNDLED and "__pycache__" not in f.split("/")}
+    return {
+        f
+        for f in source_files()
+        if f.split("/")[0] in BUNDLED and "__pycache__" not in f.split("/") and f not in NOT_SHIPPED
+    }
 
 
 def build_wheel(src: Path, out: Path) -> Path:

@@ -1,4 +1,4 @@
-"""The side of the sandbox that runs inside it (see harness/sandbox.py for the host side).
+"""The side of the sandbox that runs inside it (see harness/codeexec/sandbox.py for the host side).
 
 Run as a script, never imported by untrusted code. Standard library only and Python 3.8
 syntax, because the worker may run under a different interpreter than the harness.

@@ -24,7 +24,7 @@ refused unless `allow_root_without_isolation=True`.
 
 A pass is decided outside the generated code: a trusted checker process holds the test and a
 per-job random nonce; the generated function runs in a separate, unprivileged worker process
-and is only reachable through a proxy that exchanges plain data (see harness/codeexec.py).
+and is only reachable through a proxy that exchanges plain data (see harness/codeexec/inside.py).
 The checker reports the nonce with passed=true only when the test script has returned
 normally after calling the candidate at least once.
 

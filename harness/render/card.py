@@ -37,7 +37,7 @@ from harness.errors import UsageError
 from harness.render import plots
 from harness.render.report import writable_folder
 from harness.render.tables import fmt, markdown_table
-from harness.resources import SAMPLES_DIR
+from harness.resources import DEMO_DATA_DIR
 from harness.results.io import write_bytes_atomic
 from harness.results.schema import (
     COMPLETE,
@@ -55,7 +55,7 @@ from harness.results.schema import (
 from harness.results.store import RunStore
 from harness.suites.benchmarks import card_benchmarks
 
-CARD_DIR = "card"  # default output folder inside the run folder
+CARD_OUTPUT = "card"  # default output folder inside the run folder
 SECTION_FILE = "README-evaluation.md"
 PLOT_FILE = "evaluation.png"
 END_MARKER = "<!-- /harness:evaluation -->"
@@ -214,7 +214,7 @@ def config_int(run: RunRecord, key: str) -> int | None:
 
 def on_sample_data(run: RunRecord) -> bool:
     """Whether the run read the project's samples (tasks/samples), which are no benchmark data."""
-    samples = SAMPLES_DIR.resolve()
+    samples = DEMO_DATA_DIR.resolve()
     return any(Path(d).resolve() == samples or Path(d).parts[-2:] == ("tasks", "samples") for d in run.data_dirs)
 
 
@@ -715,7 +715,7 @@ def write_card(
         existing = read_card_file(update)
         checked_card(existing[1], store.read_run().run_id, force, str(update))
     section = build_section(store, variant, settings_of)
-    out = out if out is not None else store.root / CARD_DIR
+    out = out if out is not None else store.root / CARD_OUTPUT
     page = str(section_card(section, render_section(section, PLOT_FILE)))
     merged = None
     if update is not None and existing is not None:

@@ -1,6 +1,6 @@
 """What `harness run` shows while its variants run: a header, one live line per variant, a summary.
 
-Each variant's worker reports `Event`s (harness.evaluate.children carries them over a pipe); a
+Each variant's worker reports `Event`s (harness.run.children carries them over a pipe); a
 `Display` turns them into text. On a terminal the line is a rich progress bar (phase, done/total,
 rate, ETA) that the variant's one-line summary replaces when it ends. Anywhere else (CI logs,
 pipes, files) every phase is one plain line, and a request count at most every PLAIN_INTERVAL_S
@@ -11,66 +11,20 @@ it goes to <variant>/log.txt, and to `echo` only with `harness run -v`.
 
 from __future__ import annotations
 
-import json
 import threading
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Hashable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
+from harness.events import Event
 from harness.results.schema import COMPLETE, Manifest
 
 PLAIN_INTERVAL_S = 10.0  # a long request phase prints its count this often in a CI log
-
-# What each phase is called on screen. "requests" events carry the request kind as detail.
-PHASES = {
-    "engine": "starting engine",
-    "tasks": "loading tasks",
-    "build": "building requests",
-    "requests": "requests",
-    "scoring": "filters and metrics",
-}
-
-
-@dataclass(frozen=True)
-class Event:
-    """One step of a variant's evaluation: the phase, what it is working on, counts where known.
-
-    `at` is when the worker reached it (its clock), so rates do not depend on when the pipe delivered it.
-    """
-
-    phase: str
-    detail: str = ""
-    done: int | None = None
-    total: int | None = None
-    at: float = field(default_factory=time.time, compare=False)
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
-
-    @classmethod
-    def from_json(cls, line: str) -> Event | None:
-        """None for a line that is not an event (a worker killed mid-write leaves half a line)."""
-        try:
-            raw = json.loads(line)
-            return cls(**raw) if isinstance(raw, dict) else None
-        except (ValueError, TypeError):
-            return None
-
-    def what(self) -> str:
-        """'loglikelihood requests', 'building requests: llama3_arc_challenge', 'starting engine'."""
-        name = PHASES.get(self.phase, self.phase)
-        if self.phase == "requests":
-            return f"{self.detail} requests"
-        return f"{name}: {self.detail}" if self.detail else name
-
-    def counts(self) -> str:
-        return f"{self.done}/{self.total}" if self.done is not None and self.total is not None else ""
 
 
 class Pace:

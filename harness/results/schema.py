@@ -179,7 +179,7 @@ class LinearScheme(Record):
 
 
 class Quantization(Record):
-    """What was asked for, and what the engine really stored (harness.evaluate.quantization)."""
+    """What was asked for, and what the engine really stored (harness.engine.weights)."""
 
     requested: str | None = None
     prequantized: bool = False  # the checkpoint declares a quantization_config

@@ -42,7 +42,7 @@ __all__ = ["COMPLETE", "FAILED", "REPEAT_SUFFIX", "RUNNING", "RunStore", "StoreE
 RUN_FILE = "run.json"
 MANIFEST_FILE = "manifest.json"
 RESULTS_FILE = "results.json"
-SAMPLES_DIR = "samples"
+SAMPLES_FOLDER = "samples"  # per-document records, one file per task
 LOG_FILE = "log.txt"
 
 M = TypeVar("M", bound=BaseModel)
@@ -134,13 +134,13 @@ class RunStore:
         # Task names come from results.json: never let one name a file outside the folder.
         if not task or task.startswith(".") or "/" in task or "\\" in task or "\0" in task:
             raise StoreError(f"{self.variant_dir(variant)}: task name {task!r} is not a file name")
-        return self.variant_dir(variant) / SAMPLES_DIR / f"{task}.jsonl"
+        return self.variant_dir(variant) / SAMPLES_FOLDER / f"{task}.jsonl"
 
     def write_samples(self, variant: str, task: str, records: Iterable[SampleRecord]) -> None:
         write_jsonl(self.samples_path(variant, task), (r.model_dump() for r in records))
 
     def sample_tasks(self, variant: str) -> list[str]:
-        folder = self.variant_dir(variant) / SAMPLES_DIR
+        folder = self.variant_dir(variant) / SAMPLES_FOLDER
         return sorted(p.stem for p in folder.glob("*.jsonl"))
 
     def read_samples(self, variant: str, task: str) -> list[SampleRecord]:

@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from harness.errors import UsageError
+from harness.offline import hub_offline
 from harness.results.io import write_text_atomic
 from harness.suites import mirror
 
@@ -157,12 +158,6 @@ def hf_cache_dir() -> str:
     return str(datasets.config.HF_DATASETS_CACHE)
 
 
-def is_offline() -> bool:
-    import datasets
-
-    return bool(datasets.config.HF_HUB_OFFLINE)
-
-
 def locate(need: Need, dirs: Iterable[Path], thorough: bool = False) -> Need:
     """``need`` with status/where filled in. Never downloads data.
 
@@ -185,7 +180,7 @@ def locate(need: Need, dirs: Iterable[Path], thorough: bool = False) -> Need:
         return replace(need, status=IN_DIR, where=str(local))
     import datasets
 
-    offline = is_offline()
+    offline = hub_offline()
     try:
         builder = datasets.load_dataset_builder(need.path, need.name, revision=need.revision)
     except Exception:  # noqa: BLE001 - not cached (offline), not on the hub, or unloadable
@@ -219,7 +214,7 @@ def check(suite_or_tasks: str | list[str], dirs: Iterable[Path], thorough: bool 
 
 
 def missing_message(need: Need, dirs: Iterable[Path]) -> str:
-    looked = [str(d) for d in dirs] + [f"HF cache {hf_cache_dir()}" + (" (offline)" if is_offline() else "")]
+    looked = [str(d) for d in dirs] + [f"HF cache {hf_cache_dir()}" + (" (offline)" if hub_offline() else "")]
     return f"{need.describe()} not found; looked in: {', '.join(looked)}"
 
 
@@ -326,7 +321,7 @@ def _write_readme(folder: Path) -> None:
 
 def pull_suite(suite: str, target: Path) -> list[Path]:
     """Fill the mirror ``target`` with every split of ``suite`` it lacks (needs the network)."""
-    if is_offline():
+    if hub_offline():
         raise UsageError("data pull needs the network; unset HF_HUB_OFFLINE/HF_DATASETS_OFFLINE")
     if target.exists() and not target.is_dir():
         raise UsageError(f"data pull: {target} is a file, not a folder")

@@ -41,7 +41,7 @@ class MirrorError(UsageError):
 
     def __init__(self, path: str | Path, problem: str):
         self.path = Path(path)
-        self.problem = _one_line(problem)
+        self.problem = _first_line(problem)
         super().__init__(f"{self.path}: {self.problem}")
 
 
@@ -216,7 +216,7 @@ def _cache_root() -> str:
     return str(datasets.config.HF_DATASETS_CACHE)
 
 
-def _one_line(text) -> str:
+def _first_line(text) -> str:
     lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
     return " ".join(lines[:1]) or type(text).__name__
 
@@ -378,7 +378,7 @@ def _diagnose(folder: Path, name, files: dict[str, list[Path]], exc: Exception) 
             return mismatch
     cause = exc.__cause__ or exc
     return CorruptMirrorError(
-        folder, f"config {name or 'default'} does not load: {type(cause).__name__}: {_one_line(cause)}"
+        folder, f"config {name or 'default'} does not load: {type(cause).__name__}: {_first_line(cause)}"
     )
 
 

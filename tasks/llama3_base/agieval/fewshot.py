@@ -37,6 +37,7 @@ CACHE = Path.home() / ".cache" / "harness" / f"agieval-{COMMIT}-few_shot_prompts
 
 
 def csv_path() -> Path:
+    from harness.offline import hub_offline
     from harness.suites import data
 
     if env := os.environ.get("HARNESS_AGIEVAL_FEWSHOT"):
@@ -46,7 +47,7 @@ def csv_path() -> Path:
             return d / RELATIVE
     if CACHE.is_file():
         return CACHE
-    if data.is_offline():
+    if hub_offline():
         looked = [str(d / RELATIVE) for d in data.active_dirs()] + [str(CACHE)]
         raise FileNotFoundError(
             "AGIEval few_shot_prompts.csv not found; looked in: "

@@ -2,7 +2,7 @@
 
 The variant's worker keeps lm-eval, the request database and every file of the results folder;
 replicas only answer. `ReplicaPool.answer_chunks` hands each chunk (the unit requests.sqlite
-commits) to whichever replica is free and yields answers as they come back; CheckpointedLM
+commits) to whichever replica is free and yields answers as they come back; RecordedLM
 commits each and puts them back in lm-eval's order. Every engine call starts from an empty prefix
 cache and a chunk always holds the same requests, so an answer depends on neither the replica nor
 the number of replicas.
@@ -23,13 +23,13 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+from harness import provenance
 from harness.config import RunConfig, Variant
+from harness.engine.answerer import EngineStats
+from harness.engine.parallel import world_size
 from harness.errors import one_line
-from harness.evaluate import provenance
-from harness.evaluate.cluster import CLUSTER_ENV, accelerator_of, replica_resources
-from harness.evaluate.engine import EngineStats
-from harness.evaluate.parallel import world_size
 from harness.results.schema import ClusterRecord, Parallelism, ServedChunk
+from harness.scaleout.cluster import CLUSTER_ENV, accelerator_of, replica_resources
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class Replica:
     """One engine on a node of the cluster (made a Ray actor class by ReplicaPool)."""
 
     def __init__(self, model: str, engine_args: dict, seed: int, order_seed: int | None):
-        from harness.evaluate.engine import VLLMEngine
+        from harness.engine.lm import VLLMEngine
 
         # describe_weights runs in vLLM's workers through apply_model, which pickles the function.
         os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
@@ -85,7 +85,7 @@ class Replica:
     def answer(self, kind: str, args: list[tuple]) -> tuple[list, dict]:
         """Answers to one chunk, and the engine work it took."""
         before = EngineStats(**vars(self.engine.stats))
-        answers = getattr(self.engine, kind)([_Request(a) for a in args])
+        answers = self.engine.answer(kind, [_Request(a) for a in args])
         after = self.engine.stats
         work = {k: getattr(after, k) - getattr(before, k) for k in vars(after)}
         return answers, work
@@ -112,7 +112,7 @@ class _Member:
 
 
 class ReplicaPool:
-    """The replicas of one variant, seen by CheckpointedLM as one model."""
+    """The replicas of one variant, seen by RecordedLM as one model."""
 
     def __init__(
         self,
@@ -132,7 +132,7 @@ class ReplicaPool:
         self.ray = ray
         self.resources = resources
         self.max_replacements = max_replacements
-        self.record = ClusterRecord(address=address, replicas=count, resources_per_replica=resources)
+        self.cluster_record = ClusterRecord(address=address, replicas=count, resources_per_replica=resources)
         self.stats = EngineStats()
         self._accelerators = _node_accelerators(ray)
         env = {"VLLM_ALLOW_INSECURE_SERIALIZATION": "1"}
@@ -154,10 +154,10 @@ class ReplicaPool:
         self._starting[member.actor.facts.remote()] = member
 
     def _replace(self, member: _Member, why: str) -> None:
-        self.record.replaced += 1
-        if self.record.replaced > self.max_replacements:
+        self.cluster_record.replaced += 1
+        if self.cluster_record.replaced > self.max_replacements:
             raise ReplicaError(
-                f"replica {member.number} died ({why}); {self.record.replaced} replicas lost, more than "
+                f"replica {member.number} died ({why}); {self.cluster_record.replaced} replicas lost, more than "
                 f"cluster.max_replacements={self.max_replacements}"
             )
         log.warning("replica %d died (%s); its work goes to the others and a new replica starts", member.number, why)
@@ -175,7 +175,7 @@ class ReplicaPool:
             self._replace(member, one_line(e))
             return
         self._check_agrees(member)
-        self.record.replica_nodes[str(member.number)] = member.facts["node"]
+        self.cluster_record.replica_nodes[str(member.number)] = member.facts["node"]
         log.info("replica %d ready on %s (%s)", member.number, member.facts["node"], self._accelerator(member))
         self._idle.append(member)
 

@@ -26,7 +26,6 @@ import logging
 import os
 import random
 import time
-from dataclasses import asdict, dataclass
 
 from lm_eval.api.model import TemplateLM
 from lm_eval.models.utils import (
@@ -37,8 +36,9 @@ from lm_eval.models.utils import (
 )
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
-from harness.evaluate.parallel import bind_cpu_ranks, threads_bind, world_size
-from harness.evaluate.quantization import combine_shards, describe_weights
+from harness.engine.answerer import KINDS, Answered, EngineStats
+from harness.engine.parallel import bind_cpu_ranks, threads_bind, world_size
+from harness.engine.weights import combine_shards, describe_weights
 from harness.results.schema import Parallelism
 
 log = logging.getLogger(__name__)
@@ -47,41 +47,16 @@ DEFAULT_MAX_GEN_TOKS = 256
 MAX_CHOICE_TOKENS = 128  # vLLM's cap on logprob_token_ids per request
 
 
-@dataclass
-class EngineStats:
-    """Work done by the engine; the manifest reports it with the timings."""
-
-    engine_calls: int = 0
-    requests: int = 0
-    prompts: int = 0  # after de-duplication
-    prompt_tokens: int = 0
-    generated_tokens: int = 0
-    engine_seconds: float = 0.0
-
-    def as_dict(self) -> dict:
-        d = asdict(self)
-        d["tokens_per_s"] = (
-            round((self.prompt_tokens + self.generated_tokens) / self.engine_seconds, 1)
-            if self.engine_seconds
-            else None
-        )
-        return d
-
-
 def start_llm(model: str, seed: int, engine_args: dict):
     """A `vllm.LLM` whose engine core runs in this process.
 
     In a process of its own (vLLM's default) the engine core starts scheduling while requests
-    are still arriving, so which prompts share a batch depends on timing; bf16 log-probabilities
-    on CPU changed between two runs of the same config that way. In-process, every request of a
-    call is queued before the first step. Measured on a 2-vCPU Xeon: identical per-sample results
-    over four runs (two of them concurrent), and engine start 18 s instead of 51 s. Setting
+    are still arriving, so which prompts share a batch depends on timing. In-process, every
+    request of a call is queued before the first step (docs/determinism.md has the measurements).
     VLLM_ENABLE_V1_MULTIPROCESSING=1 in the environment restores vLLM's default.
 
     On CPU the model then computes with torch's own thread pool (all cores unless
-    OMP_NUM_THREADS says otherwise) instead of vLLM's one bound worker process; two runs sharing
-    a machine should each set OMP_NUM_THREADS to their share, or their threads spin against
-    each other.
+    OMP_NUM_THREADS says otherwise) instead of vLLM's one bound worker process.
     """
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     bind_cpu_ranks(engine_args)
@@ -154,7 +129,7 @@ class VLLMEngine(TemplateLM):
         if isinstance(params, list):
             params = [params[i] for i in order]
         start = time.perf_counter()
-        # No bar: progress is reported per checkpointed chunk, and the output here is a log file.
+        # No bar: progress is reported per recorded chunk, and the output here is a log file.
         shuffled = self.llm.generate([prompts[i] for i in order], params, use_tqdm=False)
         outputs: list = [None] * len(order)
         for i, out in zip(order, shuffled):
@@ -274,6 +249,29 @@ class VLLMEngine(TemplateLM):
             self.cache_hook.add_partial("generate_until", req.args, text)
             texts.append(text)
         return texts
+
+    # -- the engine contract (harness/engine/answerer.py) ------------------------------
+    def answer(self, kind: str, requests: list) -> list:
+        """One chunk of requests of one kind, in one engine call per request kind."""
+        if kind not in KINDS:
+            raise ValueError(f"not a request kind: {kind!r}")
+        methods = {
+            "loglikelihood": self.loglikelihood,
+            "loglikelihood_rolling": self.loglikelihood_rolling,
+            "generate_until": self.generate_until,
+        }
+        return methods[kind](requests)
+
+    def answer_chunks(self, kind: str, chunks: list[tuple[int, list]]) -> Answered:
+        for index, requests in chunks:  # one engine: one chunk after another
+            yield index, self.answer(kind, requests), None
+
+    @property
+    def cluster_record(self) -> None:
+        return None
+
+    def close(self) -> None:
+        """Nothing to release early: the engine core runs in this process, which ends with the variant."""
 
     # -- what the engine really loaded -------------------------------------------------
     def describe_weights(self) -> tuple[dict, Parallelism]:

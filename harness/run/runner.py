@@ -20,22 +20,21 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
+from harness import provenance
 from harness.config import RunConfig, Variant, folder_name, load_config, validate_config
+from harness.engine import capability
+from harness.engine.args import check_engine_values
 from harness.errors import UsageError
-from harness.evaluate import capability, cluster, provenance
-from harness.evaluate.children import go_offline, run_in_own_session
-from harness.evaluate.engine_args import check_engine_values
-from harness.evaluate.models import (
-    DEMO_FOLDERS,
-    check_model,
-    demo_checkpoint_path,
-    resolve_model,
-    tokenizer_identity,
-)
+from harness.models.checkpoint import tokenizer_identity
+from harness.models.demo import DEMO_FOLDERS, demo_checkpoint_path
+from harness.models.sources import check_model, resolve_model
+from harness.offline import go_offline
 from harness.render.progress import Display, summary
-from harness.resources import DEMO_CONFIG, SAMPLES_DIR
+from harness.resources import DEMO_CONFIG, DEMO_DATA_DIR
 from harness.results.schema import COMPLETE, FAILED, REPEAT_SUFFIX, RUNNING, SKIPPED, Manifest, RunRecord
 from harness.results.store import RunStore, StoreError
+from harness.run.children import run_in_own_session
+from harness.scaleout import cluster
 from harness.suites import data, registry
 from harness.suites.cards import load_card
 
@@ -284,7 +283,7 @@ def describe_data(dirs: list[Path]) -> str:
     if not dirs:
         return "hub / HF cache"
     labels = [
-        f"{d} (samples written for this project: NOT benchmark data)" if d == SAMPLES_DIR.resolve() else str(d)
+        f"{d} (samples written for this project: NOT benchmark data)" if d == DEMO_DATA_DIR.resolve() else str(d)
         for d in dirs
     ]
     return "mirror: " + "; ".join(labels) + " (then hub / HF cache)"
@@ -368,7 +367,7 @@ def _evaluate_in_child(
     env["VLLM_ALLOW_INSECURE_SERIALIZATION"] = "1"
     start = time.perf_counter()
     returncode = run_in_own_session(
-        [sys.executable, "-m", "harness.evaluate.worker", str(store.root), name],
+        [sys.executable, "-m", "harness.run.worker", str(store.root), name],
         env,
         log=store.log_path(name),
         on_event=functools.partial(display.update, key=name),

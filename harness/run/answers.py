@@ -1,6 +1,7 @@
-"""Finished requests persist as they complete, so `harness run --resume` redoes only lost work.
+"""The answer store: finished requests persist as they complete, so `harness run --resume` redoes
+only lost work, and `harness rescore` re-scores without a model.
 
-`CheckpointedLM` sits between lm-eval and the engine. Each request kind lm-eval asks for
+`RecordedLM` sits between lm-eval and whatever answers (harness/engine/answerer.py). Each request kind lm-eval asks for
 (`loglikelihood`, `loglikelihood_rolling`, `generate_until`) is cut into fixed chunks in
 lm-eval's own (deterministic) order; a chunk goes to the engine as one call and its results are
 committed to SQLite in one transaction. A chunk is therefore either wholly on disk or not at all,
@@ -8,7 +9,7 @@ and a resumed run sends the engine exactly the chunks the killed run lost, with 
 requests in each. The engine starts every call from an empty prefix cache, so a chunk's results
 depend on its requests alone and the resumed run ends identical to an uninterrupted one.
 
-With replicas (harness/evaluate/replicas.py) the chunks are answered at once on several engines
+With replicas (harness/scaleout/replicas.py) the chunks are answered at once on several engines
 and committed in the order they come back, each with a row saying which replica, node and
 accelerator served it; the answers are put back in lm-eval's order all the same.
 
@@ -23,13 +24,14 @@ import hashlib
 import json
 import logging
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from lm_eval.api.model import LM
 
-from harness.render.progress import Event
+from harness.engine.answerer import Answerer
+from harness.events import Event
 from harness.results.schema import ServedChunk
 
 log = logging.getLogger(__name__)
@@ -42,39 +44,41 @@ SERVED_SCHEMA = (
     "PRIMARY KEY (kind, idx))"
 )
 
-# (index, answers, who served the chunk or None) for each chunk, in any order.
-Answered = Iterator[tuple[int, list, "ServedChunk | None"]]
-
 
 def request_key(kind: str, args: tuple) -> str:
     blob = json.dumps([kind, *args], sort_keys=True, default=str, ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-class CheckpointedLM(LM):
-    """An lm-eval model that answers through `lm` in chunks, each persisted as it completes.
+class RecordedLM(LM):
+    """An lm-eval model that answers through `answerer` in chunks, each recorded as it completes.
 
-    `lm` is one engine, answering one chunk after another, or a ReplicaPool, whose
-    `answer_chunks` answers several at once; `layout` ("tp=1 pp=1") is recorded with each chunk
-    a replica served.
+    The answerer is one engine, answering one chunk after another, a ReplicaPool, answering
+    several at once, or (read_only, for `harness rescore`) one that has no answers at all, so that
+    every request must already be in the store; `layout` ("tp=1 pp=1") is recorded with each
+    chunk a replica served.
     """
 
     def __init__(
         self,
-        lm: Any,
+        answerer: Answerer,
         path: Path,
         chunk_requests: int,
         progress: Callable[[Event], None] | None = None,
         layout: str = "",
+        read_only: bool = False,
     ):
         """progress: told how many of each call's requests are answered, after each chunk."""
         super().__init__()
-        self.lm = lm
+        self.answerer = answerer
         self.progress = progress or (lambda event: None)
         self.path = Path(path)
         self.chunk_requests = chunk_requests
         self.layout = layout
         self.reused = self.computed = 0
+        if read_only:
+            self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+            return
         self.db = sqlite3.connect(self.path)
         # A transaction a SIGKILL interrupts is rolled back from the journal on the next open.
         self.db.execute(SCHEMA)
@@ -90,19 +94,19 @@ class CheckpointedLM(LM):
     def generate_until(self, requests: list) -> list:
         return self._answer("generate_until", requests)
 
-    # What lm-eval asks of the model besides answers comes from the wrapped model.
+    # What lm-eval asks of the model besides answers comes from the answerer.
     @property
     def tokenizer_name(self) -> str:
-        return self.lm.tokenizer_name
+        return self.answerer.tokenizer_name
 
     def chat_template(self, chat_template: bool | str = False) -> str | None:
-        return self.lm.chat_template(chat_template)
+        return self.answerer.chat_template(chat_template)
 
     def apply_chat_template(self, chat_history: list[dict], add_generation_prompt: bool = True) -> str:
-        return self.lm.apply_chat_template(chat_history, add_generation_prompt)
+        return self.answerer.apply_chat_template(chat_history, add_generation_prompt)
 
     def get_model_info(self) -> dict:
-        return self.lm.get_model_info()
+        return self.answerer.get_model_info()
 
     def _answer(self, kind: str, requests: list) -> list:
         chunks = [
@@ -120,20 +124,13 @@ class CheckpointedLM(LM):
                 todo.append(i)
         done = len(requests) - sum(len(chunks[i]) for i in todo)
         self.progress(Event("requests", kind, done, len(requests)))
-        for i, got, served in self._answer_chunks(kind, [(i, chunks[i]) for i in todo]):
+        for i, got, served in self.answerer.answer_chunks(kind, [(i, chunks[i]) for i in todo]):
             self._commit(kind, keys[i], got, served)
             answers[i] = got
             done += len(got)
             self.progress(Event("requests", kind, done, len(requests)))
         log.info("%s: %d requests reused from %s, %d computed", kind, self.reused, self.path.name, self.computed)
         return [answer for chunk_answers in answers for answer in chunk_answers or []]
-
-    def _answer_chunks(self, kind: str, chunks: list[tuple[int, list]]) -> Answered:
-        if hasattr(self.lm, "answer_chunks"):
-            yield from self.lm.answer_chunks(kind, chunks)
-            return
-        for i, chunk in chunks:
-            yield i, getattr(self.lm, kind)(chunk), None
 
     def _commit(self, kind: str, keys: list[str], answers: list, served: ServedChunk | None) -> None:
         """One transaction: a chunk's answers, and who served it, are on disk together or not at all."""

@@ -17,12 +17,11 @@ import os
 import re
 import shutil
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import provenance
 from harness.errors import UsageError
-from harness.evaluate import provenance, quantization
 
 log = logging.getLogger(__name__)
 
@@ -98,32 +97,6 @@ def check_out(out: Path, force: bool) -> None:
         raise UsageError(f"--out {out}: parent folder {parent} does not exist")
 
 
-def quantize(model: str, scheme: str, out: Path, ignore: list[str], *, force: bool, command: str) -> Built:
-    """Check everything cheap first, build beside `out`, then move it into place."""
-    from harness.evaluate.models import check_model, resolve_model
-
-    name = check_scheme(scheme)
-    check_patterns(list(ignore))
-    out = out.expanduser().absolute()
-    check_out(out, force)
-    check_model(model, "MODEL")
-    source = source_folder(resolve_model(model))
-    if (declared := quantization.declared(source / "config.json")) is not None:
-        raise UsageError(f"MODEL {model!r}: already quantized ({declared.quant_method}); quantize its bf16 source")
-    start = time.perf_counter()
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    _readable_as_usual(tmp)
-    try:
-        patterns = [*DEFAULT_IGNORE, *ignore]
-        quantized, kept = build_into(source, model, name, patterns, tmp, command)
-        seconds = round(time.perf_counter() - start, 1)
-        publish(tmp, out, force)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
-    return Built(out, name, quantized, patterns, kept, seconds, size)
-
-
 def build_into(
     source: Path, model: str, scheme: str, ignore: list[str], out: Path, command: str
 ) -> tuple[int, list[str]]:
@@ -131,19 +104,6 @@ def build_into(
     quantized, kept = build_checkpoint(source, scheme, ignore, out)
     _write_readme(out, model, source, scheme, ignore, len(kept), command)
     return quantized, kept
-
-
-def source_folder(resolved: str) -> Path:
-    """A local folder holding the source checkpoint: a hub id is fetched into (or found in) the HF cache."""
-    path = Path(resolved)
-    if path.is_dir():
-        return path
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(resolved))
-    except Exception as e:  # offline and not cached, unknown repo, no access: all bad input here
-        raise UsageError(f"MODEL {resolved!r}: cannot fetch it ({type(e).__name__}: {e})") from None
 
 
 def build_checkpoint(source: Path, scheme: str, ignore: list[str], out: Path) -> tuple[int, list[str]]:
@@ -254,7 +214,7 @@ def publish(tmp: Path, out: Path, force: bool) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _readable_as_usual(folder: Path) -> None:
+def readable_as_usual(folder: Path) -> None:
     """mkdtemp makes a folder only its owner can read; the published checkpoint gets the umask's mode."""
     umask = os.umask(0)
     os.umask(umask)

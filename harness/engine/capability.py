@@ -58,8 +58,8 @@ def check_variants(
 
 def dtype_fallback(config: RunConfig, baseline_path: str | None, engines_here: bool = True) -> str | None:
     """Why the run should compute in `fallback_dtype` instead of its engine's dtype; None: it should not."""
-    from harness.evaluate.engine_args import engine_config
-    from harness.evaluate.kernels import torch_fallback
+    from harness.engine.args import engine_config
+    from harness.engine.kernels import torch_fallback
 
     wanted = config.engine.get("dtype")
     if config.fallback_dtype is None or not engines_here or baseline_path is None or wanted == config.fallback_dtype:
@@ -79,8 +79,8 @@ def dtype_fallback(config: RunConfig, baseline_path: str | None, engines_here: b
 
 
 def _refusal(config: RunConfig, variant: Variant, model_path: str | None) -> Refusal | None:
-    from harness.evaluate.engine_args import engine_config
-    from harness.evaluate.kernels import probe
+    from harness.engine.args import engine_config
+    from harness.engine.kernels import probe
 
     engine_args = config.engine_args(variant)
     if model_path is None or not (engine_args.get("quantization") or _declares_quantization(model_path)):
@@ -113,16 +113,15 @@ def _refusal(config: RunConfig, variant: Variant, model_path: str | None) -> Ref
 
 
 def _declares_quantization(model_path: str) -> bool:
-    from harness.evaluate.models import model_file
-    from harness.evaluate.quantization import declared
+    from harness.models.checkpoint import declared, model_file
 
     return declared(model_file(model_path, "config.json")) is not None
 
 
 def _runs_here(config: RunConfig, variant: Variant, baseline_path: str | None) -> str:
     """The 8-bit schemes vLLM runs here for the baseline's (unquantized) model."""
-    from harness.evaluate.engine_args import engine_config
-    from harness.evaluate.kernels import runs_here
+    from harness.engine.args import engine_config
+    from harness.engine.kernels import runs_here
 
     args = {k: v for k, v in config.engine_args(variant).items() if k != "quantization"}
     try:

@@ -2,7 +2,7 @@
 
 The token sequences are the run's own prompts (the baseline's samples/*.jsonl), tokenized
 once with the baseline model's tokenizer, so every variant scores identical token ids. Each
-variant then runs in its own process with its own vLLM engine (`python -m harness.evaluate.drift
+variant then runs in its own process with its own vLLM engine (`python -m harness.run.drift_probe
 RUN VARIANT`), which reads every position's top-k log-probabilities plus the actual next
 token's (`prompt_logprobs=k`) and keeps them in RUN/drift/<variant>.npz. The summary per task
 and overall (harness.analysis.drift) goes to RUN/drift.json and drift.csv, next to the answer
@@ -34,14 +34,15 @@ from harness.analysis.drift import (
 )
 from harness.config import RunConfig, validate_config
 from harness.errors import EXIT_FAILED, EXIT_OK, UsageError
-from harness.evaluate.children import go_offline, run_in_own_session
 from harness.logs import setup_logging
+from harness.offline import go_offline
 from harness.render.tables import text_table
 from harness.results.io import read_json, write_bytes_atomic, write_json
 from harness.results.schema import COMPLETE, FAILED, DriftSummary, RunRecord
 from harness.results.store import RunStore
+from harness.run.children import run_in_own_session
 
-log = logging.getLogger("harness.evaluate.drift")
+log = logging.getLogger("harness.run.drift_probe")
 SEQUENCES_FILE = "sequences.json"  # in RUN/drift/: what every variant's child scores
 
 
@@ -106,7 +107,7 @@ def build_sequences(
     """Distinct prompts taken in turn from each task (doc_id order), as token ids."""
     from transformers import AutoTokenizer
 
-    from harness.evaluate.models import resolve_model
+    from harness.models.sources import resolve_model
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(config.variant(baseline).model or config.model))
     queues = {}
@@ -143,13 +144,13 @@ def encode(tokenizer: Any, prompt: str) -> list[int]:
 
 
 def score_in_child(store: RunStore, name: str) -> dict:
-    """Run `python -m harness.evaluate.drift RUN VARIANT` in its own session; returns its cost record."""
+    """Run `python -m harness.run.drift_probe RUN VARIANT` in its own session; returns its cost record."""
     env = dict(os.environ)
     print(f"drift {name}: scoring with its own engine", flush=True)
     for stale in (f"{name}.json", f"{name}.npz"):  # an earlier drift's output must not pass for this one's
         (store.root / DRIFT_DIR / stale).unlink(missing_ok=True)
     start = time.perf_counter()
-    argv = [sys.executable, "-m", "harness.evaluate.drift", str(store.root), name]
+    argv = [sys.executable, "-m", "harness.run.drift_probe", str(store.root), name]
     returncode = run_in_own_session(argv, env, log=store.log_path(name))  # the engine's output: to the variant's log
     seconds = round(time.perf_counter() - start, 2)
     cost_path = store.root / DRIFT_DIR / f"{name}.json"
@@ -170,8 +171,8 @@ def score_variant(store: RunStore, name: str) -> None:
     """Top-k and actual-token log-probabilities of every position -> RUN/drift/<name>.npz."""
     from vllm import SamplingParams, TokensPrompt
 
-    from harness.evaluate.engine import start_llm
-    from harness.evaluate.models import resolve_model
+    from harness.engine.lm import start_llm
+    from harness.models.sources import resolve_model
 
     config = RunConfig.model_validate(store.read_run().config)
     spec = read_json(store.root / DRIFT_DIR / SEQUENCES_FILE)

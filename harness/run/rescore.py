@@ -2,8 +2,8 @@
 
 After a fix to a filter, a regex or a metric, an old run need not see a model again. Every
 complete variant's `requests.sqlite` holds the engine's answer to each request the run made
-(harness.evaluate.checkpoint); `StoredAnswers` is an lm-eval model that answers from that
-database alone, and the worker's own `evaluate_tasks` runs the run's config over it: same
+(harness/run/answers.py); a read-only `RecordedLM` over `NoEngine` answers from that database
+alone, and the worker's own `evaluate_tasks` runs the run's config over it: same
 tasks, shots, limit, seeds and data mirrors, so the requests are the run's, and a re-scored
 variant equals a fresh run of the fixed tasks. A request the database lacks (the fix changed a
 prompt, or the task is new) is an error naming the task, and nothing is rewritten.
@@ -26,17 +26,18 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from lm_eval.api.model import LM, TemplateLM
+from lm_eval.api.model import TemplateLM
 
+from harness import provenance
 from harness.config import RunConfig
+from harness.engine.answerer import Answered
 from harness.errors import UsageError
-from harness.evaluate import provenance
-from harness.evaluate.checkpoint import decode_answer, request_key, stored_answers
-from harness.evaluate.children import go_offline
-from harness.evaluate.worker import REQUESTS_DB, Evaluation, allow_code_execution, evaluate_tasks
 from harness.logs import log_to_file
+from harness.offline import go_offline
 from harness.results.schema import COMPLETE, RUNNING, Manifest, TaskResults
 from harness.results.store import RunStore, parse
+from harness.run.answers import RecordedLM, request_key, stored_answers
+from harness.run.worker import REQUESTS_DB, Evaluation, allow_code_execution, evaluate_tasks
 
 log = logging.getLogger(__name__)
 
@@ -57,43 +58,32 @@ class MissingAnswers(UsageError):
     """The run's database has no answer to a request the tasks make now."""
 
 
-class StoredAnswers(LM):
-    """An lm-eval model answering only from a variant's requests.sqlite; no engine.
+class NoEngine:
+    """The run's model without an engine (an `Answerer`): it has no answers of its own, so every
+    request must already be in the variant's requests.sqlite, which `RecordedLM` reads.
 
     The tokenizer (for chat templates) is the run's, read from the variant's checkpoint only when
     lm-eval asks for it, so a run without chat templates re-scores where the model is absent.
     """
 
     def __init__(self, path: Path, manifest: Manifest):
-        super().__init__()
         self.path = Path(path)
         self.manifest = manifest
-        if not self.path.is_file():
-            raise UsageError(f"{self.path}: not found (the variant's answers)")
-        self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
-        self.answered = 0
 
-    def loglikelihood(self, requests: list) -> list:
-        return self._answer("loglikelihood", requests)
-
-    def loglikelihood_rolling(self, requests: list) -> list:
-        return self._answer("loglikelihood_rolling", requests)
-
-    def generate_until(self, requests: list) -> list:
-        return self._answer("generate_until", requests)
-
-    def _answer(self, kind: str, requests: list) -> list:
-        keys = [request_key(kind, req.args) for req in requests]
-        stored = stored_answers(self.db, keys)
-        missing = [req for req, key in zip(requests, keys) if key not in stored]
-        if missing:
-            tasks = sorted({str(getattr(req, "task_name", "?")) for req in missing})
-            raise MissingAnswers(
-                f"{self.path}: {len(missing)} of {len(requests)} {kind} requests of task {', '.join(tasks)} "
-                f"have no stored answer (the task's prompts or requests changed since the run; re-run it instead)"
-            )
-        self.answered += len(keys)
-        return [decode_answer(kind, stored[key]) for key in keys]
+    def answer_chunks(self, kind: str, chunks: list[tuple[int, list]]) -> Answered:
+        """Called only for chunks the store lacks answers to: name the requests and their tasks."""
+        requests = [req for _, chunk in chunks for req in chunk]
+        if not requests:
+            return
+        with closing(sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)) as db:
+            stored = stored_answers(db, [request_key(kind, req.args) for req in requests])
+        missing = [req for req in requests if request_key(kind, req.args) not in stored]
+        tasks = sorted({str(getattr(req, "task_name", "?")) for req in missing})
+        raise MissingAnswers(
+            f"{self.path}: {len(missing)} {kind} requests of task {', '.join(tasks)} "
+            f"have no stored answer (the task's prompts or requests changed since the run; re-run it instead)"
+        )
+        yield  # a generator, as the contract says; never reached
 
     # -- what lm-eval asks of a model besides answers: the run's tokenizer, as VLLMEngine ------
     @cached_property
@@ -138,9 +128,6 @@ class StoredAnswers(LM):
             "compute_threads": m.compute_threads,
             "answers": f"re-scored from {REQUESTS_DB}",
         }
-
-    def close(self) -> None:
-        self.db.close()
 
 
 @dataclass
@@ -190,7 +177,7 @@ def rescore_run(
         old = store.read_results(name)
         with (
             log_to_file(store.log_path(name), "harness rescore"),  # lm-eval's log and bars
-            closing(StoredAnswers(store.variant_dir(name) / REQUESTS_DB, manifest)) as model,
+            closing(_stored_only(store.variant_dir(name) / REQUESTS_DB, manifest, config)) as model,
         ):
             evaluation = evaluate_tasks(model, config, run.data_dirs, only)
         results = _merged(old.model_dump(by_alias=True), evaluation.results) if only else evaluation.results
@@ -202,7 +189,7 @@ def rescore_run(
                 "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "tasks": only or list(run.tasks),
                 "task_versions": evaluation.results.get("versions", {}),
-                "requests_answered": model.answered,
+                "requests_answered": model.reused,
                 "git_sha": provenance.git_sha(),
                 "versions": provenance.package_versions(),
                 **({"sandbox": sandbox} if sandbox is not None else {}),
@@ -216,6 +203,11 @@ def rescore_run(
         store.write_results(item.variant, item.results)
         store.write_manifest(item.manifest)
     return [item.variant for item in done]
+
+
+def _stored_only(path: Path, manifest: Manifest, config: RunConfig) -> RecordedLM:
+    """An lm-eval model answering only from a variant's requests.sqlite, opened read-only."""
+    return RecordedLM(NoEngine(path, manifest), path, config.chunk_requests, read_only=True)
 
 
 def _merged(old: dict, new: dict) -> dict:
