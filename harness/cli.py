@@ -20,7 +20,7 @@ from harness.logs import setup_logging
 from harness.results.io import StoreError
 
 if TYPE_CHECKING:
-    from harness.render.card import TaskSettings
+    from harness.render.card_rows import TaskSettings
     from harness.results.store import RunStore
 
 
@@ -398,7 +398,7 @@ def add_card(p: argparse.ArgumentParser) -> None:
 
 
 def card(args: argparse.Namespace) -> int:
-    from harness.render.card import write_card
+    from harness.render.card_hub import write_card
     from harness.results.store import RunStore
 
     written = write_card(
@@ -418,7 +418,7 @@ def card(args: argparse.Namespace) -> int:
 
 def card_settings(task: str) -> TaskSettings | None:
     """A card benchmark's own settings, from its task YAML (read through lm-eval)."""
-    from harness.render.card import TaskSettings, difference_from_meta
+    from harness.render.card_rows import TaskSettings, difference_from_meta
     from harness.suites import registry
 
     try:

@@ -15,16 +15,17 @@ from runfixtures import alternating, write_run
 from harness import cli
 from harness.analysis.comparison import build_comparison
 from harness.errors import UsageError
-from harness.render import card as cards
+from harness.render import card_hub as cards
+from harness.render import card_rows, card_section
 from harness.resources import DEMO_DATA_DIR
 from harness.results.schema import CheckpointQuantization, DatasetFingerprint, QuantArgs, Quantization, SchemeGroup
 from harness.results.store import RunStore
 
 GSM = "exact_match,strict-match"
 SETTINGS = {
-    "llama3_arc_challenge": cards.TaskSettings("25", "-", False, "Meta's shot selection is unpublished."),
-    "llama3_gsm8k_cot": cards.TaskSettings("8", "512", True, "lm-eval stops at 256 tokens; Meta's is 512."),
-    "llama3_mmlu": cards.TaskSettings("5", "-", False, "lm-eval's prompt wording."),
+    "llama3_arc_challenge": card_rows.TaskSettings("25", "-", False, "Meta's shot selection is unpublished."),
+    "llama3_gsm8k_cot": card_rows.TaskSettings("8", "512", True, "lm-eval stops at 256 tokens; Meta's is 512."),
+    "llama3_mmlu": card_rows.TaskSettings("5", "-", False, "lm-eval's prompt wording."),
 }
 CARD = {
     "name": "llama3-8b-instruct",
@@ -66,7 +67,7 @@ def make_run(root, *, card=CARD, config=None, variants=("fp8",), failed=None, da
     return store
 
 
-def settings_of(task: str) -> cards.TaskSettings | None:
+def settings_of(task: str) -> card_rows.TaskSettings | None:
     return SETTINGS.get(task)
 
 
@@ -124,11 +125,11 @@ def test_section_names_settings_models_quantization_versions_data_and_command(st
         "| vllm ",
         "a" * 64,  # dataset fingerprint
         f"harness card results/{store.root.name} --variant fp8",
-        cards.start_marker(store.root.name),
-        cards.END_MARKER,
+        card_section.start_marker(store.root.name),
+        card_section.END_MARKER,
     ]:
         assert expected in text, expected
-    assert "http" not in text.split(cards.END_MARKER)[0].split("## Evaluation")[1]  # no links
+    assert "http" not in text.split(card_section.END_MARKER)[0].split("## Evaluation")[1]  # no links
 
 
 def test_a_prequantized_checkpoint_shows_the_scheme_it_declares(store):
@@ -227,7 +228,7 @@ def test_metadata_round_trips_through_huggingface_hub(store):
     assert (arc.task_type, arc.metric_type, arc.dataset_name) == ("text-generation", "acc", "ARC-Challenge")
     assert arc.dataset_args[cards.RUN_KEY] == store.root.name
     assert loaded.data.model_name == "demo/SmolLM2-135M-Instruct"
-    assert loaded.text.lstrip().startswith(cards.start_marker(store.root.name))
+    assert loaded.text.lstrip().startswith(card_section.start_marker(store.root.name))
 
 
 # -- --update ------------------------------------------------------------------------------
@@ -265,13 +266,13 @@ def test_update_keeps_the_rest_of_a_hand_written_card_byte_for_byte(store, tmp_p
     first = readme.read_text()
     body = ModelCard.load(readme).text
     assert body.startswith(before_body)  # the text before the block, byte for byte
-    assert body.rstrip().endswith(cards.END_MARKER)
+    assert body.rstrip().endswith(card_section.END_MARKER)
     readme.write_text(first + AFTER)  # the author writes on below the block
     write(store, update=readme)
     second = ModelCard.load(readme)
-    start = second.text.index(cards.start_marker(store.root.name))
-    end = second.text.index(cards.END_MARKER) + len(cards.END_MARKER)
-    assert second.text[:start] == body[: body.index(cards.start_marker(store.root.name))]
+    start = second.text.index(card_section.start_marker(store.root.name))
+    end = second.text.index(card_section.END_MARKER) + len(card_section.END_MARKER)
+    assert second.text[:start] == body[: body.index(card_section.start_marker(store.root.name))]
     assert second.text[end:] == "\n" + AFTER  # and after it
     data = second.data
     assert (data.license, data.tags, data.model_name) == ("apache-2.0", ["llama-3"], "My-8bit-model")
@@ -292,7 +293,7 @@ def test_update_of_a_card_without_front_matter_with_a_bom_and_crlf_lines(store, 
     merged = raw[len(cards.BOM) :].decode()
     card = ModelCard(merged)
     assert card.text.startswith(original)
-    assert "\r\n" + cards.END_MARKER + "\r\n" in card.text
+    assert "\r\n" + card_section.END_MARKER + "\r\n" in card.text
     assert "\n" not in card.text.replace("\r\n", "")  # the block took the card's line endings
     assert len(card.data.eval_results) == 4
 
@@ -309,7 +310,9 @@ def test_update_refuses_another_runs_block_unless_forced(store, tmp_path):
     assert not (tmp_path / "other-card").exists()
     write(other, update=readme, force=True)
     card = ModelCard.load(readme)
-    assert cards.start_marker("other") in card.text and cards.start_marker(store.root.name) not in card.text
+    assert (
+        card_section.start_marker("other") in card.text and card_section.start_marker(store.root.name) not in card.text
+    )
     runs = {r.dataset_args[cards.RUN_KEY] for r in card.data.eval_results if r.dataset_args}
     assert runs == {"other"}
 
@@ -396,4 +399,4 @@ def test_malformed_run_and_out_that_is_a_file_are_bad_input(store, tmp_path, cap
     ],
 )
 def test_difference_from_meta_is_read_from_the_yaml_header(header, expected):
-    assert cards.difference_from_meta(header) == expected
+    assert card_rows.difference_from_meta(header) == expected
