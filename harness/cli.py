@@ -418,19 +418,18 @@ def card(args: argparse.Namespace) -> int:
 
 def card_settings(task: str) -> TaskSettings | None:
     """A card benchmark's own settings, from its task YAML (read through lm-eval)."""
-    from harness.render.card_rows import TaskSettings, difference_from_meta
+    from harness.render.card_rows import TaskSettings
     from harness.suites import registry
 
     try:
         settings = registry.benchmark_settings(task)
     except KeyError:
         return None
-    yaml_path = registry.task_index()[task].yaml_path
     return TaskSettings(
         shots=settings["shots"],
         max_gen=str(settings["max_gen"]),
         generates=settings["output_type"] == "generate_until",
-        difference=difference_from_meta(Path(yaml_path).read_text(encoding="utf-8")) if yaml_path else "",
+        difference=settings["difference"],
     )
 
 

@@ -11,7 +11,6 @@ lm-eval, which this layer never imports).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -229,20 +228,3 @@ def build_section(store: RunStore, variant: str | None, settings_of: SettingsOf)
     if not section.rows:
         raise UsageError(f"{store.root}: no card benchmark among the run's tasks ({', '.join(run.tasks)}) and no card")
     return section
-
-
-def difference_from_meta(header: str) -> str:
-    """The "Difference(s) from Meta:" paragraph of a task YAML's header comment, on one line."""
-    lines: list[str] = []
-    for line in header.splitlines():
-        if not line.startswith("#"):
-            break
-        if lines and line.startswith("#  "):
-            lines.append(line[1:].strip())
-        elif lines:
-            break
-        else:
-            found = re.match(r"#\s*Differences? from Meta[^:]*:\s*(.*)", line)
-            if found:
-                lines.append(found.group(1).strip())
-    return " ".join(lines)

@@ -85,16 +85,19 @@ def is_known(name: str, tasks_dir: Path = TASKS_DIR) -> bool:
 
 
 def benchmark_settings(member: str, tasks_dir: Path = TASKS_DIR) -> dict:
-    """Shots, max gen tokens and subtask count of one card benchmark, from its YAMLs."""
+    """Shots, max gen tokens, subtask count and the difference from Meta of one card benchmark, from its YAMLs."""
     cfgs = task_configs([member], tasks_dir)
     first = next(iter(cfgs.values()))
     shots = sorted({c.get("num_fewshot") or 0 for c in cfgs.values()})
     gen = first.get("generation_kwargs") or {}
+    own = _load(task_index(tasks_dir)[member])  # the benchmark's own YAML (a task's, or its group's)
     return {
         "subtasks": len(cfgs),
         "shots": f"{shots[0]}-{shots[-1]}" if len(shots) > 1 else str(shots[0]),
         "max_gen": gen.get("max_gen_toks", 256) if first.get("output_type") == "generate_until" else "-",
         "output_type": first.get("output_type"),
+        # What still differs from Meta's evaluation, kept with the task (its `metadata:`).
+        "difference": str((own.get("metadata") or {}).get("difference_from_meta") or ""),
     }
 
 
