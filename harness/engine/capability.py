@@ -103,10 +103,11 @@ def _refusal(config: RunConfig, variant: Variant, model_path: str | None) -> Ref
         answer.problem = f"vLLM leaves this model's linear layers unquantized with it ({kernels})"
     if answer.problem is None:
         log.info(
-            "variant %s: %s here (%s)",
+            "variant %s: %s here (%s%s)",
             variant.name,
             ", ".join(k.kernel or k.method for k in answer.kernels),
             "built and run" if answer.ran else "built only",
+            f"; {answer.shapes_note}" if answer.shapes_note else "",
         )
         return None
     return Refusal(variant.name, scheme, answer.problem)
