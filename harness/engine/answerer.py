@@ -42,6 +42,17 @@ class EngineStats:
         return d
 
 
+def render_chat(tokenizer, chat_history: list[dict], add_generation_prompt: bool = True) -> str:
+    """lm-eval's chat turns through a Hugging Face tokenizer's chat template, as its vLLM backend
+    renders them: the engine and `harness rescore` (which has only the run's tokenizer) alike."""
+    return tokenizer.apply_chat_template(
+        chat_history,
+        tokenize=False,
+        add_generation_prompt=add_generation_prompt,
+        continue_final_message=not add_generation_prompt,
+    )
+
+
 class Answerer(Protocol):
     """Answers chunks of one request kind, and what lm-eval asks of a model besides answers."""
 

@@ -24,7 +24,6 @@ log = logging.getLogger("harness.run")
 
 @dataclass(frozen=True)
 class Refusal:
-    variant: str
     scheme: str  # what the variant asks for, in the config's words
     reason: str  # vLLM's own
 
@@ -91,13 +90,13 @@ def _refusal(config: RunConfig, variant: Variant, model_path: str | None) -> Ref
         vllm_config = engine_config(model_path, engine_args)
     except Exception as e:
         if Path(model_path).is_dir():  # vLLM refuses the variant's config itself (e.g. fp8 in float32)
-            return Refusal(variant.name, scheme, one_line(e, 400))
+            return Refusal(scheme, one_line(e, 400))
         log.warning("variant %s: kernels not probed before the run: %s", variant.name, one_line(e))
         return None  # a hub id whose config cannot be read here: its engine start will tell
     if vllm_config.quant_config is None:
         return None
     answer = probe(vllm_config)
-    if answer.problem is None and not any(k.weight_bits is not None and k.weight_bits <= 8 for k in answer.kernels):
+    if answer.problem is None and not any(k.quantized for k in answer.kernels):
         # vLLM accepts the method and quantizes nothing (int8_per_channel_weight_only: MoE experts only).
         kernels = ", ".join(k.method for k in answer.kernels)
         answer.problem = f"vLLM leaves this model's linear layers unquantized with it ({kernels})"
@@ -110,7 +109,7 @@ def _refusal(config: RunConfig, variant: Variant, model_path: str | None) -> Ref
             f"; {answer.shapes_note}" if answer.shapes_note else "",
         )
         return None
-    return Refusal(variant.name, scheme, answer.problem)
+    return Refusal(scheme, answer.problem)
 
 
 def _declares_quantization(model_path: str) -> bool:

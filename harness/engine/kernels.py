@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.errors import one_line
-from harness.results.schema import LinearScheme
+from harness.results.schema import LinearScheme, quantized_bits
 
 WEIGHT = "weight"  # the weight parameter of unquantized and most quantized layers
 
@@ -46,7 +46,7 @@ class LinearKernel:
 
     @property
     def quantized(self) -> bool:
-        return self.weight_bits is not None and self.weight_bits <= 8
+        return quantized_bits(self.weight_bits)
 
     def scheme_key(self) -> tuple:
         return (self.method, self.scheme, self.kernel, self.path, self.weight_bits)

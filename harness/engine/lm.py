@@ -36,7 +36,7 @@ from lm_eval.models.utils import (
 )
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
-from harness.engine.answerer import KINDS, Answered, EngineStats
+from harness.engine.answerer import KINDS, Answered, EngineStats, render_chat
 from harness.engine.parallel import bind_cpu_ranks, threads_bind, world_size
 from harness.engine.weights import combine_shards, describe_weights
 from harness.results.schema import Parallelism
@@ -95,12 +95,7 @@ class VLLMEngine(TemplateLM):
         return self.tokenizer.name_or_path.replace("/", "__")
 
     def apply_chat_template(self, chat_history: list[dict], add_generation_prompt: bool = True) -> str:
-        return self.tokenizer.apply_chat_template(
-            chat_history,
-            tokenize=False,
-            add_generation_prompt=add_generation_prompt,
-            continue_final_message=not add_generation_prompt,
-        )
+        return render_chat(self.tokenizer, chat_history, add_generation_prompt)
 
     def tok_encode(self, string, add_special_tokens=None, **kwargs):
         """Like lm-eval's vLLM backend: no second BOS when a chat template already added one."""

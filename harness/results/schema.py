@@ -177,6 +177,15 @@ class LinearScheme(Record):
     weight_bits: int | None = None  # bits per weight as computed with; None: not known
     layers: int = Field(ge=1)
 
+    @property
+    def quantized(self) -> bool:
+        return quantized_bits(self.weight_bits)
+
+
+def quantized_bits(weight_bits: int | None) -> bool:
+    """What counts as a quantized linear layer: weights computed with 8 bits or fewer."""
+    return weight_bits is not None and weight_bits <= 8
+
 
 class Quantization(Record):
     """What was asked for, and what the engine really stored (harness.engine.weights)."""

@@ -30,7 +30,7 @@ from lm_eval.api.model import TemplateLM
 
 from harness import provenance
 from harness.config import RunConfig
-from harness.engine.answerer import Answered
+from harness.engine.answerer import Answered, render_chat
 from harness.errors import UsageError
 from harness.logs import log_to_file
 from harness.offline import go_offline
@@ -112,12 +112,7 @@ class NoEngine:
         return TemplateLM.chat_template(SimpleNamespace(tokenizer=self.hf_tokenizer), chat_template)
 
     def apply_chat_template(self, chat_history: list[dict], add_generation_prompt: bool = True) -> str:
-        return self.hf_tokenizer.apply_chat_template(
-            chat_history,
-            tokenize=False,
-            add_generation_prompt=add_generation_prompt,
-            continue_final_message=not add_generation_prompt,
-        )
+        return render_chat(self.hf_tokenizer, chat_history, add_generation_prompt)
 
     def get_model_info(self) -> dict:
         m = self.manifest
