@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 from harness.resources import PROJECT_ROOT
+from harness.results.schema import Environment, Hardware
 
 PACKAGES = (
     "harness",
@@ -57,6 +58,11 @@ def git_sha() -> str | None:
     return sha + ("+dirty" if dirty else "")
 
 
+def environment() -> Environment:
+    """The code, its packages and this machine, as a manifest records them."""
+    return Environment(versions=package_versions(), git_sha=git_sha(), hardware=Hardware.model_validate(hardware()))
+
+
 def hardware() -> dict[str, object]:
     info: dict[str, object] = {
         "machine": platform.machine(),
@@ -90,11 +96,6 @@ def cpu_features() -> list[str]:
         return []
     flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
     return sorted({f for f in flags if f.startswith(("amx", "avx512")) or f in ("avx2", "avx_vnni")})
-
-
-def kernel_hardware(info: dict) -> dict[str, object]:
-    """What of a manifest's `hardware` decides which kernels vLLM runs; equal means the same kernels."""
-    return {k: info.get(k) for k in ("machine", "cpu_features", "gpu_compute_capability")}
 
 
 def _cpu_model() -> str | None:

@@ -103,31 +103,37 @@ def manifest(variant: str, status: str = "complete", error: str | None = None) -
     quantized = variant != "bf16" and not variant.startswith("bf16~")
     return {
         "variant": variant,
-        "status": status,
-        "error": error,
-        "model": "demo/SmolLM2-135M-Instruct",
-        "engine_args": {
-            "dtype": "bfloat16",
-            "quantization": "fp8" if quantized else None,
+        "outcome": {"status": status, "error": error},
+        "spec": {
+            "model": "demo/SmolLM2-135M-Instruct",
+            "engine_args": {"dtype": "bfloat16", "quantization": "fp8" if quantized else None},
+            "data_source": "local mirror /data/hub",
         },
-        "quantization": {
-            "requested": "fp8_per_channel" if quantized else None,
-            "quantized_layers": 210 if quantized else 0,
-            "linear_layers": 210,
-            "weight_bytes": 170_000_000 if quantized else 270_000_000,
+        "environment": {
+            "versions": {"vllm": "0.32.0", "lm_eval": "0.4.13", "torch": "2.9.0"},
+            "git_sha": "0123456789abcdef0123456789abcdef01234567",
+            "hardware": {"cpu_model": "test cpu", "cpu_count": 2},
         },
-        "versions": {"vllm": "0.32.0", "lm_eval": "0.4.13", "torch": "2.9.0"},
-        "git_sha": "0123456789abcdef0123456789abcdef01234567",
-        "hardware": {"cpu": "test cpu", "cores": 2, "gpu": None},
-        "datasets": {"demo_task": {"path": "org/demo", "split": "test", "fingerprint": "sha256:feedface"}},
-        "task_versions": {"demo_task": 1.0},
-        "timings": {"engine_start_s": 1.5, "requests_s": 10.0, "total_s": 12.0},
-        "throughput": {
-            "prompt_tokens": 1000,
-            "generated_tokens": 200,
-            "tokens_per_s": 150.0 if quantized else 100.0,
+        "engine": {
+            "quantization": {
+                "requested": "fp8_per_channel" if quantized else None,
+                "quantized_layers": 210 if quantized else 0,
+                "linear_layers": 210,
+                "weight_bytes": 170_000_000 if quantized else 270_000_000,
+            }
         },
-        "data_source": "local mirror /data/hub",
+        "data": {
+            "datasets": {"demo_task": {"path": "org/demo", "split": "test", "fingerprint": "sha256:feedface"}},
+            "task_versions": {"demo_task": 1.0},
+        },
+        "statistics": {
+            "timings": {"engine_start_s": 1.5, "requests_s": 10.0, "total_s": 12.0},
+            "throughput": {
+                "prompt_tokens": 1000,
+                "generated_tokens": 200,
+                "tokens_per_s": 150.0 if quantized else 100.0,
+            },
+        },
     }
 
 

@@ -7,9 +7,11 @@ edit or a hostile run.json would, and checks that nothing already written change
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -35,8 +37,19 @@ def set_key(keys: list, value: object) -> Callable[[dict], object]:
     return change
 
 
-def drop_key(key: str) -> Callable[[dict], object]:
-    return lambda data: data.pop(key)
+def drop_key(*keys: str) -> Callable[[dict], object]:
+    def change(data: dict) -> None:
+        for key in keys[:-1]:
+            data = data[key]
+        data.pop(keys[-1])
+
+    return change
+
+
+def answer_store(path: Path, identity: tuple[str, str]) -> None:
+    with closing(sqlite3.connect(path)) as db, db:
+        db.execute("CREATE TABLE identity (run_id TEXT NOT NULL, variant TEXT NOT NULL)")
+        db.execute("INSERT INTO identity VALUES (?, ?)", identity)
 
 
 # (label, file relative to the run folder, edit, what the one line must name)
@@ -67,14 +80,14 @@ CASES: list[tuple[str, str, Callable[[Path], None], str]] = [
     (
         "manifest status missing",
         "fp8/manifest.json",
-        lambda p: edit_json(p, drop_key("status")),
-        "fp8/manifest.json: status",
+        lambda p: edit_json(p, drop_key("outcome", "status")),
+        "fp8/manifest.json: outcome.status",
     ),
     (
         "manifest layers not a number",
         "fp8/manifest.json",
-        lambda p: edit_json(p, set_key(["quantization", "quantized_layers"], "many")),
-        "fp8/manifest.json: quantization.quantized_layers",
+        lambda p: edit_json(p, set_key(["engine", "quantization", "quantized_layers"], "many")),
+        "fp8/manifest.json: engine.quantization.quantized_layers",
     ),
     (
         "results score NaN",
@@ -129,6 +142,37 @@ CASES: list[tuple[str, str, Callable[[Path], None], str]] = [
         "fp8/samples/t_a.jsonl",
         lambda p: p.write_text(p.read_text().replace('"doc_id": 3,', '"doc_id": 2,', 1)),
         "doc_id 2 appears more than once",
+    ),
+    (
+        "manifest of another variant",
+        "fp8/manifest.json",
+        lambda p: p.write_text((p.parent.parent / "bf16" / "manifest.json").read_text()),
+        "fp8/manifest.json: the manifest of variant bf16, in folder fp8",
+    ),
+    (
+        "answer store of another run",
+        "fp8/requests.sqlite",
+        lambda p: answer_store(p, ("another-run", "fp8")),
+        "fp8/requests.sqlite: holds the answers of run another-run variant fp8",
+    ),
+    ("answer store not a database", "fp8/requests.sqlite", lambda p: p.write_bytes(b"x" * 4096), "not a readable"),
+    (
+        "tokens/s negative",
+        "fp8/manifest.json",
+        lambda p: edit_json(p, set_key(["statistics", "throughput", "tokens_per_s"], -5.0)),
+        "fp8/manifest.json: statistics.throughput.tokens_per_s",
+    ),
+    (
+        "version 1 manifest with a key version 1 never had",
+        "fp8/manifest.json",
+        lambda p: p.write_text(json.dumps({"variant": "fp8", "status": "complete", "speedup": 2})),
+        "fp8/manifest.json: speedup",
+    ),
+    (
+        "schema version not a number",
+        "fp8/manifest.json",
+        lambda p: edit_json(p, set_key(["schema_version"], "2")),
+        "fp8/manifest.json: schema_version: '2' is not a version number",
     ),
     (
         "newer schema",

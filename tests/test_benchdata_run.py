@@ -103,14 +103,15 @@ def test_every_available_benchmark_runs_on_real_documents(suite_run):
     # Everything the mirror holds for the suite is in the cpu-check config.
     assert set(members) == configured, set(members) ^ configured
     manifest = store.read_manifest("bf16")
-    assert manifest.throughput["generated_tokens"] <= MAX_GEN_TOKS * manifest.throughput["requests"]
+    throughput = manifest.statistics.throughput
+    assert throughput.generated_tokens <= MAX_GEN_TOKS * throughput.requests
     for member in members:
         for leaf in suites.task_configs([member]):
             records = store.read_samples("bf16", leaf)
             assert [r.doc_id for r in records] == list(range(LIMIT)), leaf
             record = records[0]
             assert record.prompt and record.scores, leaf
-            assert manifest.datasets[leaf].fingerprint, leaf
+            assert manifest.data.datasets[leaf].fingerprint, leaf
 
 
 def test_each_benchmark_lands_in_the_table_with_the_cards_metric(suite_run):

@@ -55,7 +55,7 @@ def make_run(root, *, card=CARD, config=None, variants=("fp8",), failed=None, da
     store.write_run(run)
     for name in ["bf16", *variants]:
         manifest = store.read_manifest(name)
-        manifest.datasets = {
+        manifest.data.datasets = {
             "llama3_arc_challenge": DatasetFingerprint(
                 path="allenai/ai2_arc", name="ARC-Challenge", split="test", fingerprint="a" * 64, num_rows=1172
             ),
@@ -134,7 +134,7 @@ def test_section_names_settings_models_quantization_versions_data_and_command(st
 
 def test_a_prequantized_checkpoint_shows_the_scheme_it_declares(store):
     manifest = store.read_manifest("fp8")
-    manifest.quantization = Quantization(
+    manifest.engine.quantization = Quantization(
         prequantized=True,
         checkpoint=CheckpointQuantization(
             quant_method="compressed-tensors",

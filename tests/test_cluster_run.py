@@ -124,16 +124,19 @@ def test_two_variants_at_once_with_two_replicas_one_killed_give_the_plain_run_re
 
     assert_same_records(store, reference)
     manifests = [store.read_manifest(v) for v in VARIANTS]
-    assert sum(m.cluster.replaced for m in manifests) == 1  # the killed replica, replaced
+    assert sum(m.engine.cluster.replaced for m in manifests) == 1  # the killed replica, replaced
     # Some variant had chunks answered by two replicas (its second, or the one replacing the dead).
-    assert max(len({c.replica for c in m.cluster.chunks}) for m in manifests) >= 2
+    assert max(len({c.replica for c in m.engine.cluster.chunks}) for m in manifests) >= 2
     for m in manifests:
-        assert m.cluster.replicas == 2 and m.cluster.resources_per_replica == {"num_cpus": 1.0, "num_gpus": 0.0}
-        assert m.cluster.address == "local" and m.compute_threads == 1
-        kinds = {(c.kind, c.index) for c in m.cluster.chunks}
+        assert m.engine.cluster.replicas == 2 and m.engine.cluster.resources_per_replica == {
+            "num_cpus": 1.0,
+            "num_gpus": 0.0,
+        }
+        assert m.engine.cluster.address == "local" and m.engine.compute_threads == 1
+        kinds = {(c.kind, c.index) for c in m.engine.cluster.chunks}
         assert kinds == {("loglikelihood", 0), ("loglikelihood", 1), ("loglikelihood", 2), ("generate_until", 0)}
-        assert m.cluster.accelerators and all(a.startswith("CPU ") for a in m.cluster.accelerators)
-        assert m.quantization.weight_bytes == reference.read_manifest(m.variant).quantization.weight_bytes
+        assert m.engine.cluster.accelerators and all(a.startswith("CPU ") for a in m.engine.cluster.accelerators)
+        assert m.engine.quantization.weight_bytes == reference.read_manifest(m.variant).engine.quantization.weight_bytes
     # At once: the second variant started before the first ended.
     text = out.read_text()
     assert text.index("[2/2] w8a8: starting engine") < text.index("[1/2] f32: complete")
@@ -157,5 +160,5 @@ def test_a_cluster_run_killed_whole_resumes_to_the_plain_run_records(runs):
     for variant, before in done_before.items():
         manifest = store.read_manifest(variant)
         if before:  # what the killed run committed was kept, not asked again
-            assert (manifest.requests_reused or 0) >= 4
-        assert len(manifest.cluster.chunks) == 4  # the killed run's chunks and the resumed run's
+            assert (manifest.statistics.requests_reused or 0) >= 4
+        assert len(manifest.engine.cluster.chunks) == 4  # the killed run's chunks and the resumed run's

@@ -9,7 +9,9 @@ from runfixtures import ACC, alternating, write_run
 
 from harness import cli
 from harness.analysis.comparison import build_comparison
-from harness.render.tables import CSV_FILE, MD_FILE, comparison_frame, format_table, write_comparison
+from harness.render.tables import comparison_frame, format_table, write_comparison
+from harness.results.store import COMPARISON_CSV as CSV_FILE
+from harness.results.store import COMPARISON_MD as MD_FILE
 from harness.results.store import RunStore
 
 

@@ -266,13 +266,14 @@ def test_resume_on_a_cpu_whose_kernels_differ_is_refused(run_harness, tmp_path):
     from runfixtures import write_run
 
     from harness import provenance
+    from harness.results.schema import Hardware
 
     store = write_run(tmp_path / "run", {"bf16": {"t": [1, 0]}, "w8a8": {"t": [1, 1]}})
     store.write_run(store.read_run().model_copy(update={"config": GOOD, "status": "running"}))
     here = provenance.cpu_features()
     elsewhere = sorted(set(here) ^ {"amx_tile", "amx_int8", "amx_bf16"})  # AMX there if not here, and back
     manifest = store.read_manifest("bf16")
-    manifest.hardware = provenance.hardware() | {"cpu_features": elsewhere}
+    manifest.environment.hardware = Hardware.model_validate(provenance.hardware() | {"cpu_features": elsewhere})
     store.write_manifest(manifest)
     before = {p: p.read_bytes() for p in store.root.rglob("*") if p.is_file()}
     proc = run_harness(["run", "--resume", str(store.root)], cwd=tmp_path)
@@ -280,7 +281,7 @@ def test_resume_on_a_cpu_whose_kernels_differ_is_refused(run_harness, tmp_path):
     (line,) = proc.stderr.strip().splitlines()
     assert "bf16 ran on hardware whose kernels differ from this machine's" in line and "amx_tile" in line
     assert {p: p.read_bytes() for p in store.root.rglob("*") if p.is_file()} == before
-    manifest.hardware = provenance.hardware()  # the same CPU: the check lets it through
+    manifest.environment.hardware = Hardware.model_validate(provenance.hardware())  # the same CPU: let through
     store.write_manifest(manifest)
     from harness.run.runner import _check_same_kernels
 

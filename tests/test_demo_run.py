@@ -21,7 +21,6 @@ import yaml
 from machine import has_amx
 
 from harness.results.store import RunStore
-from harness.run.worker import REQUESTS_DB
 
 pytestmark = pytest.mark.engine
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,15 +51,15 @@ def test_the_optional_fp8_variant_runs_where_its_amx_kernel_does_and_is_skipped_
     fp8, run = store.read_manifest("fp8"), store.read_run()
     if has_amx():
         assert fp8.status == "complete" and not run.skipped
-        assert {s.kernel for s in fp8.quantization.schemes if s.weight_bits == 8} <= {
+        assert {s.kernel for s in fp8.engine.quantization.schemes if s.weight_bits == 8} <= {
             "CPUFp8BlockScaledMMKernel",
             "CPUFp8W8A8BlockScaledMMKernel",
         }
         return
-    assert fp8.status == "skipped" and "requires AMX tile support" in (fp8.error or "")
-    assert run.skipped == {"fp8": fp8.error} and run.evaluated_variants() == ["bf16", "int8-w8a8"]
-    assert f"skipped fp8 (optional): {fp8.error}" in proc.stdout  # the header says so
-    assert f"fp8: skipped ({fp8.error})" in proc.stdout  # and so does the table
+    assert fp8.status == "skipped" and "requires AMX tile support" in (fp8.outcome.error or "")
+    assert run.skipped == {"fp8": fp8.outcome.error} and run.evaluated_variants() == ["bf16", "int8-w8a8"]
+    assert f"skipped fp8 (optional): {fp8.outcome.error}" in proc.stdout  # the header says so
+    assert f"fp8: skipped ({fp8.outcome.error})" in proc.stdout  # and so does the table
     assert not (store.variant_dir("fp8") / "samples").exists()
 
 
@@ -68,25 +67,25 @@ def test_quantization_is_measured_not_assumed(demo_run):
     _, store = demo_run
     bf16, int8 = (store.read_manifest(n) for n in ("bf16", "int8-w8a8"))
     assert bf16.status == int8.status == "complete"
-    assert bf16.quantization.quantized_layers == 0
-    assert not bf16.quantization.prequantized and bf16.quantization.checkpoint is None
-    assert [(s.method, s.weight_bits, s.layers) for s in bf16.quantization.schemes] == [
+    assert bf16.engine.quantization.quantized_layers == 0
+    assert not bf16.engine.quantization.prequantized and bf16.engine.quantization.checkpoint is None
+    assert [(s.method, s.weight_bits, s.layers) for s in bf16.engine.quantization.schemes] == [
         ("UnquantizedLinearMethod", 16, 120)
     ]
-    assert int8.quantization.quantized_layers == int8.quantization.linear_layers == 120
-    assert (int8.quantization.weight_bytes or 0) < (bf16.quantization.weight_bytes or 0)
+    assert int8.engine.quantization.quantized_layers == int8.engine.quantization.linear_layers == 120
+    assert (int8.engine.quantization.weight_bytes or 0) < (bf16.engine.quantization.weight_bytes or 0)
     # The kernel that ran and its path: oneDNN without AMX (the weights leave the layer), sgl with.
-    (scheme,) = int8.quantization.schemes
+    (scheme,) = int8.engine.quantization.schemes
     assert (scheme.scheme, scheme.kernel, scheme.weight_bits, scheme.layers) == (
         "CompressedTensorsW8A8Int8",
         "CPUInt8ScaledMMLinearKernel",
         8,
         120,
     )
-    assert scheme.path in ("onednn", "sgl") and int8.model_runner == bf16.model_runner == "V1"
+    assert scheme.path in ("onednn", "sgl") and int8.engine.model_runner == bf16.engine.model_runner == "V1"
     # The pre-quantized checkpoint: what its config.json declares, beside what the engine stored.
-    assert int8.quantization.requested is None and int8.quantization.prequantized
-    declared = int8.quantization.checkpoint
+    assert int8.engine.quantization.requested is None and int8.engine.quantization.prequantized
+    declared = int8.engine.quantization.checkpoint
     assert declared is not None and declared.quant_method == "compressed-tensors"
     assert declared.format == "int-quantized" and declared.ignore == ["lm_head"]
     group = declared.groups["group_0"]
@@ -103,12 +102,14 @@ def test_quantization_is_measured_not_assumed(demo_run):
         True,
     )
     # 106M int8 weights: in the layer on the sgl path, in oneDNN's buffers (counted by shape) on the other.
-    int8_bytes = int8.quantization.elements_by_dtype.get("int8", 0) + (int8.quantization.repacked_weight_bytes or 0)
+    int8_bytes = int8.engine.quantization.elements_by_dtype.get("int8", 0) + (
+        int8.engine.quantization.repacked_weight_bytes or 0
+    )
     assert int8_bytes > 100_000_000
     for manifest in (bf16, int8):
-        assert manifest.versions["lm-eval"] and manifest.hardware["cpu_count"]
-        assert manifest.datasets["llama3_arc_challenge"].fingerprint
-        assert manifest.throughput["prompt_tokens"] > 0
+        assert manifest.environment.versions["lm-eval"] and manifest.environment.hardware.cpu_count
+        assert manifest.data.datasets["llama3_arc_challenge"].fingerprint
+        assert manifest.statistics.throughput.prompt_tokens > 0
     for task in ("llama3_arc_challenge", "llama3_gsm8k_cot"):
         records = store.read_samples("int8-w8a8", task)
         assert [r.doc_id for r in records] == [0, 1, 2] and all(r.response for r in records)
@@ -153,6 +154,50 @@ def test_compare_reproduces_the_table_byte_for_byte(demo_run):
     assert {n: (store.root / n).read_bytes() for n in before} == before
 
 
+def test_every_file_of_the_demo_run_reads_through_its_model(demo_run):
+    """Each file the demo wrote is a kind the store knows, read by its model: nothing is outside
+    the contract (report/ and card/ are there only when another test wrote them)."""
+    from harness.results.integrity import check_run
+    from harness.run.answers import decode_answer
+
+    _, store = demo_run
+    run = check_run(store)
+    read: dict[str, int] = {}
+    for path in sorted(p for p in store.root.rglob("*") if p.is_file()):
+        parts = path.relative_to(store.root).parts
+        if parts[0] in ("report", "card"):
+            continue
+        if parts == ("run.json",):
+            kind = "run"
+        elif parts in (("comparison.csv",), ("comparison.md",)):
+            kind = parts[0]
+            assert path.read_text().strip()
+        elif len(parts) == 2 and parts[1] == "manifest.json":
+            assert store.read_manifest(parts[0]).variant == parts[0]
+            kind = "manifest"
+        elif len(parts) == 2 and parts[1] == "results.json":
+            assert store.read_results(parts[0]).results
+            kind = "results"
+        elif len(parts) == 3 and parts[1] == "samples" and path.suffix == ".jsonl":
+            assert len(store.read_samples(parts[0], path.stem)) == 3
+            kind = "samples"
+        elif len(parts) == 2 and parts[1] == "log.txt":
+            kind = "log"
+        elif len(parts) == 2 and parts[1] == "requests.sqlite":
+            with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+                assert db.execute("SELECT run_id, variant FROM identity").fetchall() == [(run.run_id, parts[0])]
+                rows = db.execute("SELECT kind, key, value FROM results").fetchall()
+            assert rows and all(decode_answer(k, v, key) is not None for k, key, v in rows)
+            kind = "answers"
+        else:
+            raise AssertionError(f"{path}: a file the run folder's contract does not name")
+        read[kind] = read.get(kind, 0) + 1
+    evaluated = len(run.evaluated_variants())
+    assert read["manifest"] == len(run.variants)
+    assert read["results"] == read["answers"] == read["log"] == evaluated
+    assert read["samples"] == 2 * evaluated and read["run"] == 1
+
+
 def test_failing_variants_fail_alone_beside_a_noise_floor_repeat(tmp_path):
     config = yaml.safe_load(DEMO.read_text())
     config["noise_floor"] = True  # bf16 runs twice, the second time with prompts reordered
@@ -172,7 +217,7 @@ def test_failing_variants_fail_alone_beside_a_noise_floor_repeat(tmp_path):
         assert store.read_manifest(name).status == "complete"
         assert len(store.read_samples(name, "llama3_arc_challenge")) == 2
     missing = store.read_manifest("missing")
-    assert missing.status == "failed" and "weightless" in (missing.error or "")
+    assert missing.status == "failed" and "weightless" in (missing.outcome.error or "")
     assert "variant missing FAILED" in proc.stderr
     assert f"full log: {store.log_path('missing')}" in proc.stderr  # the error line names the log
     assert "weightless" in store.log_path("missing").read_text()  # which holds the engine's own error
@@ -268,7 +313,7 @@ def test_killed_run_resumes_to_identical_results(tmp_path):
     final = _start(resume)
     assert final.wait(timeout=900) == 0
     assert store.read_run().status == "complete"
-    assert (store.read_manifest("bf16").requests_reused or 0) > 0
+    assert (store.read_manifest("bf16").statistics.requests_reused or 0) > 0
     for variant in ("bf16", "int8-w8a8"):
         for task in ("llama3_arc_challenge", "llama3_gsm8k_cot"):
             records = store.read_samples(variant, task)
@@ -298,7 +343,7 @@ def _same_record(ours: object, theirs: object) -> bool:
 
 def _persisted(store: RunStore, variant: str, kind: str) -> int:
     """Requests of one kind the variant has committed so far."""
-    path = store.variant_dir(variant) / REQUESTS_DB
+    path = store.answers_path(variant)
     if not path.exists():
         return 0
     try:
@@ -359,7 +404,7 @@ def test_a_killed_worker_fails_alone_and_resume_completes_it(tmp_path):
     out, err = run.communicate(timeout=900)
     assert run.returncode == 1, err[-3000:]
     bf16 = store.read_manifest("bf16")
-    assert bf16.status == "failed" and bf16.error == "worker process ended: killed by signal 9"
+    assert bf16.status == "failed" and bf16.outcome.error == "worker process ended: killed by signal 9"
     assert "variant bf16 FAILED: worker process ended: killed by signal 9" in err
     assert store.read_manifest("int8-w8a8").status == "complete"  # the next variant still ran
     assert store.read_run().status == "failed"
@@ -390,7 +435,7 @@ def test_card_of_the_demo_run_round_trips_through_huggingface_hub(demo_run, tmp_
         assert result.metric_value == float(table[(result.dataset_args["task"], metric)][f"{variant} score"])
         assert "not a card reproduction" in result.dataset_name
     arc = next(r for r in results if r.dataset_args["task"] == "llama3_arc_challenge")
-    fingerprint = store.read_manifest("int8-w8a8").datasets["llama3_arc_challenge"]
+    fingerprint = store.read_manifest("int8-w8a8").data.datasets["llama3_arc_challenge"]
     assert (arc.dataset_type, arc.dataset_revision) == ("allenai/ai2_arc", fingerprint.fingerprint)
     # The demo ran on the project's samples, 3 documents a task, with fewer shots than the card.
     assert "> **Not a card reproduction.**" in card.text
@@ -419,7 +464,7 @@ def test_run_output_is_a_header_and_a_line_per_variant_and_the_engine_logs_are_i
         summaries = [line for line in lines if line.startswith(label + "complete in ")]
         assert len(summaries) == 1 and "tokens/s" in summaries[0] and "linear layers quantized" in summaries[0]
         # The counts shown are the requests the engine answered: one stored row each (all distinct here).
-        with closing(sqlite3.connect(store.variant_dir(name) / REQUESTS_DB)) as db:
+        with closing(sqlite3.connect(store.answers_path(name))) as db:
             for kind, count in db.execute("SELECT kind, COUNT(*) FROM results GROUP BY kind"):
                 assert f"{label}{kind} requests {count}/{count}" in "\n".join(lines)
         log = store.log_path(name).read_text()

@@ -25,6 +25,7 @@ from harness.config import RunConfig
 from harness.errors import UsageError
 from harness.offline import go_offline, hub_offline
 from harness.render.report import write_report
+from harness.results.schema import DriftCost, DriftSequence, DriftSettings, TaskFlips
 from harness.results.store import RunStore
 from harness.run import children
 from harness.run import drift_probe as drift
@@ -77,15 +78,15 @@ def test_sequences_alternate_tasks_skip_repeats_and_keep_the_tail(tmp_path):
     set_prompts(store, "bf16", "b", ["only b"])
     config = RunConfig.model_validate(store.read_run().config)
     seqs = drift.build_sequences(store, config, "bf16", max_sequences=3, max_tokens=8)
-    assert [(s["task"], s["doc_id"]) for s in seqs] == [("a", 0), ("b", 0), ("a", 2)]
+    assert [(s.task, s.doc_id) for s in seqs] == [("a", 0), ("b", 0), ("a", 2)]
     from transformers import AutoTokenizer
 
     from harness.models.sources import resolve_model
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model("demo"))
-    assert seqs[0]["token_ids"] == tokenizer("first a").input_ids
+    assert seqs[0].token_ids == tokenizer("first a").input_ids
     full = tokenizer(long).input_ids
-    assert len(full) > 8 and seqs[2]["token_ids"] == full[-8:]
+    assert len(full) > 8 and seqs[2].token_ids == full[-8:]
     assert len(drift.build_sequences(store, config, "bf16", max_sequences=10, max_tokens=8)) == 3
 
 
@@ -107,40 +108,39 @@ def test_summary_joins_drift_per_task_with_the_comparison_flips(tmp_path):
         },
     )
     sequences = [
-        {"task": "t1", "doc_id": 0, "token_ids": [1, 2, 3, 4]},
-        {"task": "t2", "doc_id": 0, "token_ids": [5, 6, 7]},
+        DriftSequence(task="t1", doc_id=0, token_ids=[1, 2, 3, 4]),
+        DriftSequence(task="t2", doc_id=0, token_ids=[5, 6, 7]),
     ]
     actual = np.array([2, 3, 4, 6, 7])
     # Same seed: the same logits, the variant's with noise added.
     base = synthetic_topk(np.random.default_rng(1), 5, 12, actual, 0.0)
     other = synthetic_topk(np.random.default_rng(1), 5, 12, actual, 0.5)
     for name, side in (("bf16", base), ("fp8", other)):
-        drift.write_npz(
-            summary.npz_path(store, name), ids=side.ids, logprobs=side.logprobs, actual_logprobs=side.actual_logprobs
+        store.write_drift_npz(
+            name, drift.npz_bytes(ids=side.ids, logprobs=side.logprobs, actual_logprobs=side.actual_logprobs)
         )
-    cost = {"status": "complete", "sequences": 2, "tokens": 7, "engine_start_s": 1.0, "logprobs_s": 0.5, "seconds": 2.0}
-    costs = {"bf16": cost, "fp8": cost, "int8": {"status": "failed", "error": "boom", "seconds": 3.0}}
-    result = summary.summarize_run(
-        store, "bf16", sequences, costs, {"top_k": 4, "method": "m"}, compare.build_comparison(store)
-    )
+    cost = DriftCost(status="complete", sequences=2, tokens=7, engine_start_s=1.0, logprobs_s=0.5, seconds=2.0)
+    costs = {"bf16": cost, "fp8": cost, "int8": DriftCost(status="failed", error="boom", seconds=3.0)}
+    settings = DriftSettings(max_sequences=2, max_tokens=8, top_k=4, method="m")
+    result = summary.summarize_run(store, "bf16", sequences, costs, settings, compare.build_comparison(store))
 
     expected = kld.position_drift(base, other, actual)
     fp8 = result.variants["fp8"]
-    assert fp8.tasks["t1"]["kld_mean"] == pytest.approx(expected["kld"][:3].mean())
-    assert fp8.tasks["t2"]["kld_mean"] == pytest.approx(expected["kld"][3:].mean())
-    assert fp8.overall is not None and fp8.overall["positions"] == 5 and fp8.overall["kld_mean"] > 0
-    assert fp8.kld_histogram is not None and sum(fp8.kld_histogram["counts"]) == 5
-    assert fp8.flips["t1"][ACC] == {"R>W": 1, "W>R": 1, "delta": 0.0}
+    assert fp8.tasks["t1"].kld_mean == pytest.approx(expected["kld"][:3].mean())
+    assert fp8.tasks["t2"].kld_mean == pytest.approx(expected["kld"][3:].mean())
+    assert fp8.overall is not None and fp8.overall.positions == 5 and (fp8.overall.kld_mean or 0) > 0
+    assert fp8.kld_histogram is not None and sum(fp8.kld_histogram.counts) == 5
+    assert fp8.flips["t1"][ACC] == TaskFlips(right_to_wrong=1, wrong_to_right=1, delta=0.0)
     assert result.variants["bf16"].overall is None  # the reference has no drift of its own
     assert result.variants["int8"].status == "failed"
-    assert result.sequences["per_task"] == {"t1": 1, "t2": 1}
+    assert result.sequences.per_task == {"t1": 1, "t2": 1}
 
     summary.write_drift(store, result)
-    assert summary.read_drift(store) == result  # drift.json reads back through the schema
+    assert store.read_drift() == result  # drift.json reads back through the schema
     assert {p.name for p in write_report(store)} >= {"drift_kld.png", "drift_delta.png"}
     assert "![Per-position KLD](drift_kld.png)" in (store.root / "report" / "report.md").read_text()
-    assert json.loads((store.root / summary.JSON_FILE).read_text())["variants"]["fp8"]["cost"]["seconds"] == 2.0
-    csv = (store.root / summary.CSV_FILE).read_text().splitlines()
+    assert json.loads((store.root / "drift.json").read_text())["variants"]["fp8"]["cost"]["seconds"] == 2.0
+    csv = (store.root / "drift.csv").read_text().splitlines()
     assert csv[0].startswith("variant,task,status,positions,kld_mean")
     assert f'"flips R>W {ACC}"' in csv[0]
     assert [line.split(",")[:2] for line in csv[1:]] == [
@@ -268,7 +268,7 @@ def engine_run(tmp_path_factory):
 def test_bf16_against_itself_does_not_drift(engine_run):
     proc, store = engine_run
     assert proc.returncode == 0, proc.stderr[-3000:]
-    again = json.loads((store.root / summary.JSON_FILE).read_text())["variants"]["bf16-again"]
+    again = json.loads((store.root / "drift.json").read_text())["variants"]["bf16-again"]
     assert again["overall"]["positions"] > 400
     assert again["overall"]["kld_max"] == 0.0
     assert again["overall"]["top1_agreement_pct"] == 100.0
@@ -279,7 +279,7 @@ def test_bf16_against_itself_does_not_drift(engine_run):
 def test_fp8_drifts_per_task_and_records_its_cost(engine_run):
     proc, store = engine_run
     assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads((store.root / summary.JSON_FILE).read_text())
+    result = json.loads((store.root / "drift.json").read_text())
     fp8 = result["variants"]["fp8"]
     assert fp8["overall"]["kld_mean"] > 1e-4 and fp8["overall"]["kld_p99"] > fp8["overall"]["kld_median"]
     assert fp8["overall"]["top1_agreement_pct"] < 100.0
@@ -287,12 +287,12 @@ def test_fp8_drifts_per_task_and_records_its_cost(engine_run):
     assert set(fp8["tasks"]) == {"llama3_arc_challenge", "llama3_gsm8k_cot"}
     assert all(t["kld_mean"] > 0 and t["positions"] > 100 for t in fp8["tasks"].values())
     assert result["sequences"]["count"] == 4 and result["sequences"]["tokens"] <= 4 * 128
-    assert fp8["flips"]["llama3_arc_challenge"][ACC]["R>W"] == 1
+    assert fp8["flips"]["llama3_arc_challenge"][ACC]["right_to_wrong"] == 1
     recorded = RunStore(store.root).read_manifest("fp8").drift
-    assert recorded is not None and recorded["settings"]["top_k"] == 20
-    assert recorded["cost"]["tokens"] == result["sequences"]["tokens"]
-    assert recorded["cost"]["seconds"] > recorded["cost"]["logprobs_s"] > 0
-    assert recorded["cost"]["engine_args"]["quantization"] == inflight_fp8()
+    assert recorded is not None and recorded.settings.top_k == 20
+    assert recorded.cost.tokens == result["sequences"]["tokens"]
+    assert (recorded.cost.seconds or 0) > (recorded.cost.logprobs_s or 0) > 0
+    assert recorded.cost.engine_args["quantization"] == inflight_fp8()
     assert f"{ACC} 1/0" in proc.stdout  # flips printed next to the drift figures
 
 
@@ -300,7 +300,7 @@ def test_fp8_drifts_per_task_and_records_its_cost(engine_run):
 def test_int8_checkpoint_drifts_a_little_and_its_damaged_copy_a_lot(engine_run):
     proc, store = engine_run
     assert proc.returncode == 0, proc.stderr[-3000:]
-    variants = json.loads((store.root / summary.JSON_FILE).read_text())["variants"]
+    variants = json.loads((store.root / "drift.json").read_text())["variants"]
     int8, damaged = variants["int8-w8a8"]["overall"], variants["int8-damaged"]["overall"]
     # Quantized, so it moves the distribution, but less than the gate allows; the damaged copy
     # (measured: 3.1 nats, 5 % top-1 on these 508 positions) is far past it.

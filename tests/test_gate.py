@@ -1,4 +1,5 @@
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -6,7 +7,14 @@ from runfixtures import alternating, write_run
 
 from harness import cli
 from harness.analysis import drift as drift_summary
-from harness.results.schema import DriftSummary, DriftVariant
+from harness.results.schema import (
+    DriftCost,
+    DriftFigures,
+    DriftSettings,
+    DriftSummary,
+    DriftVariant,
+    SequenceCounts,
+)
 from harness.results.store import RunStore
 
 NO_THRESHOLD = "no threshold given: use --max-drop, --min-recovery, --max-kld, --min-top1 or --thresholds"
@@ -364,7 +372,7 @@ def test_running_run_is_bad_input(tmp_path, capsys):
 def test_variant_still_running_is_bad_input(tmp_path, capsys):
     store = write_run(tmp_path / "run", {"bf16": BASE, "fp8": BASE})
     manifest = store.read_manifest("fp8")
-    manifest.status = "running"
+    manifest.outcome.status = "running"
     store.write_manifest(manifest)
     message = bad_input(capsys, store.root, "--max-drop", 1)
     assert message == "fp8: variant running: the run did not evaluate it, nothing to gate"
@@ -478,23 +486,40 @@ GOOD_DRIFT = {"t_a": (0.012, 97.5), "t_b": (0.020, 96.0)}  # (mean KLD nats, top
 DAMAGED_DRIFT = {"t_a": (0.45, 71.0), "t_b": (0.03, 95.0)}
 
 
+def drift_figures(kld: float, top1: float) -> DriftFigures:
+    """Whole figures as kld.summarize gives them, around a mean KLD and a top-1 agreement."""
+    return DriftFigures(
+        positions=200,
+        kld_mean=kld,
+        kld_median=kld / 2,
+        kld_p99=kld * 5,
+        kld_max=kld * 10,
+        top1_agreement_pct=top1,
+        dp_actual_mean=-0.01,
+        dp_actual_rms=0.05,
+        ppl_ratio=1.02,
+        rest_mass_mean=0.1,
+    )
+
+
 def write_drift(store: RunStore, figures: dict[str, dict[str, tuple[float, float]] | str]) -> None:
     """drift.json as `harness drift` writes it: figures[variant][task] = (kld_mean, top-1 %);
     a string is the error of a variant whose drift measurement failed."""
     tasks = sorted({t for f in figures.values() if isinstance(f, dict) for t in f})
-    variants = {"bf16": DriftVariant(status="complete")}
+    complete = DriftCost(status="complete", seconds=3.0)
+    variants = {"bf16": DriftVariant(status="complete", cost=complete)}
     for name, f in figures.items():
         if isinstance(f, str):
-            variants[name] = DriftVariant(status="failed", error=f)
+            variants[name] = DriftVariant(status="failed", error=f, cost=DriftCost(status="failed", error=f))
             continue
-        per_task = {t: {"positions": 200, "kld_mean": k, "top1_agreement_pct": p} for t, (k, p) in f.items()}
-        overall = {key: sum(v[key] for v in per_task.values()) / len(per_task) for key in per_task[tasks[0]]}
-        variants[name] = DriftVariant(status="complete", overall=overall, tasks=per_task)
+        per_task = {t: drift_figures(k, p) for t, (k, p) in f.items()}
+        k, p = (sum(v[i] for v in f.values()) / len(f) for i in (0, 1))
+        variants[name] = DriftVariant(status="complete", cost=complete, overall=drift_figures(k, p), tasks=per_task)
     summary = DriftSummary(
-        run_id=store.root.name,
+        run_id=store.read_run().run_id,
         baseline="bf16",
-        settings={"max_sequences": 4, "max_tokens": 128, "top_k": 20},
-        sequences={"count": 2 * len(tasks), "tokens": 400 * len(tasks), "per_task": dict.fromkeys(tasks, 2)},
+        settings=DriftSettings(max_sequences=4, max_tokens=128, top_k=20, method="top-20"),
+        sequences=SequenceCounts(count=2 * len(tasks), tokens=400 * len(tasks), per_task=dict.fromkeys(tasks, 2)),
         variants=variants,
     )
     drift_summary.write_drift(store, summary)
@@ -588,7 +613,7 @@ def test_non_finite_drift_figure_is_bad_input(tmp_path, capsys):
     write_drift(store, {"fp8": GOOD_DRIFT})
     edit_json(store.root / "drift.json", lambda d: d["variants"]["fp8"]["tasks"]["t_b"].update(kld_mean=float("nan")))
     message = bad_input(capsys, store.root, "--max-kld", 0.05)
-    assert message == f"{store.root / 'drift.json'}: variants.fp8.tasks.t_b: kld_mean is nan, not a finite number"
+    assert message == f"{store.root / 'drift.json'}: variants.fp8.tasks.t_b.kld_mean: nan is not a finite number"
 
 
 def test_failed_drift_measurement_fails_the_variant(tmp_path, capsys):
@@ -635,3 +660,51 @@ def test_drift_threshold_for_a_task_the_run_lacks_is_a_note(tmp_path, capsys):
     code, _, err = gate(capsys, store.root, "--thresholds", thresholds)
     assert code == 0
     assert err == "harness gate: note: no such task in this run: t_z\n"
+
+
+# -- a drift gate that measured less than it gates is no verdict ------------------------------
+
+
+def test_a_drift_gated_task_drift_never_measured_is_bad_input(tmp_path, capsys):
+    store = write_run(tmp_path / "run", {"bf16": BASE, "fp8": BASE})
+    write_drift(store, {"fp8": {"t_a": (0.012, 97.5)}})  # t_b's documents were never scored
+    message = bad_input(capsys, store.root, "--max-kld", 0.05)
+    assert message.startswith(f"{store.root / 'drift.json'}: no drift measured on t_b, which the policy drift-gates")
+    assert "(measured: t_a)" in message and "--max-sequences" in message
+    # Gated on t_a alone (a per-task threshold), the same drift.json gives a verdict.
+    policy = tmp_path / "t_a-only.yaml"
+    policy.write_text("tasks:\n  t_a: {max_kld: 0.05}\n")
+    code, out, _ = gate(capsys, store.root, "--thresholds", policy)
+    assert (code, out.strip()) == (0, "gate: all 1 checks passed")
+
+
+def test_drift_of_another_run_is_bad_input(tmp_path, capsys):
+    store = write_run(tmp_path / "run", {"bf16": BASE, "fp8": BASE})
+    other = write_run(tmp_path / "other", {"bf16": BASE, "fp8": BASE})
+    write_drift(other, {"fp8": GOOD_DRIFT})
+    edit_json(other.root / "drift.json", lambda d: d.update(run_id="someone-else"))
+    shutil.copyfile(other.root / "drift.json", store.root / "drift.json")
+    message = bad_input(capsys, store.root, "--max-kld", 0.05)
+    assert (
+        message
+        == f"{store.root / 'drift.json'}: drift of run someone-else, not of this run ({store.read_run().run_id})"
+    )
+
+
+@pytest.mark.parametrize(
+    ("edit", "field"),
+    [
+        (lambda d: d["sequences"].update(per_task={}), "sequences.per_task"),
+        (lambda d: d["variants"]["fp8"]["tasks"]["t_a"].update(top1_agreement_pct=250.0), "top1_agreement_pct"),
+        (lambda d: d["variants"]["fp8"]["tasks"]["t_a"].update(kld_mean=-3.0), "kld_mean"),
+        (lambda d: d["variants"]["fp8"]["overall"].update(positions=0), "overall: Value error, figures without"),
+        (lambda d: d["variants"]["fp8"].update(kld_histogram={"edges": [0.1, 1.0], "counts": [1, 2]}), "2 counts"),
+        (lambda d: d.update(schema_version=3), "schema_version 3 is newer"),
+    ],
+)
+def test_impossible_drift_figures_are_bad_input(tmp_path, capsys, edit, field):
+    store = write_run(tmp_path / "run", {"bf16": BASE, "fp8": BASE})
+    write_drift(store, {"fp8": GOOD_DRIFT})
+    edit_json(store.root / "drift.json", edit)
+    message = bad_input(capsys, store.root, "--max-kld", 0.05)
+    assert message.startswith(f"{store.root / 'drift.json'}: ") and field.split(": ")[0] in message

@@ -71,21 +71,37 @@ def without_card(tmp_path_factory):
 
 def drift_summary(variants: list[str]) -> DriftSummary:
     """drift.json as `harness drift` writes it: the baseline first, with no drift of its own."""
-    return DriftSummary(
-        run_id="run",
-        baseline="bf16",
-        settings={"top_k": 20},
-        sequences={},
-        variants={"bf16": {"status": "complete"}}
-        | {
-            name: {
-                "status": "complete",
-                "tasks": {task: {"kld_mean": 0.01 * (i + 1) * (j + 1)} for j, (_, task, _) in enumerate(SUITE)},
-                "flips": {task: {metric: {"delta": -float(j % 5)}} for j, (_, task, metric) in enumerate(SUITE)},
-                "kld_histogram": {"counts": [5.0, 3.0, 1.0], "edges": [1e-6, 1e-4, 1e-2, 1.0]},
-            }
-            for i, name in enumerate(variants)
-        },
+    cost = {"status": "complete"}
+
+    def figures(kld: float) -> dict:
+        return {
+            "positions": 100,
+            **dict.fromkeys(("kld_mean", "kld_median", "kld_p99", "kld_max"), kld),
+            "top1_agreement_pct": 95.0,
+            "dp_actual_mean": 0.0,
+            "dp_actual_rms": 0.01,
+            "ppl_ratio": 1.01,
+            "rest_mass_mean": 0.1,
+        }
+
+    return DriftSummary.model_validate(
+        {
+            "run_id": "run",
+            "baseline": "bf16",
+            "settings": {"max_sequences": 32, "max_tokens": 512, "top_k": 20, "method": "m"},
+            "sequences": {"count": len(SUITE), "tokens": 100 * len(SUITE), "per_task": {t: 1 for _, t, _ in SUITE}},
+            "variants": {"bf16": {"status": "complete", "cost": cost}}
+            | {
+                name: {
+                    "status": "complete",
+                    "cost": cost,
+                    "tasks": {task: figures(0.01 * (i + 1) * (j + 1)) for j, (_, task, _) in enumerate(SUITE)},
+                    "flips": {task: {metric: {"delta": -float(j % 5)}} for j, (_, task, metric) in enumerate(SUITE)},
+                    "kld_histogram": {"counts": [5, 3, 1], "edges": [1e-6, 1e-4, 1e-2, 1.0]},
+                }
+                for i, name in enumerate(variants)
+            },
+        }
     )
 
 

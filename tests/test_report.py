@@ -94,13 +94,14 @@ def test_report_names_the_source_of_every_number(report_dir):
     assert rows["run.config_path"][0] == "configs/demo.yaml"
     assert rows["run.created"][0] == "2025-01-01T00:00:00+00:00"
     for field in [
-        "git_sha",
-        "versions.vllm",
-        "hardware.cpu",
-        "datasets.demo_task",
-        "task_versions.demo_task",
-        "data_source",
-        "quantization.weight_bytes",
+        "environment.git_sha",
+        "environment.versions.vllm",
+        "environment.hardware.cpu_model",
+        "data.datasets.demo_task",
+        "data.task_versions.demo_task",
+        "spec.data_source",
+        "engine.quantization.weight_bytes",
+        "statistics.throughput.tokens_per_s",
     ]:
         assert any(key == field or key.startswith(f"{field}.") for key in rows), field
     assert md.count("Source: ") == len(PLOTS)

@@ -25,10 +25,10 @@ from runfixtures import AnswersEachChunk
 from harness.cli import main
 from harness.config import RunConfig
 from harness.resources import DEMO_DATA_DIR
-from harness.results.schema import Manifest, RunRecord
+from harness.results.schema import Manifest, RunRecord, VariantOutcome, VariantSpec
 from harness.results.store import RunStore
 from harness.run.answers import RecordedLM
-from harness.run.worker import REQUESTS_DB, evaluate_tasks
+from harness.run.worker import evaluate_tasks
 
 ROOT = Path(__file__).resolve().parent.parent
 ARC, GSM8K = "llama3_arc_challenge", "llama3_gsm8k_cot"
@@ -84,14 +84,19 @@ def stand_in_run(tmp_path_factory) -> Path:
         mp.setenv("HF_DATASETS_OFFLINE", "1")
         for name in ("bf16", "fp8"):
             store.variant_dir(name).mkdir(parents=True)
-            model = RecordedLM(StandInLM(name), store.variant_dir(name) / REQUESTS_DB, chunk_requests=3)
+            model = RecordedLM(StandInLM(name), store.answers_path(name), chunk_requests=3, identity=("fake", name))
             evaluation = evaluate_tasks(model, config, data_dirs)
             model.close()
             for task, records in evaluation.samples.items():
                 store.write_samples(name, task, records)
             store.write_results(name, evaluation.results)
             store.write_manifest(
-                Manifest(variant=name, status="complete", data_dirs=data_dirs, datasets=evaluation.datasets)
+                Manifest(
+                    variant=name,
+                    outcome=VariantOutcome(status="complete"),
+                    spec=VariantSpec(data_dirs=data_dirs),
+                    data={"datasets": evaluation.datasets},
+                )
             )
     assert main(["compare", str(root)]) == 0
     return root
@@ -124,9 +129,9 @@ def test_rescore_reproduces_the_records_and_says_so_in_the_manifest(run_copy, ca
         old = json.loads(before[f"{name}/results.json"])
         assert run_copy.read_results(name).results == old["results"]
         (entry,) = run_copy.read_manifest(name).rescored
-        assert entry["tasks"] == [ARC, GSM8K]
-        assert set(entry["task_versions"]) == {ARC, GSM8K}
-        assert entry["requests_answered"] > 0 and entry["time"]
+        assert entry.tasks == [ARC, GSM8K]
+        assert set(entry.task_versions) == {ARC, GSM8K}
+        assert entry.requests_answered > 0 and entry.time
     assert (run_copy.root / "comparison.md").read_bytes() == before["comparison.md"]
 
 
@@ -137,11 +142,11 @@ def test_rescore_of_some_tasks_keeps_the_others(run_copy):
     assert main(["rescore", str(run_copy.root), "--tasks", GSM8K]) == 0
     assert arc_file.stat().st_mtime_ns == mtime  # not rewritten
     assert run_copy.read_results("bf16").results == json.loads(before["bf16/results.json"])["results"]
-    assert run_copy.read_manifest("fp8").rescored[0]["tasks"] == [GSM8K]
+    assert run_copy.read_manifest("fp8").rescored[0].tasks == [GSM8K]
 
 
 def test_a_request_the_database_lacks_is_exit_2_naming_the_task_and_nothing_is_rewritten(run_copy, capsys):
-    with closing(sqlite3.connect(run_copy.variant_dir("fp8") / REQUESTS_DB)) as db, db:
+    with closing(sqlite3.connect(run_copy.answers_path("fp8"))) as db, db:
         db.execute("DELETE FROM results WHERE kind = 'generate_until'")
     before = files(run_copy)
     assert main(["rescore", str(run_copy.root)]) == 2
@@ -152,7 +157,7 @@ def test_a_request_the_database_lacks_is_exit_2_naming_the_task_and_nothing_is_r
 
 
 def _no_database(store: RunStore) -> None:
-    (store.variant_dir("fp8") / REQUESTS_DB).unlink()
+    store.answers_path("fp8").unlink()
 
 
 def _bad_manifest(store: RunStore) -> None:
@@ -160,16 +165,68 @@ def _bad_manifest(store: RunStore) -> None:
     path.write_text(path.read_text().replace('"status": "complete"', '"status": "done"'))
 
 
+def _other_variants_database(store: RunStore) -> None:
+    shutil.copyfile(store.answers_path("bf16"), store.answers_path("fp8"))
+
+
+def _store_sql(sql: str):
+    def damage(store: RunStore) -> None:
+        with closing(sqlite3.connect(store.answers_path("fp8"))) as db, db:
+            db.execute(sql)
+
+    return damage
+
+
+def _garbage_database(store: RunStore) -> None:
+    store.answers_path("fp8").write_bytes(b"not a database at all " * 100)
+
+
+def _truncated_database(store: RunStore) -> None:
+    path = store.answers_path("fp8")
+    path.write_bytes(path.read_bytes()[:3000])
+
+
+def _config_no_longer_valid(store: RunStore) -> None:
+    path = store.run_file
+    path.write_text(path.read_text().replace('"chunk_requests": ', '"chunk_requests": -', 1))
+
+
+def _mirror_gone(store: RunStore, tmp_path: Path) -> None:
+    run = store.read_run()
+    run.data_dirs = [str(tmp_path / "gone")]
+    store.write_run(run)
+
+
 @pytest.mark.parametrize(
     ("args", "damage", "message"),
     [
         (["--tasks", "llama3_mmlu"], None, "--tasks: llama3_mmlu not among the run's tasks"),
         ([], _no_database, "fp8/requests.sqlite: not found"),
-        ([], _bad_manifest, "fp8/manifest.json: status"),
+        ([], _bad_manifest, "fp8/manifest.json: outcome.status"),
+        ([], _other_variants_database, "fp8/requests.sqlite: holds the answers of run fake variant bf16"),
+        (
+            [],
+            _store_sql("UPDATE results SET value = '[NaN, false]' WHERE kind = 'loglikelihood'"),
+            "is not a (log-probability, is_greedy) pair",
+        ),
+        ([], _store_sql("UPDATE results SET value = '[-1.5' WHERE kind = 'loglikelihood'"), "not JSON"),
+        ([], _store_sql("UPDATE results SET value = '7' WHERE kind = 'generate_until'"), "7 is not a text"),
+        (
+            [],
+            _store_sql("""UPDATE results SET value = '"The final answer is 42"' WHERE kind = 'generate_until'"""),
+            f"the answer to {GSM8K} doc 0 differs from the response",
+        ),
+        ([], _store_sql("DROP TABLE identity"), "names no run or variant"),
+        ([], _garbage_database, "fp8/requests.sqlite: not a readable answer store"),
+        ([], _truncated_database, "fp8/requests.sqlite: not a readable answer store"),
+        ([], _config_no_longer_valid, "run.json: config"),
+        ([], _mirror_gone, "data dir"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_2(run_copy, capsys, args, damage, message):
-    if damage:
+def test_bad_input_is_one_line_and_exit_2(run_copy, capsys, tmp_path, args, damage, message):
+    if damage is _mirror_gone:
+        damage(run_copy, tmp_path)
+    elif damage:
         damage(run_copy)
     before = files(run_copy)
     assert main(["rescore", str(run_copy.root), *args]) == 2
@@ -180,14 +237,14 @@ def test_bad_input_is_one_line_and_exit_2(run_copy, capsys, args, damage, messag
 
 def test_a_failed_variant_is_left_as_it_is(run_copy, capsys):
     manifest = run_copy.read_manifest("fp8")
-    manifest.status = "failed"
+    manifest.outcome.status = "failed"
     run_copy.write_manifest(manifest)
     before = files(run_copy)
     assert main(["rescore", str(run_copy.root), "--tasks", ARC]) == 0
     assert "variant fp8 is not complete; not re-scored" in capsys.readouterr().err
     after = files(run_copy)
     assert all(after[f] == before[f] for f in before if f.startswith("fp8/"))
-    assert run_copy.read_manifest("bf16").rescored[0]["tasks"] == [ARC]
+    assert run_copy.read_manifest("bf16").rescored[0].tasks == [ARC]
 
 
 def test_a_running_run_is_refused(run_copy, capsys):
@@ -238,7 +295,7 @@ def test_a_broken_extraction_rescored_after_the_fix_equals_a_fresh_run(tmp_path,
     variants = broken.read_run().evaluated_variants()
     assert variants == fresh.read_run().evaluated_variants() and "int8-w8a8" in variants
     assert all(r.extracted["strict-match"] == ["[invalid]"] for r in broken.read_samples("bf16", GSM8K))
-    sqlite_before = {v: (broken.variant_dir(v) / REQUESTS_DB).read_bytes() for v in variants}
+    sqlite_before = {v: broken.answers_path(v).read_bytes() for v in variants}
     scored_wrong = {v: broken.read_samples(v, GSM8K) for v in variants}
 
     task_file.write_text(fixed)
@@ -246,7 +303,7 @@ def test_a_broken_extraction_rescored_after_the_fix_equals_a_fresh_run(tmp_path,
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     for variant in variants:
-        assert (broken.variant_dir(variant) / REQUESTS_DB).read_bytes() == sqlite_before[variant]
+        assert broken.answers_path(variant).read_bytes() == sqlite_before[variant]
         for task in (ARC, GSM8K):
             rescored, expected = broken.read_samples(variant, task), fresh.read_samples(variant, task)
             assert len(expected) == 3
@@ -258,7 +315,7 @@ def test_a_broken_extraction_rescored_after_the_fix_equals_a_fresh_run(tmp_path,
         assert ours.results == theirs.results and ours.versions == theirs.versions
         assert ours.n_samples == theirs.n_samples
         (entry,) = broken.read_manifest(variant).rescored
-        assert entry["tasks"] == [ARC, GSM8K] and entry["task_versions"] == theirs.versions
+        assert entry.tasks == [ARC, GSM8K] and entry.task_versions == theirs.versions
     # The comparison follows the re-scored files (its first line names the run).
     ours_md, theirs_md = ((s.root / "comparison.md").read_text().splitlines()[1:] for s in (broken, fresh))
     assert ours_md == theirs_md

@@ -129,7 +129,7 @@ def test_the_pre_run_check_accepts_tensor_parallel_sizes_that_divide_the_heads(t
 
 
 def test_manifests_without_a_layout_still_read_and_bad_layouts_do_not():
-    assert Manifest(variant="v", status="complete").parallel is None
+    assert Manifest(variant="v", outcome={"status": "complete"}).engine.parallel is None
     with pytest.raises(ValueError, match="tensor_parallel_size"):
         Parallelism(tensor_parallel_size=0, pipeline_parallel_size=1, ranks=1)
 

@@ -113,20 +113,21 @@ def test_summary_gives_time_throughput_and_quantized_layers_or_the_error_and_log
     log = tmp_path / "fp8" / "log.txt"
     done = Manifest(
         variant="fp8",
-        status="complete",
-        timings={"engine_start_s": 18.4, "total_s": 64},
-        throughput={"tokens_per_s": 1234.5},
-        quantization=Quantization(linear_layers=120, quantized_layers=120),
+        outcome={"status": "complete"},
+        statistics={"timings": {"engine_start_s": 18.4, "total_s": 64.0}, "throughput": {"tokens_per_s": 1234.5}},
+        engine={"quantization": Quantization(linear_layers=120, quantized_layers=120)},
     )
     assert summary(done, 64.2, log) == (
         "complete in 1 min 04 s (engine start 18 s); 1,234 tokens/s; 120 of 120 linear layers quantized"
     )
     int8 = LinearScheme(method="M", kernel="CPUInt8ScaledMMLinearKernel", path="onednn", weight_bits=8, layers=120)
-    done.quantization = Quantization(linear_layers=121, quantized_layers=120, schemes=[int8])
+    done.engine.quantization = Quantization(linear_layers=121, quantized_layers=120, schemes=[int8])
     assert summary(done, 64.2, log).endswith(
         "121 linear layers quantized (CPUInt8ScaledMMLinearKernel/onednn)"
     ) and "; 120 of 121" in summary(done, 64.2, log)
-    failed = Manifest(variant="fp8", status="failed", error="RuntimeError: engine start failed\n  for /x")
+    failed = Manifest(
+        variant="fp8", outcome={"status": "failed", "error": "RuntimeError: engine start failed\n  for /x"}
+    )
     assert summary(failed, 5, log) == f"FAILED after 5 s: RuntimeError: engine start failed for /x; full log: {log}"
     assert summary(None, 1, log).endswith(f"full log: {log}")
 

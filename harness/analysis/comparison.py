@@ -22,6 +22,7 @@ import numpy as np
 
 from harness.analysis import stats
 from harness.errors import UsageError
+from harness.results.integrity import check_run
 from harness.results.schema import (
     COMPLETE,
     RUNNING,
@@ -105,7 +106,7 @@ def load_variant(store: RunStore, name: str, label: str = "") -> VariantResults:
         return VariantResults(name, NO_RESULTS, f"no {store.manifest_path(name)}", TaskResults(), store, label)
     manifest = store.read_manifest(name)
     results = store.read_results(name) if manifest.status == COMPLETE else TaskResults()
-    return VariantResults(name, manifest.status or RUNNING, manifest.error, results, store, label)
+    return VariantResults(name, manifest.status or RUNNING, manifest.outcome.error, results, store, label)
 
 
 def lower_is_better(variants: list[VariantResults]) -> list[tuple[str, str]]:
@@ -396,7 +397,7 @@ def card_scores(run: RunRecord) -> dict[tuple[str, str], float] | None:
 
 def build_comparison(store: RunStore, baseline: str | None = None) -> Comparison:
     """The comparison table of one run folder (baseline: run.json's unless given)."""
-    run = store.read_run()
+    run = check_run(store)
     baseline = baseline or run.baseline
     if baseline not in run.variants:
         raise ComparisonError(f"{store.run_file}: baseline {baseline!r} is not one of {run.variants}")

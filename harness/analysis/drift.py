@@ -2,7 +2,7 @@
 
 Reads what `harness drift` left in RUN/drift/ (each variant's top-k log-probabilities, one
 .npz per variant) and the typed comparison, and writes RUN/drift.json (a DriftSummary) and
-RUN/drift.csv. Pure numpy: neither vllm nor torch is imported.
+RUN/drift.csv through the run's store. Pure numpy: neither vllm nor torch is imported.
 """
 
 from __future__ import annotations
@@ -14,12 +14,21 @@ import numpy as np
 import pandas as pd
 
 from harness.analysis import kld
-from harness.results.io import read_json, write_json, write_text_atomic
-from harness.results.schema import COMPLETE, Comparison, DriftSummary, DriftVariant
-from harness.results.store import RunStore, parse
+from harness.results.schema import (
+    COMPLETE,
+    Comparison,
+    DriftCost,
+    DriftFigures,
+    DriftSequence,
+    DriftSettings,
+    DriftSummary,
+    DriftVariant,
+    KldHistogram,
+    SequenceCounts,
+    TaskFlips,
+)
+from harness.results.store import RunStore
 
-DRIFT_DIR = "drift"  # RUN/drift/: the token sequences and each variant's raw log-probabilities
-JSON_FILE, CSV_FILE = "drift.json", "drift.csv"
 OVERALL = "overall"
 METHOD = (
     "KL(P_baseline || Q_variant) in nats per position, from top-{k} log-probabilities: the tokens "
@@ -31,10 +40,6 @@ METHOD = (
 HISTOGRAM_EDGES = np.logspace(-6, 1, 29)
 
 
-def npz_path(store: RunStore, name: str) -> Path:
-    return store.root / DRIFT_DIR / f"{name}.npz"
-
-
 def read_topk(path: Path) -> kld.TopK:
     with np.load(path) as z:
         return kld.TopK(z["ids"], z["logprobs"], z["actual_logprobs"])
@@ -43,58 +48,59 @@ def read_topk(path: Path) -> kld.TopK:
 def summarize_run(
     store: RunStore,
     baseline: str,
-    sequences: list[dict],
-    costs: dict[str, dict],
-    settings: dict[str, Any],
+    sequences: list[DriftSequence],
+    costs: dict[str, DriftCost],
+    settings: DriftSettings,
     comparison: Comparison,
 ) -> DriftSummary:
     """drift.json's content: per variant, drift overall and per task, with the task's flips."""
     # One entry per scored position: position 0 of a sequence has no context, so no drift.
-    tasks = np.array([s["task"] for s in sequences for _ in s["token_ids"][1:]])
-    actual = np.array([t for s in sequences for t in s["token_ids"][1:]], np.int64)
-    base = read_topk(npz_path(store, baseline)) if costs[baseline]["status"] == COMPLETE else None
+    tasks = np.array([s.task for s in sequences for _ in s.token_ids[1:]])
+    actual = np.array([t for s in sequences for t in s.token_ids[1:]], np.int64)
+    base = read_topk(store.drift_npz_path(baseline)) if costs[baseline].status == COMPLETE else None
     variants = {}
     for name, cost in costs.items():
-        entry = DriftVariant(status=cost["status"], error=cost.get("error"), cost=cost)
-        if base is not None and cost["status"] == COMPLETE and name != baseline:
-            add_drift(entry, kld.position_drift(base, read_topk(npz_path(store, name)), actual), tasks)
+        entry = DriftVariant(status=cost.status, error=cost.error, cost=cost)
+        if base is not None and cost.status == COMPLETE and name != baseline:
+            add_drift(entry, kld.position_drift(base, read_topk(store.drift_npz_path(name)), actual), tasks)
         if name != baseline:
             entry.flips = flips_of(comparison, name)
         variants[name] = entry
-    order = list(dict.fromkeys(tasks))
+    order = list(dict.fromkeys(s.task for s in sequences))
     return DriftSummary(
         run_id=comparison.run_id or store.root.name,
         baseline=baseline,
         settings=settings,
-        sequences={
-            "count": len(sequences),
-            "tokens": sum(len(s["token_ids"]) for s in sequences),
-            "per_task": {t: sum(s["task"] == t for s in sequences) for t in order},
-        },
+        sequences=SequenceCounts(
+            count=len(sequences),
+            tokens=sum(len(s.token_ids) for s in sequences),
+            per_task={t: sum(s.task == t for s in sequences) for t in order},
+        ),
         variants=variants,
     )
 
 
 def add_drift(entry: DriftVariant, d: dict[str, np.ndarray], tasks: np.ndarray) -> None:
     """Overall and per-task summaries of one variant's per-position drift, and its histogram."""
-    entry.overall = kld.summarize(d)
-    entry.tasks = {t: kld.summarize({key: v[tasks == t] for key, v in d.items()}) for t in dict.fromkeys(tasks)}
+    entry.overall = DriftFigures.model_validate(kld.summarize(d))
+    entry.tasks = {
+        t: DriftFigures.model_validate(kld.summarize({key: v[tasks == t] for key, v in d.items()}))
+        for t in dict.fromkeys(tasks)
+    }
     counts, _ = np.histogram(np.clip(d["kld"], HISTOGRAM_EDGES[0], HISTOGRAM_EDGES[-1]), HISTOGRAM_EDGES)
-    entry.kld_histogram = {"edges": HISTOGRAM_EDGES.tolist(), "counts": counts.tolist()}
+    entry.kld_histogram = KldHistogram(edges=HISTOGRAM_EDGES.tolist(), counts=counts.tolist())
 
 
-def flips_of(comparison: Comparison, name: str) -> dict[str, dict[str, dict[str, float | int | None]]]:
+def flips_of(comparison: Comparison, name: str) -> dict[str, dict[str, TaskFlips]]:
     """task -> metric -> right->wrong, wrong->right and delta (points), from the comparison."""
-    out: dict[str, dict[str, dict[str, float | int | None]]] = {}
+    out: dict[str, dict[str, TaskFlips]] = {}
     for row in comparison.rows:
         cell = row.cells.get(name)
         if cell is None:
             continue
-        out.setdefault(row.task, {})[row.metric] = {
-            "R>W": cell.flips_right_to_wrong,
-            "W>R": cell.flips_wrong_to_right,
-            "delta": cell.delta,
-        }
+        out.setdefault(row.task, {})[row.metric] = TaskFlips(
+            right_to_wrong=cell.flips_right_to_wrong, wrong_to_right=cell.flips_wrong_to_right, delta=cell.delta
+        )
     return out
 
 
@@ -108,9 +114,9 @@ def drift_rows(summary: DriftSummary) -> list[dict[str, Any]]:
         if entry.overall is None:  # the baseline: the reference, it has no drift of its own
             continue
         for task, figures in [*entry.tasks.items(), (OVERALL, entry.overall)]:
-            row: dict[str, Any] = {"variant": name, "task": task, "status": entry.status, **figures}
+            row: dict[str, Any] = {"variant": name, "task": task, "status": entry.status, **figures.model_dump()}
             for metric, f in entry.flips.get(task, {}).items():
-                row[f"flips R>W {metric}"], row[f"flips W>R {metric}"] = f["R>W"], f["W>R"]
+                row[f"flips R>W {metric}"], row[f"flips W>R {metric}"] = f.right_to_wrong, f.wrong_to_right
             rows.append(row)
     return rows
 
@@ -126,15 +132,4 @@ def drift_csv(summary: DriftSummary) -> str:
 
 def write_drift(store: RunStore, summary: DriftSummary) -> tuple[Path, Path]:
     """RUN/drift.json and RUN/drift.csv; returns their paths."""
-    json_path, csv_path = store.root / JSON_FILE, store.root / CSV_FILE
-    write_json(json_path, summary.model_dump())
-    write_text_atomic(csv_path, drift_csv(summary))
-    return json_path, csv_path
-
-
-def read_drift(store: RunStore) -> DriftSummary | None:
-    """The run's drift summary, or None when `harness drift` has not run on it."""
-    path = store.root / JSON_FILE
-    if not path.exists():
-        return None
-    return parse(DriftSummary, read_json(path), str(path))
+    return store.write_drift(summary, drift_csv(summary))

@@ -41,9 +41,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, field_validator, model_validator
 
 from harness.analysis.comparison import VariantResults, compare_variants, load_variant
-from harness.analysis.drift import JSON_FILE as DRIFT_FILE
-from harness.analysis.drift import read_drift
 from harness.errors import UsageError
+from harness.results.integrity import check_run
 from harness.results.schema import (
     COMPLETE,
     FAILED,
@@ -51,9 +50,11 @@ from harness.results.schema import (
     SKIPPED,
     Comparison,
     ComparisonRow,
+    DriftFigures,
     DriftSummary,
     RunRecord,
 )
+from harness.results.store import DRIFT_JSON as DRIFT_FILE
 from harness.results.store import REPEAT_SUFFIX, RunStore
 from harness.yamlfile import read_yaml
 
@@ -209,7 +210,7 @@ class Pairing:
 
 
 def finished_run(store: RunStore) -> RunRecord:
-    run = store.read_run()
+    run = check_run(store)
     if run.status == RUNNING:
         raise UsageError(
             f"{store.run_file}: status {RUNNING}: the run has not finished "
@@ -384,22 +385,34 @@ class DriftGate:
     accepted: DriftSummary | None = None
 
     @classmethod
-    def load(cls, store: RunStore, reference: str, accepted: RunStore | None) -> DriftGate:
-        summary = read_drift(store)
+    def load(cls, store: RunStore, run: RunRecord, reference: str, accepted: RunStore | None) -> DriftGate:
+        summary = store.read_drift()
         if summary is None:
             raise UsageError(f"{store.root}: run has no {DRIFT_FILE}: run `harness drift {store.root}` first")
         path = store.root / DRIFT_FILE
+        if summary.run_id != run.run_id:
+            raise UsageError(f"{path}: drift of run {summary.run_id}, not of this run ({run.run_id})")
         if summary.baseline != reference:
             raise UsageError(f"{path}: drift measured from {summary.baseline}, not from the reference {reference}")
         base = summary.variants.get(summary.baseline)
         if base is None or base.status != COMPLETE:
             status = base.status if base is not None else "missing"
             raise UsageError(f"{path}: baseline {summary.baseline} is {status}: no drift was measured")
-        return cls(path, summary, read_drift(accepted) if accepted is not None else None)
+        return cls(path, summary, accepted.read_drift() if accepted is not None else None)
 
     @property
     def tasks(self) -> list[str]:
-        return list(self.summary.sequences.get("per_task", {}))
+        return list(self.summary.sequences.per_task)
+
+    def unmeasured(self, tasks: list[str], policy: Policy, groups: dict[str, list[str]]) -> list[str]:
+        """The run's tasks the policy drift-gates of which drift measured no document (directly or
+        through a group's subtasks): a gate that passed them would pass what it never saw."""
+        measured = set(self.tasks)
+
+        def covered(task: str, seen: frozenset[str] = frozenset()) -> bool:
+            return task in measured or any(covered(t, seen | {task}) for t in groups.get(task, []) if t not in seen)
+
+        return [task for task in tasks if policy.for_task(task).drift and not covered(task)]
 
     def check_variant(self, variant: str, policy: Policy, outcome: Outcome) -> None:
         """One check per task with a drift threshold; a variant drift could not score fails once."""
@@ -412,8 +425,8 @@ class DriftGate:
         if entry.status != COMPLETE:
             outcome.add([f"{variant}: drift measurement {entry.status}" + (f" ({entry.error})" if entry.error else "")])
             return
-        if self.accepted is not None:
-            outcome.notes.append(self.trend(variant, entry.overall or {}))
+        if self.accepted is not None and entry.overall is not None:
+            outcome.notes.append(self.trend(variant, entry.overall))
         for task in self.tasks:
             limits = policy.for_task(task)
             if not limits.drift:
@@ -424,7 +437,7 @@ class DriftGate:
             accepted = self.accepted_figures(variant, task)
             outcome.add(self.check_task(variant, task, figures, limits, accepted))
 
-    def trend(self, variant: str, overall: dict[str, float | int]) -> str:
+    def trend(self, variant: str, overall: DriftFigures) -> str:
         """This run's overall drift of a variant beside the accepted run's, for the notes."""
         before = self.accepted.variants.get(variant) if self.accepted is not None else None
         then = (
@@ -432,35 +445,37 @@ class DriftGate:
         )
         return f"{variant} drift overall: {drift_text(overall)}; {then}"
 
-    def accepted_figures(self, variant: str, task: str) -> dict[str, float | int]:
+    def accepted_figures(self, variant: str, task: str) -> DriftFigures | None:
         entry = self.accepted.variants.get(variant) if self.accepted is not None else None
-        return entry.tasks.get(task, {}) if entry is not None else {}
+        return entry.tasks.get(task) if entry is not None else None
 
     def check_task(
-        self, variant: str, task: str, figures: dict[str, float | int], limits: Thresholds, accepted: dict
+        self, variant: str, task: str, figures: DriftFigures, limits: Thresholds, accepted: DriftFigures | None
     ) -> list[str]:
         where = f"{variant} vs {self.summary.baseline} {task} drift"
         field = f"{self.path}: variants.{variant}.tasks.{task}"
         reasons = []
         if limits.max_kld is not None:
-            kld = number(figures.get("kld_mean"), field, "kld_mean")
+            kld = number(figures.kld_mean, field, "kld_mean")
             if kld > limits.max_kld:
                 reasons.append(
                     f"{where}: mean KLD {kld:.4g} nats > max-kld {limits.max_kld:g} (by {kld - limits.max_kld:.4g})"
-                    + quoted(accepted.get("kld_mean"), "{:.4g}")
+                    + quoted(accepted.kld_mean if accepted else None, "{:.4g}")
                 )
         if limits.min_top1 is not None:
-            top1 = number(figures.get("top1_agreement_pct"), field, "top1_agreement_pct")
+            top1 = number(figures.top1_agreement_pct, field, "top1_agreement_pct")
             if top1 < limits.min_top1:
                 reasons.append(
                     f"{where}: top-1 agreement {top1:.2f}% < min-top1 {limits.min_top1:g}% "
-                    f"(by {limits.min_top1 - top1:.2f})" + quoted(accepted.get("top1_agreement_pct"), "{:.2f}%")
+                    f"(by {limits.min_top1 - top1:.2f})"
+                    + quoted(accepted.top1_agreement_pct if accepted else None, "{:.2f}%")
                 )
         return reasons
 
 
-def drift_text(figures: dict[str, float | int]) -> str:
-    kld, top1 = figures.get("kld_mean", math.nan), figures.get("top1_agreement_pct", math.nan)
+def drift_text(figures: DriftFigures) -> str:
+    kld = math.nan if figures.kld_mean is None else figures.kld_mean
+    top1 = math.nan if figures.top1_agreement_pct is None else figures.top1_agreement_pct
     return f"mean KLD {kld:.4g} nats, top-1 agreement {top1:.2f}%"
 
 
@@ -469,6 +484,11 @@ def quoted(value: float | None, form: str) -> str:
     if value is None or not math.isfinite(value):
         return ""
     return f" (accepted run: {form.format(value)})"
+
+
+def groups_of(store: RunStore, variant: str) -> dict[str, list[str]]:
+    """Group -> its subtasks, as the variant's results.json records them."""
+    return store.read_results(variant).group_subtasks
 
 
 def gate_run(
@@ -490,7 +510,13 @@ def gate_run(
     )
     # Drift is measured from the run's own baseline, with or without --against.
     reference = baseline or run.baseline
-    drift = DriftGate.load(store, reference, against) if policy.drift else None
+    drift = DriftGate.load(store, run, reference, against) if policy.drift else None
+    if drift is not None and (missing := drift.unmeasured(run.tasks, policy, groups_of(store, reference))):
+        raise UsageError(
+            f"{drift.path}: no drift measured on {', '.join(missing)}, which the policy drift-gates "
+            f"(measured: {', '.join(drift.tasks)}); run `harness drift {store.root} --max-sequences N` "
+            "with N at least the number of the run's tasks"
+        )
     outcome = Outcome()
     if drift is not None and against is not None and drift.accepted is None:
         outcome.notes.append(f"{against.root}: no {DRIFT_FILE}: the accepted run's drift is not quoted")

@@ -93,7 +93,7 @@ def eval_results(section: CardSection) -> list[EvalResult]:
 
 
 def model_name(section: CardSection) -> str:
-    return section.variant.model or section.run.run_id
+    return section.variant.spec.model or section.run.run_id
 
 
 def section_card(section: CardSection, block: str) -> ModelCard:

@@ -137,7 +137,9 @@ def build_rows(store: RunStore, section: CardSection, settings_of: SettingsOf) -
             settings=settings_of(task),
             shots=measured_shots(run, results[1].results, task, leaves),
             documents=split_documents(results[1].results, leaves),
-            datasets={leaf: section.variant.datasets[leaf] for leaf in leaves if leaf in section.variant.datasets},
+            datasets={
+                leaf: section.variant.data.datasets[leaf] for leaf in leaves if leaf in section.variant.data.datasets
+            },
         )
         row.marks = row_marks(row, run, section.baseline, leaves)
         rows.append(row)
@@ -202,7 +204,7 @@ def row_marks(row: Row, run: RunRecord, baseline: Manifest, leaves: list[str]) -
         marks.append(f"max_gen_toks {cap}" + (f" (card: {settings.max_gen})" if settings else ""))
     if settings is not None and row.shots is not None and row.shots != settings.shots:
         marks.append(f"{row.shots}-shot (card: {settings.shots})")
-    if any(baseline.datasets.get(leaf) != row.datasets.get(leaf) for leaf in leaves):
+    if any(baseline.data.datasets.get(leaf) != row.datasets.get(leaf) for leaf in leaves):
         marks.append("the variants read different data")
     return marks
 

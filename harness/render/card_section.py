@@ -120,19 +120,20 @@ def settings_table(section: CardSection) -> str:
 
 
 def model_revision(manifest: Manifest) -> str:
-    revision = manifest.engine_args.get("revision")
+    spec = manifest.spec
+    revision = spec.engine_args.get("revision")
     if isinstance(revision, str):
         return revision
-    snapshot = re.search(r"/snapshots/([0-9a-f]{40})(/|$)", manifest.model_path or "")
+    snapshot = re.search(r"/snapshots/([0-9a-f]{40})(/|$)", spec.model_path or "")
     if snapshot:
         return snapshot.group(1)
-    if manifest.model_path and manifest.model_path != manifest.model:
-        return f"local checkpoint {manifest.model_path}"
+    if spec.model_path and spec.model_path != spec.model:
+        return f"local checkpoint {spec.model_path}"
     return "not pinned"
 
 
 def quantization_text(manifest: Manifest) -> str:
-    quant = manifest.quantization
+    quant = manifest.engine.quantization
     if not quant.quantized_layers:
         return "none"
     how = "pre-quantized checkpoint" if quant.prequantized else "quantized by the engine at load"
@@ -170,7 +171,7 @@ def tensor_text(args: QuantArgs) -> str:
 
 
 def weight_text(manifest: Manifest, baseline: Manifest) -> str:
-    own, base = manifest.quantization.weight_bytes, baseline.quantization.weight_bytes
+    own, base = manifest.engine.quantization.weight_bytes, baseline.engine.quantization.weight_bytes
     if own is None:
         return "?"
     text = f"{own / 1e6:,.1f} MB"
@@ -180,35 +181,38 @@ def weight_text(manifest: Manifest, baseline: Manifest) -> str:
 
 
 def throughput_text(manifest: Manifest) -> str:
-    rate = manifest.throughput.get("tokens_per_s")
-    prompt, generated = manifest.throughput.get("prompt_tokens"), manifest.throughput.get("generated_tokens")
+    throughput = manifest.statistics.throughput
+    rate = throughput.tokens_per_s
     text = "?" if rate is None else f"{rate:,.1f} tokens/s"
-    if prompt is not None and generated is not None:
-        text += f" ({prompt:,} prompt + {generated:,} generated tokens)"
+    text += f" ({throughput.prompt_tokens:,} prompt + {throughput.generated_tokens:,} generated tokens)"
     return text
 
 
 def hardware_text(manifest: Manifest) -> str:
-    hw = manifest.hardware
-    parts = [str(hw.get("cpu_model") or hw.get("cpu") or "?"), f"{hw.get('cpu_count', '?')} CPUs"]
-    if hw.get("memory_gib") is not None:
-        parts.append(f"{hw['memory_gib']} GiB")
-    if hw.get("gpus"):
-        parts.append("GPUs: " + ", ".join(map(str, hw["gpus"])))
-    if manifest.compute_threads is not None:
-        parts.append(f"{manifest.compute_threads} compute threads")
+    hw = manifest.environment.hardware
+    parts = [hw.cpu_model or "?", f"{'?' if hw.cpu_count is None else hw.cpu_count} CPUs"]
+    if hw.memory_gib is not None:
+        parts.append(f"{hw.memory_gib} GiB")
+    if hw.gpus:
+        parts.append("GPUs: " + ", ".join(hw.gpus))
+    if manifest.engine.compute_threads is not None:
+        parts.append(f"{manifest.engine.compute_threads} compute threads")
     return ", ".join(parts)
+
+
+def text_or_unknown(value: object) -> str:
+    return "?" if value is None else str(value)
 
 
 def models_table(section: CardSection) -> str:
     base, quant = section.baseline, section.variant
     fields: list[tuple[str, Callable[[Manifest], str]]] = [
-        ("model", lambda m: str(m.model or "?")),
+        ("model", lambda m: str(m.spec.model or "?")),
         ("revision", model_revision),
         ("quantization", quantization_text),
         ("weight bytes", lambda m: weight_text(m, base)),
         ("throughput", throughput_text),
-        ("time (engine start + requests)", lambda m: f"{m.timings.get('total_s', '?')} s"),
+        ("time (engine start + requests)", lambda m: f"{text_or_unknown(m.statistics.timings.total_s)} s"),
         ("hardware", hardware_text),
     ]
     rows = [[label, read(base), read(quant)] for label, read in fields]
@@ -216,11 +220,12 @@ def models_table(section: CardSection) -> str:
 
 
 def versions_table(section: CardSection) -> str:
-    base, quant = section.baseline, section.variant
+    base, quant = section.baseline.environment, section.variant.environment
     names = list(dict.fromkeys([*base.versions, *quant.versions]))
     rows = [[name, base.versions.get(name, "–"), quant.versions.get(name, "–")] for name in names]
     rows.append(["harness git", base.git_sha or "?", quant.git_sha or "?"])
-    return markdown_table(["package", base.variant, quant.variant], rows)  # bf16 first, as in every other table
+    base_name, quant_name = section.baseline.variant, section.variant.variant
+    return markdown_table(["package", base_name, quant_name], rows)  # bf16 first, as in every other table
 
 
 def datasets_table(section: CardSection) -> str:
@@ -251,7 +256,7 @@ def reproduce(section: CardSection) -> str:
     output = run.config.get("output_dir") if isinstance(run.config.get("output_dir"), str) else "results"
     lines = [shlex.join(command), f"harness card {output}/{run.run_id} --variant {section.variant.variant}"]
     where = "" if run.config_path else " (CONFIG.yaml: the config recorded in run.json)"
-    sha = section.variant.git_sha or "?"
+    sha = section.variant.environment.git_sha or "?"
     return f"With harness at git {sha}{where}:\n\n```bash\n" + "\n".join(lines) + "\n```\n"
 
 

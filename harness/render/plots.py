@@ -24,7 +24,6 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from harness.analysis.drift import JSON_FILE as DRIFT_JSON
 from harness.errors import UsageError
 from harness.results.io import write_bytes_atomic
 from harness.results.schema import (
@@ -33,9 +32,11 @@ from harness.results.schema import (
     Comparison,
     ComparisonRow,
     DriftSummary,
+    DriftVariant,
     Manifest,
     VariantCell,
 )
+from harness.results.store import DRIFT_JSON
 from harness.suites.benchmarks import card_benchmarks
 
 Z95 = 1.959964  # two-sided 95% normal quantile: stderr -> interval half-width
@@ -364,8 +365,8 @@ def mean_scores(comparison: Comparison) -> dict[str, float]:
 
 
 TRADEOFF_MEASURES: list[tuple[str, Callable[[Manifest], float | int | None], float]] = [
-    ("weight GB", lambda m: m.quantization.weight_bytes, 1e-9),
-    ("tokens/s", lambda m: m.throughput.get("tokens_per_s"), 1.0),
+    ("weight GB", lambda m: m.engine.quantization.weight_bytes, 1e-9),
+    ("tokens/s", lambda m: m.statistics.throughput.tokens_per_s, 1.0),
 ]
 
 
@@ -435,8 +436,8 @@ def drift_histogram(summary: DriftSummary) -> Figure:
     for name, entry in summary.variants.items():
         if entry.kld_histogram is not None:
             ax.stairs(
-                entry.kld_histogram["counts"],
-                entry.kld_histogram["edges"],
+                entry.kld_histogram.counts,
+                entry.kld_histogram.edges,
                 label=name,
                 color=drift_color(summary, name),
             )
@@ -444,7 +445,7 @@ def drift_histogram(summary: DriftSummary) -> Figure:
     ax.set_ylabel("positions")
     xlabel = (
         f"KL({summary.baseline} || variant) per position, nats\n(lower bound from top-"
-        f"{summary.settings['top_k']}; below 1e-6 in the first bin)"
+        f"{summary.settings.top_k}; below 1e-6 in the first bin)"
     )
     finish(fig, ax, xlabel, "Per-position KL divergence from the baseline")
     return fig
@@ -461,9 +462,14 @@ def drift_rows(summary: DriftSummary) -> list[tuple[str, str]]:
     for entry in summary.variants.values():
         for task, figures in entry.tasks.items():
             for metric, flip in entry.flips.get(task, {}).items():
-                if flip["delta"] is not None and "kld_mean" in figures:
+                if flip.delta is not None and figures.kld_mean is not None:
                     seen[(task, metric)] = None
     return list(seen)
+
+
+def mean_kld(entry: DriftVariant, task: str) -> float:
+    figures = entry.tasks.get(task)
+    return math.nan if figures is None or figures.kld_mean is None else figures.kld_mean
 
 
 def drift_against_delta(summary: DriftSummary, card: Card | None = None) -> Figure:
@@ -477,8 +483,8 @@ def drift_against_delta(summary: DriftSummary, card: Card | None = None) -> Figu
     _, at = slot_positions(len(pairs), len(names))
     for name, y in zip(names, at):
         entry = summary.variants[name]
-        kld = [entry.tasks.get(t, {}).get("kld_mean", math.nan) for t, _ in pairs]
-        delta = [entry.flips.get(t, {}).get(m, {}).get("delta") for t, m in pairs]
+        kld = [mean_kld(entry, t) for t, _ in pairs]
+        delta = [flip.delta if (flip := entry.flips.get(t, {}).get(m)) else None for t, m in pairs]
         color = drift_color(summary, name)
         kld_ax.scatter(kld, y, color=color, s=16, label=name)
         delta_ax.scatter([math.nan if d is None else d for d in delta], y, color=color, s=16)

@@ -63,15 +63,15 @@ def summary(manifest: Manifest | None, seconds: float, log: Path) -> str:
     if manifest is None:
         return f"FAILED after {duration(seconds)}: no manifest written; full log: {log}"
     if manifest.status != COMPLETE:
-        error = " ".join((manifest.error or "unknown error").split())
+        error = " ".join((manifest.outcome.error or "unknown error").split())
         return f"FAILED after {duration(seconds)}: {error}; full log: {log}"
     head = f"complete in {duration(seconds)}"
-    if (start := manifest.timings.get("engine_start_s")) is not None:
+    if (start := manifest.statistics.timings.engine_start_s) is not None:
         head += f" (engine start {duration(start)})"
     parts = [head]
-    if (rate := manifest.throughput.get("tokens_per_s")) is not None:
+    if (rate := manifest.statistics.throughput.tokens_per_s) is not None:
         parts.append(f"{rate:,.0f} tokens/s")
-    q = manifest.quantization
+    q = manifest.engine.quantization
     if q.linear_layers is not None:
         kernels = [s.kernel + (f"/{s.path}" if s.path else "") for s in q.schemes if s.kernel and s.weight_bits == 8]
         via = f" ({', '.join(kernels)})" if kernels else ""

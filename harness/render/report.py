@@ -19,7 +19,6 @@ from pathlib import Path
 import jinja2
 
 from harness.analysis.comparison import build_comparison
-from harness.analysis.drift import read_drift
 from harness.errors import UsageError
 from harness.render import plots
 from harness.render.tables import markdown_table, summary
@@ -30,19 +29,7 @@ from harness.results.store import RunStore
 REPORT_DIR = "report"
 TEMPLATE = "report.html.j2"  # in harness/render/templates/
 # Manifest sections shown in the provenance table, in this order.
-PROVENANCE_SECTIONS = [
-    "model",
-    "git_sha",
-    "data_source",
-    "engine_args",
-    "quantization",
-    "versions",
-    "hardware",
-    "datasets",
-    "task_versions",
-    "timings",
-    "throughput",
-]
+PROVENANCE_SECTIONS = ["spec", "environment", "engine", "data", "statistics"]
 
 
 @dataclass
@@ -110,18 +97,19 @@ def variants_table(comparison: Comparison, manifests: dict[str, Manifest | None]
 def variant_row(name: str, status: str, manifest: Manifest | None) -> list[str]:
     if manifest is None:
         return [name, status, "", "", "none", "/", "", "", ""]
-    quant = manifest.quantization
+    quant = manifest.engine.quantization
     weight = quant.weight_bytes
+    statistics = manifest.statistics
     return [
         name,
         status or manifest.status,
-        manifest.error or "",
-        text(manifest.model),
+        manifest.outcome.error or "",
+        text(manifest.spec.model),
         quant.requested or "none",
         f"{text(quant.quantized_layers)}/{text(quant.linear_layers)}",
         "" if weight is None else f"{weight / 1e9:.3f}",
-        text(manifest.throughput.get("tokens_per_s")),
-        text(manifest.timings.get("total_s")),
+        text(statistics.throughput.tokens_per_s),
+        text(statistics.timings.total_s),
     ]
 
 
@@ -159,7 +147,7 @@ def build_report(store: RunStore) -> Report:
             plots.deltas(comparison, run.card),
             plots.flips(comparison, run.card),
             plots.tradeoff(comparison, manifests),
-            *plots.drift(read_drift(store), run.card),
+            *plots.drift(store.read_drift(), run.card),
         ],
         provenance=provenance_table(run, manifests),
     )

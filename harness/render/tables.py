@@ -12,7 +12,6 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
-from harness.results.io import write_text_atomic
 from harness.results.schema import COMPLETE, Comparison, ComparisonRow, VariantCell
 from harness.results.store import RunStore
 
@@ -190,12 +189,6 @@ def format_csv(comparison: Comparison) -> str:
     return comparison_frame(comparison).to_csv(index=False, float_format="%.6g", lineterminator="\n")
 
 
-CSV_FILE, MD_FILE = "comparison.csv", "comparison.md"
-
-
 def write_comparison(store: RunStore, comparison: Comparison) -> tuple[Path, Path]:
     """comparison.csv and comparison.md into the run folder; returns their paths."""
-    csv_path, md_path = store.root / CSV_FILE, store.root / MD_FILE
-    write_text_atomic(csv_path, format_csv(comparison))
-    write_text_atomic(md_path, format_markdown(comparison))
-    return csv_path, md_path
+    return store.write_comparison(format_csv(comparison), format_markdown(comparison))

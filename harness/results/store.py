@@ -1,4 +1,4 @@
-"""The results folder: the only thing compare, gate, report and drift ever read.
+"""The results folder: the only thing compare, gate, report, drift and rescore ever read.
 
 Layout of one run (``results/<run-id>/``)::
 
@@ -6,12 +6,18 @@ Layout of one run (``results/<run-id>/``)::
     <variant>/manifest.json     provenance and status of one variant
     <variant>/results.json      lm-eval's aggregate results for that variant
     <variant>/samples/<task>.jsonl   one record per (task, doc_id)
+    <variant>/requests.sqlite   every answer the engine gave, by request (harness.run.answers)
     <variant>/log.txt           everything its engine and lm-eval printed (appended by each command)
     comparison.csv, comparison.md    the joined table (rebuilt by `harness compare`)
+    drift/sequences.json        `harness drift`: the token sequences every variant scores
+    drift/<variant>.json, .npz  its cost record, and its top-k log-probabilities
+    drift.json, drift.csv       the drift summary
 
-Every file is read and written through the models of harness.results.schema, atomically
-(harness.results.io); log.txt alone is a stream, appended to by the process it logs. Variant folders come from validated names only, so nothing a run.json
-says can make a reader leave the run folder. This module imports neither vllm nor torch.
+Every file is named here and read and written through the models of harness.results.schema,
+atomically (harness.results.io); a record is validated whole before it is written. log.txt alone
+is a stream, appended to by the process it logs, and requests.sqlite a database with its own
+transactions. Variant folders come from validated names only, so nothing a run.json says can make
+a reader leave the run folder. This module imports neither vllm nor torch.
 """
 
 from __future__ import annotations
@@ -22,13 +28,25 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from harness.results.io import StoreError, read_json, read_jsonl, write_json, write_jsonl
+from harness.results.io import (
+    StoreError,
+    read_json,
+    read_jsonl,
+    write_bytes_atomic,
+    write_json,
+    write_jsonl,
+    write_text_atomic,
+)
+from harness.results.migrate import upgrade
 from harness.results.schema import (
     COMPLETE,
     FAILED,
     REPEAT_SUFFIX,
     RUNNING,
     SCHEMA_VERSION,
+    DriftCost,
+    DriftSequences,
+    DriftSummary,
     Manifest,
     RunRecord,
     SampleRecord,
@@ -40,6 +58,11 @@ from harness.results.schema import (
 __all__ = ["COMPLETE", "FAILED", "REPEAT_SUFFIX", "RUNNING", "RunStore", "StoreError", "parse"]
 
 RUN_FILE = "run.json"
+COMPARISON_CSV, COMPARISON_MD = "comparison.csv", "comparison.md"
+DRIFT_DIR = "drift"
+DRIFT_SEQUENCES = "sequences.json"
+DRIFT_JSON, DRIFT_CSV = "drift.json", "drift.csv"
+ANSWERS_FILE = "requests.sqlite"
 MANIFEST_FILE = "manifest.json"
 RESULTS_FILE = "results.json"
 SAMPLES_FOLDER = "samples"  # per-document records, one file per task
@@ -49,15 +72,23 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def parse(model: type[M], raw: Any, where: str) -> M:
-    """Validate one file's content; the first problem becomes one line naming file and field."""
+    """Validate one file's content, upgraded from an older schema version first; the first
+    problem becomes one line naming file and field."""
     if isinstance(raw, dict):
-        version = raw.get("schema_version", SCHEMA_VERSION)
-        if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
-            raise StoreError(f"{where}: schema_version {version} is newer than this harness reads ({SCHEMA_VERSION})")
+        try:
+            raw = upgrade(model, raw)
+        except ValueError as e:
+            raise StoreError(f"{where}: {e}") from None
     try:
         return model.model_validate(raw)
     except ValidationError as e:
         raise StoreError(f"{where}: {first_problem(e)}") from None
+
+
+def checked(record: M, where: str) -> M:
+    """A record about to be written, validated whole: fields changed in place (a dict entry, a
+    list item) skip pydantic's checks on assignment, and a bad file must never reach the disk."""
+    return parse(type(record), dump(record), where)
 
 
 def dump(record: BaseModel) -> dict:
@@ -81,7 +112,7 @@ class RunStore:
         return parse(RunRecord, read_json(self.run_file), str(self.run_file))
 
     def write_run(self, run: RunRecord) -> None:
-        write_json(self.run_file, dump(run))
+        write_json(self.run_file, dump(checked(run, str(self.run_file))))
 
     def set_run_status(self, status: str) -> None:
         run = self.read_run()
@@ -90,10 +121,7 @@ class RunStore:
 
     # -- variant level ---------------------------------------------------------
     def variant_dir(self, variant: str) -> Path:
-        try:
-            return self.root / _folder_name(variant)
-        except ValueError as e:
-            raise StoreError(f"{self.run_file}: variant {e}") from None
+        return self.root / _folder_name_or_error(variant, self.run_file)
 
     def manifest_path(self, variant: str) -> Path:
         return self.variant_dir(variant) / MANIFEST_FILE
@@ -106,7 +134,8 @@ class RunStore:
         return parse(Manifest, read_json(path), str(path))
 
     def write_manifest(self, manifest: Manifest) -> None:
-        write_json(self.manifest_path(manifest.variant), dump(manifest))
+        path = self.manifest_path(manifest.variant)
+        write_json(path, dump(checked(manifest, str(path))))
 
     def status(self, variant: str) -> str | None:
         """The variant's recorded status; None when it has no readable manifest."""
@@ -127,8 +156,8 @@ class RunStore:
         return parse(TaskResults, read_json(path), str(path))
 
     def write_results(self, variant: str, results: dict) -> None:
-        checked = parse(TaskResults, {**results, "schema_version": SCHEMA_VERSION}, str(self.results_path(variant)))
-        write_json(self.results_path(variant), dump(checked))
+        record = parse(TaskResults, {**results, "schema_version": SCHEMA_VERSION}, str(self.results_path(variant)))
+        write_json(self.results_path(variant), dump(record))
 
     def samples_path(self, variant: str, task: str) -> Path:
         # Task names come from results.json: never let one name a file outside the folder.
@@ -137,7 +166,8 @@ class RunStore:
         return self.variant_dir(variant) / SAMPLES_FOLDER / f"{task}.jsonl"
 
     def write_samples(self, variant: str, task: str, records: Iterable[SampleRecord]) -> None:
-        write_jsonl(self.samples_path(variant, task), (r.model_dump() for r in records))
+        path = self.samples_path(variant, task)
+        write_jsonl(path, (dump(checked(r, str(path))) for r in records))
 
     def sample_tasks(self, variant: str) -> list[str]:
         folder = self.variant_dir(variant) / SAMPLES_FOLDER
@@ -146,3 +176,70 @@ class RunStore:
     def read_samples(self, variant: str, task: str) -> list[SampleRecord]:
         path = self.samples_path(variant, task)
         return [parse(SampleRecord, raw, f"{path}:{lineno}") for lineno, raw in read_jsonl(path)]
+
+    def answers_path(self, variant: str) -> Path:
+        """The variant's answer store (harness.run.answers.RecordedLM opens it)."""
+        return self.variant_dir(variant) / ANSWERS_FILE
+
+    # -- derived tables ---------------------------------------------------------
+    def write_comparison(self, csv_text: str, markdown: str) -> tuple[Path, Path]:
+        paths = self.root / COMPARISON_CSV, self.root / COMPARISON_MD
+        write_text_atomic(paths[0], csv_text)
+        write_text_atomic(paths[1], markdown)
+        return paths
+
+    # -- drift (`harness drift`) --------------------------------------------------
+    @property
+    def drift_dir(self) -> Path:
+        return self.root / DRIFT_DIR
+
+    def write_drift_sequences(self, sequences: DriftSequences) -> None:
+        path = self.drift_dir / DRIFT_SEQUENCES
+        write_json(path, dump(checked(sequences, str(path))))
+
+    def read_drift_sequences(self) -> DriftSequences:
+        path = self.drift_dir / DRIFT_SEQUENCES
+        return parse(DriftSequences, read_json(path), str(path))
+
+    def drift_cost_path(self, variant: str) -> Path:
+        return self.drift_dir / f"{_folder_name_or_error(variant, self.run_file)}.json"
+
+    def drift_npz_path(self, variant: str) -> Path:
+        return self.drift_dir / f"{_folder_name_or_error(variant, self.run_file)}.npz"
+
+    def clear_drift(self, variant: str) -> None:
+        """An earlier drift's output of this variant must not pass for the next one's."""
+        self.drift_cost_path(variant).unlink(missing_ok=True)
+        self.drift_npz_path(variant).unlink(missing_ok=True)
+
+    def write_drift_cost(self, variant: str, cost: DriftCost) -> None:
+        path = self.drift_cost_path(variant)
+        write_json(path, dump(checked(cost, str(path))))
+
+    def read_drift_cost(self, variant: str) -> DriftCost | None:
+        """The variant's drift cost record; None when its process wrote none."""
+        path = self.drift_cost_path(variant)
+        return parse(DriftCost, read_json(path), str(path)) if path.exists() else None
+
+    def write_drift_npz(self, variant: str, data: bytes) -> None:
+        write_bytes_atomic(self.drift_npz_path(variant), data)
+
+    def write_drift(self, summary: DriftSummary, csv_text: str) -> tuple[Path, Path]:
+        json_path, csv_path = self.root / DRIFT_JSON, self.root / DRIFT_CSV
+        write_json(json_path, dump(checked(summary, str(json_path))))
+        write_text_atomic(csv_path, csv_text)
+        return json_path, csv_path
+
+    def read_drift(self) -> DriftSummary | None:
+        """The run's drift summary, or None when `harness drift` has not run on it."""
+        path = self.root / DRIFT_JSON
+        if not path.exists():
+            return None
+        return parse(DriftSummary, read_json(path), str(path))
+
+
+def _folder_name_or_error(name: str, where: Path) -> str:
+    try:
+        return _folder_name(name)
+    except ValueError as e:
+        raise StoreError(f"{where}: variant {e}") from None

@@ -15,7 +15,10 @@ accelerator served it; the answers are put back in lm-eval's order all the same.
 
 The database lives in the variant's folder: it belongs to one model and one set of engine
 arguments, which is why keying on the request alone is safe here (lm-eval's own request cache
-is keyed on the request only and must not be shared between models).
+is keyed on the request only and must not be shared between models). It says whose it is (the
+run's id and the variant, in its `identity` table), so a database copied in from another variant
+or run is refused rather than answered from; every answer read back is checked to be of its
+kind's shape (a finite log-likelihood, a text), so a damaged row is an error, never a score.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -31,11 +35,15 @@ from typing import Any
 from lm_eval.api.model import LM
 
 from harness.engine.answerer import Answerer
+from harness.errors import UsageError
 from harness.events import Event
+from harness.results.integrity import answers_identity
 from harness.results.schema import ServedChunk
 
 log = logging.getLogger(__name__)
 
+# Whose answers these are: one row, written when the store is created.
+IDENTITY_SCHEMA = "CREATE TABLE IF NOT EXISTS identity (run_id TEXT NOT NULL, variant TEXT NOT NULL)"
 SCHEMA = "CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, kind TEXT NOT NULL, value TEXT NOT NULL)"
 # Which replica answered each chunk (runs with replicas only); a resume checks its hardware against it.
 SERVED_SCHEMA = (
@@ -56,7 +64,8 @@ class RecordedLM(LM):
     The answerer is one engine, answering one chunk after another, a ReplicaPool, answering
     several at once, or (read_only, for `harness rescore`) one that has no answers at all, so that
     every request must already be in the store; `layout` ("tp=1 pp=1") is recorded with each
-    chunk a replica served.
+    chunk a replica served. `identity` (run id, variant): whose store it must be; a new store
+    takes it, an existing one must hold it.
     """
 
     def __init__(
@@ -67,6 +76,7 @@ class RecordedLM(LM):
         progress: Callable[[Event], None] | None = None,
         layout: str = "",
         read_only: bool = False,
+        identity: tuple[str, str] | None = None,
     ):
         """progress: told how many of each call's requests are answered, after each chunk."""
         super().__init__()
@@ -78,12 +88,29 @@ class RecordedLM(LM):
         self.reused = self.computed = 0
         if read_only:
             self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
-            return
-        self.db = sqlite3.connect(self.path)
-        # A transaction a SIGKILL interrupts is rolled back from the journal on the next open.
-        self.db.execute(SCHEMA)
-        self.db.execute(SERVED_SCHEMA)
-        self.db.commit()
+        else:
+            self.db = sqlite3.connect(self.path)
+            # A transaction a SIGKILL interrupts is rolled back from the journal on the next open.
+            with self.db:
+                for schema in (SCHEMA, SERVED_SCHEMA, IDENTITY_SCHEMA):
+                    self.db.execute(schema)
+                if identity is not None and self.identity() is None:
+                    self.db.execute("INSERT INTO identity VALUES (?, ?)", identity)
+        if identity is not None and (found := self.identity()) != identity:
+            self.db.close()
+            if found is None:
+                raise AnswerStoreError(
+                    f"{self.path}: names no run or variant (written before answer stores named theirs), so its "
+                    f"answers cannot be shown to be run {identity[0]} variant {identity[1]}'s; run the variant again"
+                )
+            raise AnswerStoreError(
+                f"{self.path}: holds the answers of run {found[0]} variant {found[1]}, not of run {identity[0]} "
+                f"variant {identity[1]}; it was copied from elsewhere"
+            )
+
+    def identity(self) -> tuple[str, str] | None:
+        """(run id, variant) the store says it belongs to; None when it says nothing."""
+        return answers_identity(self.db)
 
     def loglikelihood(self, requests: list) -> list:
         return self._answer("loglikelihood", requests)
@@ -118,7 +145,7 @@ class RecordedLM(LM):
         for i, chunk_keys in enumerate(keys):
             stored = stored_answers(self.db, chunk_keys)
             if all(k in stored for k in chunk_keys):
-                answers[i] = [decode_answer(kind, stored[k]) for k in chunk_keys]
+                answers[i] = [decode_answer(kind, stored[k], f"{self.path}: answer {k[:12]}") for k in chunk_keys]
                 self.reused += len(chunk_keys)
             else:
                 todo.append(i)
@@ -170,7 +197,31 @@ def stored_answers(db: sqlite3.Connection, keys: list[str]) -> dict[str, str]:
     return found
 
 
-def decode_answer(kind: str, value: str) -> Any:
-    answer = json.loads(value)
-    # lm-eval expects (log-probability, is_greedy) tuples back from `loglikelihood`.
-    return tuple(answer) if kind == "loglikelihood" else answer
+class AnswerStoreError(UsageError):
+    """An answer store that is not this variant's, or holds an answer no engine could have given."""
+
+
+def decode_answer(kind: str, value: str, where: str) -> Any:
+    """A stored answer, checked to be what lm-eval's `kind` returns: (log-probability, is_greedy)
+    for loglikelihood, a log-probability for loglikelihood_rolling, a text for generate_until.
+    A log-probability is at most 0 and never NaN (-inf is a probability of 0)."""
+    try:
+        answer = json.loads(value)
+    except (json.JSONDecodeError, TypeError):
+        raise AnswerStoreError(f"{where}: not JSON ({str(value)[:40]!r})") from None
+    if kind == "loglikelihood":
+        if not (isinstance(answer, list) and len(answer) == 2 and _log_probability(answer[0])):
+            raise AnswerStoreError(f"{where}: {answer!r} is not a (log-probability, is_greedy) pair")
+        if not isinstance(answer[1], bool):
+            raise AnswerStoreError(f"{where}: is_greedy {answer[1]!r} is not true or false")
+        # lm-eval expects (log-probability, is_greedy) tuples back from `loglikelihood`.
+        return tuple(answer)
+    if kind == "loglikelihood_rolling" and not _log_probability(answer):
+        raise AnswerStoreError(f"{where}: {answer!r} is not a log-probability")
+    if kind == "generate_until" and not isinstance(answer, str):
+        raise AnswerStoreError(f"{where}: {answer!r} is not a text")
+    return answer
+
+
+def _log_probability(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value) and value <= 0

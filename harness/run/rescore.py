@@ -8,9 +8,12 @@ tasks, shots, limit, seeds and data mirrors, so the requests are the run's, and 
 variant equals a fresh run of the fixed tasks. A request the database lacks (the fix changed a
 prompt, or the task is new) is an error naming the task, and nothing is rewritten.
 
-New results.json, samples and manifests are written only after every variant re-scored, then
-the comparison is rebuilt; each manifest's `rescored` list says when, which tasks, with which
-task versions and which harness.
+Before anything is written, each variant's answers are checked to be its own: the database
+must name the run and the variant (harness.run.answers), and every re-scored document's response
+must equal the one its samples recorded, so answers changed after the run can never pass for a
+re-scoring. New results.json, samples and manifests are written only after every variant
+re-scored, then the comparison is rebuilt; each manifest's `rescored` list says when, which tasks,
+with which task versions and which harness.
 """
 
 from __future__ import annotations
@@ -29,15 +32,17 @@ from typing import Any
 from lm_eval.api.model import TemplateLM
 
 from harness import provenance
-from harness.config import RunConfig
+from harness.config import RunConfig, validate_config
 from harness.engine.answerer import Answered, render_chat
 from harness.errors import UsageError
 from harness.logs import log_to_file
 from harness.offline import go_offline
-from harness.results.schema import COMPLETE, RUNNING, Manifest, TaskResults
+from harness.results.integrity import check_run
+from harness.results.schema import COMPLETE, RUNNING, Manifest, Rescoring, SampleRecord, TaskResults
 from harness.results.store import RunStore, parse
 from harness.run.answers import RecordedLM, request_key, stored_answers
-from harness.run.worker import REQUESTS_DB, Evaluation, allow_code_execution, evaluate_tasks
+from harness.run.worker import Evaluation, allow_code_execution, evaluate_tasks
+from harness.suites import data
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +95,8 @@ class NoEngine:
     def hf_tokenizer(self) -> Any:
         from transformers import AutoTokenizer
 
-        args = self.manifest.engine_args
-        source = args.get("tokenizer") or self.manifest.model_path
+        args = self.manifest.spec.engine_args
+        source = args.get("tokenizer") or self.manifest.spec.model_path
         if not source:
             raise UsageError(f"variant {self.manifest.variant}: the manifest names no model_path to read a tokenizer")
         try:
@@ -118,10 +123,10 @@ class NoEngine:
         m = self.manifest
         return {
             "engine": "vllm",
-            "engine_args": m.engine_args,
-            "engine_core": m.engine_core,
-            "compute_threads": m.compute_threads,
-            "answers": f"re-scored from {REQUESTS_DB}",
+            "engine_args": m.spec.engine_args,
+            "engine_core": m.engine.core,
+            "compute_threads": m.engine.compute_threads,
+            "answers": f"re-scored from {self.path.name}",
         }
 
 
@@ -141,10 +146,10 @@ def rescore_run(
     Nothing is written unless every variant re-scored; then results.json, samples and manifests,
     each file atomically. The caller rebuilds the comparison.
     """
-    run = store.read_run()
+    run = check_run(store)  # every file whole and this run's before anything is re-scored
     if run.status == RUNNING:
         raise UsageError(f"{store.run_file}: the run is still running or was interrupted; finish it first")
-    config = RunConfig.model_validate(run.config)
+    config = validate_config(run.config, f"{store.run_file}: config")
     if only is not None:
         unknown = [t for t in only if t not in run.tasks]
         if unknown:
@@ -159,10 +164,11 @@ def rescore_run(
     if not variants:
         raise UsageError(f"{store.root}: no complete variant to re-score")
     for name in variants:  # all of them before any work
-        if not (path := store.variant_dir(name) / REQUESTS_DB).is_file():
+        if not (path := store.answers_path(name)).is_file():
             raise UsageError(f"{path}: not found (the variant's answers)")
     if config.offline:
         go_offline()
+    data.require(only or list(run.tasks), data.data_dirs_from(run.data_dirs))  # a mirror gone is one line
     sandbox = allow_code_execution(config)
 
     done: list[Rescored] = []
@@ -170,26 +176,31 @@ def rescore_run(
         progress(f"re-scoring {name}")
         manifest = store.read_manifest(name)
         old = store.read_results(name)
-        with (
-            log_to_file(store.log_path(name), "harness rescore"),  # lm-eval's log and bars
-            closing(_stored_only(store.variant_dir(name) / REQUESTS_DB, manifest, config)) as model,
-        ):
-            evaluation = evaluate_tasks(model, config, run.data_dirs, only)
+        path = store.answers_path(name)
+        try:
+            with (
+                log_to_file(store.log_path(name), "harness rescore"),  # lm-eval's log and bars
+                closing(_stored_only(path, manifest, config, (run.run_id, name))) as model,
+            ):
+                evaluation = evaluate_tasks(model, config, run.data_dirs, only)
+        except sqlite3.DatabaseError as e:  # garbage, truncated or locked
+            raise UsageError(f"{path}: not a readable answer store ({e})") from None
+        for task, records in evaluation.samples.items():
+            check_same_answers(store, name, task, records)
         results = _merged(old.model_dump(by_alias=True), evaluation.results) if only else evaluation.results
         # Checked now, so that a bad file cannot stop the writing half-way.
         parse(TaskResults, results, str(store.results_path(name)))
-        manifest.rescored = [
-            *manifest.rescored,
-            {
-                "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "tasks": only or list(run.tasks),
-                "task_versions": evaluation.results.get("versions", {}),
-                "requests_answered": model.reused,
-                "git_sha": provenance.git_sha(),
-                "versions": provenance.package_versions(),
-                **({"sandbox": sandbox} if sandbox is not None else {}),
-            },
-        ]
+        manifest.rescored.append(
+            Rescoring(
+                time=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                tasks=only or list(run.tasks),
+                task_versions=evaluation.results.get("versions", {}),
+                requests_answered=model.reused,
+                git_sha=provenance.git_sha(),
+                versions=provenance.package_versions(),
+                sandbox=sandbox,
+            )
+        )
         done.append(Rescored(name, manifest, results, evaluation))
 
     for item in done:
@@ -200,9 +211,32 @@ def rescore_run(
     return [item.variant for item in done]
 
 
-def _stored_only(path: Path, manifest: Manifest, config: RunConfig) -> RecordedLM:
-    """An lm-eval model answering only from a variant's requests.sqlite, opened read-only."""
-    return RecordedLM(NoEngine(path, manifest), path, config.chunk_requests, read_only=True)
+def _stored_only(path: Path, manifest: Manifest, config: RunConfig, identity: tuple[str, str]) -> RecordedLM:
+    """An lm-eval model answering only from a variant's requests.sqlite, opened read-only; the
+    store must say it is this run's and this variant's."""
+    return RecordedLM(NoEngine(path, manifest), path, config.chunk_requests, read_only=True, identity=identity)
+
+
+def check_same_answers(store: RunStore, variant: str, task: str, records: list[SampleRecord]) -> None:
+    """Every re-scored document was asked the same prompt and answered the same as when the run
+    recorded its samples: only filters and metrics may change a score here."""
+    path = store.samples_path(variant, task)
+    if not path.is_file():
+        return  # a task the run did not record (a new subtask): nothing to hold its answers to
+    recorded = {r.doc_id: r for r in store.read_samples(variant, task)}
+    for record in records:
+        before = recorded.get(record.doc_id)
+        if before is None:
+            continue
+        if before.prompt_hash != record.prompt_hash:
+            raise UsageError(
+                f"{path}: doc {record.doc_id}: the prompt changed since the run; re-run the task instead of re-scoring"
+            )
+        if before.model_dump(mode="json")["response"] != record.model_dump(mode="json")["response"]:
+            raise UsageError(
+                f"{store.answers_path(variant)}: the answer to {task} doc {record.doc_id} differs from the response "
+                f"{path.name} recorded: the store was changed after the run"
+            )
 
 
 def _merged(old: dict, new: dict) -> dict:

@@ -31,7 +31,17 @@ from harness.models.sources import check_model, resolve_model
 from harness.offline import go_offline
 from harness.render.progress import Display, summary
 from harness.resources import DEMO_CONFIG, DEMO_DATA_DIR
-from harness.results.schema import COMPLETE, FAILED, REPEAT_SUFFIX, RUNNING, SKIPPED, Manifest, RunRecord
+from harness.results.schema import (
+    COMPLETE,
+    FAILED,
+    REPEAT_SUFFIX,
+    RUNNING,
+    SKIPPED,
+    Hardware,
+    Manifest,
+    RunRecord,
+    VariantOutcome,
+)
 from harness.results.store import RunStore, StoreError
 from harness.run.children import run_in_own_session
 from harness.scaleout import cluster
@@ -74,7 +84,8 @@ def start(
     store = RunStore(root)
     store.write_run(run)
     for name, reason in run.skipped.items():  # so that every table and plot says why it is empty
-        store.write_manifest(Manifest(variant=name, status=SKIPPED, error=reason, hardware=provenance.hardware()))
+        outcome = VariantOutcome(status=SKIPPED, error=reason)
+        store.write_manifest(Manifest(variant=name, outcome=outcome, environment=provenance.environment()))
     return store, run_variants(store, display, verbose, session)
 
 
@@ -102,15 +113,15 @@ def resume(
 def _check_same_kernels(store: RunStore, variants: list[str]) -> None:
     """Refuse to resume on a machine whose CPU (or GPU) would make vLLM choose other kernels than
     the run's finished work used: its answers and the new ones would not be one measurement."""
-    here = provenance.kernel_hardware(provenance.hardware())
+    here = Hardware.model_validate(provenance.hardware()).kernel_facts()
     for name in variants:
         try:
-            recorded = store.read_manifest(name).hardware
+            recorded = store.read_manifest(name).environment.hardware
         except StoreError:
             continue
-        if not recorded.get("cpu_features") and "gpu_compute_capability" not in recorded:
+        if not recorded.cpu_features and not recorded.gpu_compute_capability:
             continue  # written before the features were recorded (or skipped at once)
-        then = provenance.kernel_hardware(recorded)
+        then = recorded.kernel_facts()
         differs = [k for k in here if here[k] != then[k]]
         if differs:
             what = "; ".join(_difference(k, then[k], here[k]) for k in differs)
@@ -396,14 +407,14 @@ def _mark_failed_if_silent(store: RunStore, name: str, returncode: int) -> None:
         error += f" ({cluster.LOST}; `harness run --resume {store.root}` once it is back)"
     try:
         manifest = store.read_manifest(name)
-        manifest.status, manifest.error = FAILED, error
+        manifest.outcome = VariantOutcome(status=FAILED, error=error)
     except StoreError:  # killed before its manifest was whole
-        manifest = Manifest(variant=name, status=FAILED, error=error)
+        manifest = Manifest(variant=name, outcome=VariantOutcome(status=FAILED, error=error))
     store.write_manifest(manifest)
 
 
 def error_of(store: RunStore, name: str) -> str:
     try:
-        return store.read_manifest(name).error or "unknown error"
+        return store.read_manifest(name).outcome.error or "unknown error"
     except StoreError as e:
         return str(e)

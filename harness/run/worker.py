@@ -32,10 +32,15 @@ from harness.results.schema import (
     FAILED,
     REPEAT_SUFFIX,
     RUNNING,
+    DataProvenance,
     DatasetFingerprint,
+    EngineFacts,
     Manifest,
     Quantization,
     SampleRecord,
+    Throughput,
+    VariantOutcome,
+    VariantSpec,
 )
 from harness.results.store import RunStore
 from harness.run.children import progress_channel
@@ -45,7 +50,6 @@ if TYPE_CHECKING:
     from harness.run.answers import RecordedLM
 
 log = logging.getLogger("harness.run.worker")
-REQUESTS_DB = "requests.sqlite"
 
 
 def evaluate_variant(store: RunStore, name: str) -> bool:
@@ -57,56 +61,56 @@ def evaluate_variant(store: RunStore, name: str) -> bool:
     model = variant.model or config.model
     manifest = Manifest(
         variant=name,
-        status=RUNNING,
-        model=model,
-        engine_args=engine_args,
-        quantization=Quantization(requested=engine_args.get("quantization")),
-        versions=provenance.package_versions(),
-        git_sha=provenance.git_sha(),
-        hardware=provenance.hardware(),
-        data_dirs=run.data_dirs,
-        data_source=run.data_source,
+        outcome=VariantOutcome(status=RUNNING),
+        spec=VariantSpec(model=model, engine_args=engine_args, data_dirs=run.data_dirs, data_source=run.data_source),
+        environment=provenance.environment(),
+        engine=EngineFacts(quantization=Quantization(requested=engine_args.get("quantization"))),
     )
     store.write_manifest(manifest)
     start = time.perf_counter()
     try:
-        manifest.model_path = resolve_model(model)
-        checkpoint = declared(model_file(manifest.model_path, "config.json"))
-        manifest.quantization.checkpoint, manifest.quantization.prequantized = checkpoint, checkpoint is not None
-        _run_tasks(store, config, manifest, engine_args)
+        manifest.spec.model_path = resolve_model(model)
+        checkpoint = declared(model_file(manifest.spec.model_path, "config.json"))
+        manifest.engine.quantization.checkpoint = checkpoint
+        manifest.engine.quantization.prequantized = checkpoint is not None
+        _run_tasks(store, config, manifest, engine_args, run.run_id)
     except Exception as e:  # the variant fails alone; its error is kept for the comparison
         log.exception("variant %s failed: %s", name, e)
-        manifest.status, manifest.error = FAILED, f"{type(e).__name__}: {e}"
-        manifest.traceback = traceback.format_exc()
+        manifest.outcome = VariantOutcome(
+            status=FAILED, error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc()
+        )
         return False
     else:
-        manifest.status = COMPLETE
+        manifest.outcome.status = COMPLETE
         return True
     finally:
-        manifest.timings["total_s"] = round(time.perf_counter() - start, 2)
+        manifest.statistics.timings.total_s = round(time.perf_counter() - start, 2)
         store.write_manifest(manifest)
 
 
-def _run_tasks(store: RunStore, config: RunConfig, manifest: Manifest, engine_args: dict) -> None:
+def _run_tasks(store: RunStore, config: RunConfig, manifest: Manifest, engine_args: dict, run_id: str) -> None:
     from harness.engine.weights import check_quantized
     from harness.run.answers import RecordedLM
 
-    name, model_path = manifest.variant, manifest.model_path or ""
+    name, model_path = manifest.variant, manifest.spec.model_path or ""
     progress = progress_channel()
     progress(Event("engine", Path(model_path).name))
     t0 = time.perf_counter()
     engine = _start_engine(config, name, model_path, engine_args)
     try:
-        manifest.timings["engine_start_s"] = round(time.perf_counter() - t0, 2)
-        manifest.engine_args = engine.engine_args
-        manifest.engine_core = engine.engine_core
-        manifest.model_runner = engine.model_runner
-        manifest.compute_threads = engine.compute_threads
-        weights, manifest.parallel = engine.describe_weights()
-        manifest.quantization = Quantization.model_validate({**manifest.quantization.model_dump(), **weights})
-        manifest.cluster = engine.cluster_record
+        manifest.statistics.timings.engine_start_s = round(time.perf_counter() - t0, 2)
+        manifest.spec.engine_args = engine.engine_args
+        weights, parallel = engine.describe_weights()
+        manifest.engine = EngineFacts(
+            core=engine.engine_core,
+            model_runner=engine.model_runner,
+            compute_threads=engine.compute_threads,
+            quantization=Quantization.model_validate({**manifest.engine.quantization.model_dump(), **weights}),
+            parallel=parallel,
+            cluster=engine.cluster_record,
+        )
         store.write_manifest(manifest)
-        check_quantized(weights, engine_args.get("quantization"), manifest.quantization.prequantized)
+        check_quantized(weights, engine_args.get("quantization"), manifest.engine.quantization.prequantized)
         log.info(
             "variant %s: %d of %d linear layers quantized, %.1f MB of weights",
             name,
@@ -115,14 +119,19 @@ def _run_tasks(store: RunStore, config: RunConfig, manifest: Manifest, engine_ar
             weights["weight_bytes"] / 1e6,
         )
         recorded = RecordedLM(
-            engine, store.variant_dir(name) / REQUESTS_DB, config.chunk_requests, progress, layout(engine_args)
+            engine,
+            store.answers_path(name),
+            config.chunk_requests,
+            progress,
+            layout(engine_args),
+            identity=(run_id, name),
         )
         try:
             _evaluate(store, config, manifest, engine, recorded, progress)
         finally:
-            if manifest.cluster is not None:
-                manifest.cluster.chunks = recorded.served()
-                manifest.cluster.accelerators = sorted({c.accelerator for c in manifest.cluster.chunks})
+            if (cluster := manifest.engine.cluster) is not None:
+                cluster.chunks = recorded.served()
+                cluster.accelerators = sorted({c.accelerator for c in cluster.chunks})
             recorded.close()
     finally:
         engine.close()
@@ -147,15 +156,15 @@ def _evaluate(
     store: RunStore, config: RunConfig, manifest: Manifest, engine: Engine, recorded: RecordedLM, progress
 ) -> None:
     name = manifest.variant
-    manifest.sandbox = allow_code_execution(config)
-    evaluation = evaluate_tasks(recorded, config, manifest.data_dirs, progress=progress)
-    manifest.datasets = evaluation.datasets
-    manifest.timings["evaluate_s"] = evaluation.seconds
+    manifest.environment.sandbox = allow_code_execution(config)
+    evaluation = evaluate_tasks(recorded, config, manifest.spec.data_dirs, progress=progress)
+    manifest.data = DataProvenance(datasets=evaluation.datasets, task_versions=evaluation.results.get("versions", {}))
+    statistics = manifest.statistics
+    statistics.timings.evaluate_s = evaluation.seconds
     # With replicas: engine time summed over them, so tokens/s is per replica.
-    manifest.timings["requests_s"] = round(engine.stats.engine_seconds, 2)
-    manifest.requests_reused = recorded.reused
-    manifest.throughput = engine.stats.as_dict()
-    manifest.task_versions = evaluation.results.get("versions", {})
+    statistics.timings.requests_s = round(engine.stats.engine_seconds, 2)
+    statistics.requests_reused = recorded.reused
+    statistics.throughput = Throughput.model_validate(engine.stats.as_dict())
     for task, records in evaluation.samples.items():
         store.write_samples(name, task, records)
     store.write_results(name, evaluation.results)
