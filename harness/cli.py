@@ -374,7 +374,8 @@ def quantize(args: argparse.Namespace) -> int:
     command = shlex.join(["harness", "quantize", args.model, f"--scheme={args.scheme}", f"--out={args.out}", *flags])
     built = build(args.model, args.scheme, args.out, args.ignore, force=args.force, command=command)
     print(
-        f"wrote {built.out}: {built.scheme}, {built.quantized_layers} linear layers 8-bit, "
+        f"wrote {built.out}: {built.scheme}, {built.quantized_layers} of "
+        f"{built.quantized_layers + len(built.kept_layers)} linear layers 8-bit, "
         f"{len(built.kept_layers)} kept (--ignore {' '.join(built.ignore)}); "
         f"{built.bytes_on_disk / 1e6:.0f} MB in {built.seconds:.0f} s"
     )

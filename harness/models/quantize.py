@@ -12,6 +12,7 @@ compressed-tensors' presets are refused with the reason, before anything is load
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -21,12 +22,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import provenance
-from harness.errors import UsageError
+from harness.errors import UsageError, one_line
+from harness.pathlimits import too_long
 
 log = logging.getLogger(__name__)
 
 DEFAULT_IGNORE = ("lm_head",)  # the output projection: 8-bit there moves every logit
 README = "README.md"
+# What harness quantize wrote, beside the weights: a folder holding it is one --force may replace.
+MARKER = "quantize.json"
+WRITTEN_BY = "harness quantize"
+# The build folder ".{name}.XXXXXXXX" and the replaced one ".{name}.old.XXXXXXXX" beside --out.
+BUILD_NAME_ROOM = len("..old.") + 8
 
 # Scheme -> compressed-tensors storage format. "int-quantized" stores one int8 per weight.
 SCHEMES = {"W8A8": "int-quantized"}
@@ -81,28 +88,77 @@ def check_patterns(patterns: list[str]) -> None:
                 raise UsageError(f"--ignore {pattern!r}: not a regular expression ({e})") from None
 
 
-def check_out(out: Path, force: bool) -> None:
-    """An existing output is kept unless --force; its parent must be a writable folder."""
-    if out.exists() and not force:
-        raise UsageError(f"--out {out}: exists already (--force replaces it)")
+def output_folder(out: Path) -> Path:
+    """--out as the folder it names: a symlink is followed, so a checkpoint it points to is the
+    one written or replaced (the link itself stays), and `..` or another spelling of a folder
+    is that folder."""
+    return Path(os.path.realpath(out.expanduser()))
+
+
+def check_out_place(out: Path, where: str) -> None:
+    """--out must name a folder (made or to be made) in a writable folder, with a name the file
+    system takes beside its build folder."""
+    if (reason := too_long(out, name_room=BUILD_NAME_ROOM)) is not None:
+        raise UsageError(f"{where}: {reason}")
     if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out}: is a file, not a checkpoint folder")
-    # --force replaces a checkpoint, never a folder of something else given by mistake (a results folder, $HOME).
-    if out.is_dir() and any(out.iterdir()) and not (out / "config.json").is_file():
         raise UsageError(
-            f"--out {out}: holds no config.json, so it is not a checkpoint; --force replaces only a checkpoint"
+            f"{where}: is a file, not a folder; give a folder for the checkpoint "
+            "(--force replaces only a checkpoint folder harness quantize wrote)"
         )
     parent = out.parent
     if not parent.is_dir():
-        raise UsageError(f"--out {out}: parent folder {parent} does not exist")
+        raise UsageError(f"{where}: parent folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{where}: parent folder {parent} is not writable (the checkpoint is built beside --out)")
+
+
+def check_apart(out: Path, source: Path, where: str) -> None:
+    """The output must not be, hold, or sit inside the source checkpoint: replacing it would
+    delete the weights being read, and a build folder inside it would change it."""
+    source = Path(os.path.realpath(source))
+    if out == source:
+        raise UsageError(f"{where}: is the source model's folder ({source}); write the checkpoint to another folder")
+    if out.is_relative_to(source):
+        raise UsageError(f"{where}: is inside the source model's folder ({source}); write the checkpoint elsewhere")
+    if source.is_relative_to(out):
+        raise UsageError(f"{where}: holds the source model ({source}); write the checkpoint elsewhere")
+
+
+def check_replaceable(out: Path, force: bool, where: str) -> None:
+    """An existing --out is replaced only with --force, and only when it is empty or a checkpoint
+    harness quantize wrote (its MARKER): never a folder of something else given by mistake
+    (a bf16 checkpoint, a results folder, $HOME)."""
+    if not out.exists():
+        return
+    if any(out.iterdir()) and not written_by_quantize(out):
+        raise UsageError(
+            f"{where}: exists and was not written by harness quantize (no {MARKER}); it is not replaced, "
+            "even with --force: choose another --out, or remove the folder yourself"
+        )
+    if not force:
+        raise UsageError(f"{where}: exists already (--force replaces it)")
+
+
+def written_by_quantize(folder: Path) -> bool:
+    try:
+        record = json.loads((folder / MARKER).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and record.get("written_by") == WRITTEN_BY
+
+
+def describe_out(given: Path, out: Path) -> str:
+    """How refusals name --out: as given, and where it leads when that is elsewhere."""
+    return f"--out {given}" if given.expanduser().absolute() == out else f"--out {given} ({out})"
 
 
 def build_into(
     source: Path, model: str, scheme: str, ignore: list[str], out: Path, command: str
 ) -> tuple[int, list[str]]:
-    """The checkpoint and its README in the empty folder `out`; layers quantized and layers kept."""
+    """The checkpoint, its README and MARKER in the empty folder `out`; layers quantized and layers kept."""
     quantized, kept = build_checkpoint(source, scheme, ignore, out)
     _write_readme(out, model, source, scheme, ignore, len(kept), command)
+    _write_marker(out, model, source, scheme, ignore, quantized, kept, command)
     return quantized, kept
 
 
@@ -120,9 +176,9 @@ def build_checkpoint(source: Path, scheme: str, ignore: list[str], out: Path) ->
 
     try:
         model = AutoModelForCausalLM.from_pretrained(str(source), dtype="auto")
-    except (OSError, ValueError, KeyError) as e:  # no weights, an architecture transformers lacks
+    except Exception as e:  # no weights, damaged weights, an architecture transformers lacks: the source's fault
         raise UsageError(
-            f"MODEL {source}: transformers cannot load it as a causal LM ({type(e).__name__}: {e})"
+            f"MODEL {source}: transformers cannot load it as a causal LM ({type(e).__name__}: {one_line(e)})"
         ) from None
     linear = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
     _check_ignore_matches(ignore, linear, source)
@@ -132,6 +188,11 @@ def build_checkpoint(source: Path, scheme: str, ignore: list[str], out: Path) ->
         quantization_status=QuantizationStatus.INITIALIZED,
     )
     apply_quantization_config(model, config)
+    if not any(getattr(m, "quantization_scheme", None) is not None for m in linear.values()):
+        raise UsageError(
+            f"--ignore {' '.join(ignore)}: keeps all {len(linear)} linear layers of {source} in the source dtype; "
+            f"a {scheme} checkpoint would quantize none of them"
+        )
     quantized = 0
     with torch.no_grad():
         for module in linear.values():
@@ -171,7 +232,7 @@ def _round_to_nearest_scale(weight, args):
     return (absmax / bound).clamp(min=torch.finfo(torch.float32).tiny)
 
 
-_WRITTEN_BY_SAVE = {"config.json", "generation_config.json", "model.safetensors.index.json", README}
+_WRITTEN_BY_SAVE = {"config.json", "generation_config.json", "model.safetensors.index.json", README, MARKER}
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".h5", ".msgpack", ".ckpt")
 
 
@@ -201,16 +262,46 @@ def _write_readme(out: Path, model: str, source: Path, scheme: str, ignore: list
     (out / README).write_text("\n".join(lines))
 
 
-def publish(tmp: Path, out: Path, force: bool) -> None:
-    """Move a finished folder into place; a replaced one is removed only once the new one is there."""
+def _write_marker(
+    out: Path, model: str, source: Path, scheme: str, ignore: list[str], quantized: int, kept: list[str], command: str
+) -> None:
+    """What made this folder, as JSON: a later --force replaces only folders holding it."""
+    record = {
+        "written_by": WRITTEN_BY,
+        "source_model": model,
+        "source_path": str(source),
+        "scheme": scheme,
+        "format": SCHEMES[scheme],
+        "ignore": ignore,
+        "quantized_layers": quantized,
+        "kept_layers": kept,
+        "command": command,
+        "versions": provenance.package_versions(),
+        "git": provenance.git_sha(),
+    }
+    (out / MARKER).write_text(json.dumps(record, indent=1) + "\n")
+
+
+def publish(tmp: Path, out: Path, force: bool, where: str) -> None:
+    """Move a finished folder into place; a replaced one is removed only once the new one is there.
+    What is at --out is checked again: the build took a while, and the folder may have changed."""
     if not out.exists():
         tmp.rename(out)
         return
-    if not force:
-        raise UsageError(f"--out {out}: exists already (--force replaces it)")
+    check_replaceable(out, force, where)
     old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old."))
-    out.rename(old / out.name)
-    tmp.rename(out)
+    replaced = old / out.name
+    try:
+        out.rename(replaced)
+    except OSError:
+        old.rmdir()
+        raise
+    try:
+        tmp.rename(out)
+    except OSError:
+        replaced.rename(out)  # the replaced folder back under its name
+        old.rmdir()
+        raise
     shutil.rmtree(old, ignore_errors=True)
 
 
