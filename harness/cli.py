@@ -87,6 +87,16 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def ray_address(text: str) -> str:
+    from harness.config import ray_endpoint
+
+    try:
+        ray_endpoint(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
 # -- run ---------------------------------------------------------------------------------
 
 
@@ -120,6 +130,7 @@ def add_run(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--ray-address",
+        type=ray_address,
         metavar="ADDRESS",
         help="Ray cluster for a config with a `cluster:` section: local, auto, HOST:PORT (default: RAY_ADDRESS, then the config's)",
     )

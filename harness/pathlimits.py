@@ -42,6 +42,12 @@ def too_long(path: Path, *, name_room: int = 0, path_room: int = 0) -> str | Non
     return None
 
 
+def shown(path: Path, keep: int = 60) -> str:
+    """A path too long to quote whole in a one-line error: its start and its end."""
+    text = str(path)
+    return text if len(text) <= 2 * keep else f"{text[:keep]}...{text[-keep:]}"
+
+
 def _exists(path: Path) -> bool:
     try:
         return path.exists()

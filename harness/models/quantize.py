@@ -23,7 +23,7 @@ from pathlib import Path
 
 from harness import provenance
 from harness.errors import UsageError, one_line
-from harness.pathlimits import too_long
+from harness.pathlimits import shown, too_long
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,9 @@ def written_by_quantize(folder: Path) -> bool:
 
 def describe_out(given: Path, out: Path) -> str:
     """How refusals name --out: as given, and where it leads when that is elsewhere."""
-    return f"--out {given}" if given.expanduser().absolute() == out else f"--out {given} ({out})"
+    if given.expanduser().absolute() == out:
+        return f"--out {shown(given)}"
+    return f"--out {shown(given)} ({shown(out)})"
 
 
 def build_into(
