@@ -449,3 +449,16 @@ def test_force_replaces_what_harness_quantize_wrote_and_says_how_many_layers(sou
     assert record["written_by"] == "harness quantize" and record["quantized_layers"] == 210
     assert record["kept_layers"] == ["lm_head"] and record["source_path"] == str(source)
     assert sorted(p.name for p in source.parent.iterdir()) == ["int8", "model"]  # no build folder left
+
+
+def test_out_that_holds_a_file_the_source_links_to_is_refused(source, capsys):
+    # A hub snapshot's way: the source's weights are links into another folder. That folder,
+    # even one harness quantize wrote, is not replaced while the source reads from it.
+    store = source.parent / "store"
+    store.mkdir()
+    (store / MARKER).write_text(json.dumps({"written_by": "harness quantize"}))
+    (store / "model.safetensors").write_bytes(b"weights")  # refused before the weights are read
+    (source / "model.safetensors").unlink()
+    (source / "model.safetensors").symlink_to(store / "model.safetensors")
+    line = refused_untouched(capsys, source.parent, str(source), "--scheme", "W8A8", "--out", str(store), "--force")
+    assert f"holds {store / 'model.safetensors'}, the source model's model.safetensors" in line

@@ -113,15 +113,19 @@ def check_out_place(out: Path, where: str) -> None:
 
 
 def check_apart(out: Path, source: Path, where: str) -> None:
-    """The output must not be, hold, or sit inside the source checkpoint: replacing it would
-    delete the weights being read, and a build folder inside it would change it."""
-    source = Path(os.path.realpath(source))
-    if out == source:
-        raise UsageError(f"{where}: is the source model's folder ({source}); write the checkpoint to another folder")
-    if out.is_relative_to(source):
-        raise UsageError(f"{where}: is inside the source model's folder ({source}); write the checkpoint elsewhere")
-    if source.is_relative_to(out):
-        raise UsageError(f"{where}: holds the source model ({source}); write the checkpoint elsewhere")
+    """The output must not be, hold, or sit inside the source checkpoint, nor hold a file the
+    source links to (a hub snapshot's blobs): replacing it would delete the weights being read,
+    and a build folder inside the source would change it."""
+    folder = Path(os.path.realpath(source))
+    if out == folder:
+        raise UsageError(f"{where}: is the source model's folder ({folder}); write the checkpoint to another folder")
+    if out.is_relative_to(folder):
+        raise UsageError(f"{where}: is inside the source model's folder ({folder}); write the checkpoint elsewhere")
+    if folder.is_relative_to(out):
+        raise UsageError(f"{where}: holds the source model ({folder}); write the checkpoint elsewhere")
+    for f in source.iterdir():
+        if (target := Path(os.path.realpath(f))).is_relative_to(out):
+            raise UsageError(f"{where}: holds {target}, the source model's {f.name}; write the checkpoint elsewhere")
 
 
 def check_replaceable(out: Path, force: bool, where: str) -> None:
