@@ -22,7 +22,7 @@ from harness.engine.weights import QuantizationError, check_quantized
 from harness.errors import UsageError
 from harness.models.checkpoint import declared, tokenizer_identity
 from harness.models.demo import demo_checkpoint
-from harness.models.quantize import MARKER
+from harness.models.destination import MARKER
 from harness.run import runner
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -15,20 +15,16 @@ from pathlib import Path
 from harness.errors import UsageError
 from harness.models.checkpoint import check_weight_files, declared
 from harness.models.demo import DEMO_FOLDERS, demo_checkpoint, demo_gguf
-from harness.models.quantize import (
-    DEFAULT_IGNORE,
-    Built,
-    build_into,
+from harness.models.destination import (
     check_apart,
     check_out_place,
-    check_patterns,
     check_replaceable,
-    check_scheme,
     describe_out,
     output_folder,
     publish,
     readable_as_usual,
 )
+from harness.models.quantize import DEFAULT_IGNORE, Built, build_into, check_patterns, check_scheme
 from harness.offline import hub_offline
 
 
