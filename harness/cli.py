@@ -372,7 +372,11 @@ def add_quantize(p: argparse.ArgumentParser) -> None:
         metavar="PATTERN",
         help="also keep these layers unquantized: a module name or re:REGEX (repeatable; lm_head always)",
     )
-    p.add_argument("--force", action="store_true", help="replace --out if it exists (only once the new one is built)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace --out if an earlier harness quantize wrote it (only once the new one is built)",
+    )
 
 
 def quantize(args: argparse.Namespace) -> int:
