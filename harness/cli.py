@@ -87,6 +87,16 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def ray_address(text: str) -> str:
+    from harness.config import ray_endpoint
+
+    try:
+        ray_endpoint(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
 # -- run ---------------------------------------------------------------------------------
 
 
@@ -120,6 +130,7 @@ def add_run(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--ray-address",
+        type=ray_address,
         metavar="ADDRESS",
         help="Ray cluster for a config with a `cluster:` section: local, auto, HOST:PORT (default: RAY_ADDRESS, then the config's)",
     )
@@ -361,7 +372,11 @@ def add_quantize(p: argparse.ArgumentParser) -> None:
         metavar="PATTERN",
         help="also keep these layers unquantized: a module name or re:REGEX (repeatable; lm_head always)",
     )
-    p.add_argument("--force", action="store_true", help="replace --out if it exists (only once the new one is built)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace --out if an earlier harness quantize wrote it (only once the new one is built)",
+    )
 
 
 def quantize(args: argparse.Namespace) -> int:
@@ -374,7 +389,8 @@ def quantize(args: argparse.Namespace) -> int:
     command = shlex.join(["harness", "quantize", args.model, f"--scheme={args.scheme}", f"--out={args.out}", *flags])
     built = build(args.model, args.scheme, args.out, args.ignore, force=args.force, command=command)
     print(
-        f"wrote {built.out}: {built.scheme}, {built.quantized_layers} linear layers 8-bit, "
+        f"wrote {built.out}: {built.scheme}, {built.quantized_layers} of "
+        f"{built.quantized_layers + len(built.kept_layers)} linear layers 8-bit, "
         f"{len(built.kept_layers)} kept (--ignore {' '.join(built.ignore)}); "
         f"{built.bytes_on_disk / 1e6:.0f} MB in {built.seconds:.0f} s"
     )

@@ -24,7 +24,7 @@ from pydantic import (
 
 from harness.errors import UsageError
 from harness.resources import DEMO_CONFIG
-from harness.results.schema import NAME_PATTERN, first_problem
+from harness.results.schema import NAME_BYTES, NAME_PATTERN, first_problem
 from harness.yamlfile import read_yaml
 
 # Engines per variant: each is a Ray actor started at once (Ray queues what does not fit), so a
@@ -76,8 +76,7 @@ class Cluster(_Strict):
     @field_validator("address")
     @classmethod
     def _address_is_named(cls, v: str) -> str:
-        if not v.strip() or any(c.isspace() for c in v):
-            raise ValueError(f"address {v!r}: give local, auto, HOST:PORT or ray://HOST:PORT")
+        ray_endpoint(v)
         return v
 
     @model_validator(mode="after")
@@ -85,6 +84,30 @@ class Cluster(_Strict):
         if self.address != "local" and (self.num_cpus is not None or self.num_gpus is not None):
             raise ValueError("num_cpus/num_gpus size a local cluster only; a running cluster has its own")
         return self
+
+
+LOCAL, AUTO = "local", "auto"
+ADDRESS_FORMS = "give local, auto, HOST:PORT or ray://HOST:PORT"
+
+
+def ray_endpoint(address: str) -> tuple[str, int] | None:
+    """(host, port) of a running cluster's address, None for local and auto; a ValueError says
+    what is wrong. One rule for the config's address, --ray-address and RAY_ADDRESS."""
+    if address in (LOCAL, AUTO):
+        return None
+    if address.startswith(("http://", "https://")):
+        raise ValueError(
+            f"{address} is a dashboard address (what `ray job submit` takes); "
+            "give the cluster's GCS address, HOST:PORT (port 6379 by default)"
+        )
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host.strip("[]") or any(c.isspace() or c in "/@" for c in host):
+        raise ValueError(f"address {address!r}: {ADDRESS_FORMS}")
+    if not (port.isascii() and port.isdigit()):
+        raise ValueError(f"address {address!r}: port {port!r} is not a number; {ADDRESS_FORMS}")
+    if not 1 <= int(port) <= 65535:
+        raise ValueError(f"address {address!r}: port {port} is not a valid port (1-65535)")
+    return host.strip("[]"), int(port)
 
 
 class RunConfig(_Strict):
@@ -169,9 +192,12 @@ class RunConfig(_Strict):
 
 
 def folder_name(value: str, what: str) -> str:
-    """Names that become folders: never a path, never '.', '..' or a trailing newline."""
+    """Names that become folders: never a path, never '.', '..' or a trailing newline, and short
+    enough for the file system with what the harness adds to them."""
     if not NAME_PATTERN.fullmatch(value) or ".." in value:
         raise ValueError(f"{what} {value!r} must be letters, digits, '_', '.', '+', '-' (not a path)")
+    if len(value.encode()) > NAME_BYTES:
+        raise ValueError(f"{what} {value[:40]!r}... is {len(value.encode())} bytes; at most {NAME_BYTES}")
     return value
 
 

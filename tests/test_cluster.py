@@ -19,7 +19,7 @@ import pytest
 import yaml
 from test_config_errors import GOOD, edited, run_harness  # noqa: F401  (run_harness: a fixture)
 
-from harness.config import Cluster, RunConfig
+from harness.config import Cluster, RunConfig, ray_endpoint
 from harness.errors import UsageError
 from harness.run.answers import SERVED_SCHEMA, RecordedLM
 from harness.scaleout import cluster
@@ -329,3 +329,57 @@ def test_a_worker_ended_by_ray_for_a_lost_cluster_is_told_apart(tmp_path):
     log.write_text("RuntimeError: engine start failed\n")
     assert not cluster.lost_in_log(log)
     assert not cluster.lost_in_log(tmp_path / "never-written.txt")
+
+
+# -- addresses and GPUs: what the harness accepts, checked before Ray starts --------------
+
+
+@pytest.mark.parametrize(
+    "address,endpoint",
+    [
+        ("local", None),
+        ("auto", None),
+        ("10.0.0.1:6379", ("10.0.0.1", 6379)),
+        ("head-node:1", ("head-node", 1)),
+        ("ray://head:10001", ("head", 10001)),
+        ("[::1]:65535", ("::1", 65535)),
+    ],
+)
+def test_ray_addresses_the_harness_accepts(address, endpoint):
+    assert ray_endpoint(address) == endpoint
+
+
+@pytest.mark.parametrize(
+    "address,message",
+    [
+        ("127.0.0.1:99999", "address '127.0.0.1:99999': port 99999 is not a valid port (1-65535)"),
+        ("127.0.0.1:0", "port 0 is not a valid port (1-65535)"),
+        ("ray://head:65536", "port 65536 is not a valid port"),
+        ("head:port", "port 'port' is not a number; give local, auto, HOST:PORT or ray://HOST:PORT"),
+        ("head:", "port '' is not a number"),
+        (":6379", "address ':6379': give local, auto, HOST:PORT or ray://HOST:PORT"),
+        ("user@head:6379", "address 'user@head:6379': give local"),
+        ("Local", "address 'Local': give local"),
+        ("https://head:8265", "is a dashboard address"),
+    ],
+)
+def test_bad_ray_addresses_are_named_as_flag_and_config(run_harness, tmp_path, address, message):  # noqa: F811
+    flag = refused(run_harness, tmp_path, edited(cluster=CLUSTER), "--ray-address", address)
+    assert "error: argument --ray-address: " in flag and message in flag
+    config = refused(run_harness, tmp_path, edited(cluster={"address": address}))
+    assert "config.yaml: cluster.address: " in config and message in config
+
+
+def test_a_bad_ray_address_from_the_environment_is_named(run_harness, tmp_path, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:99999")
+    line = refused(run_harness, tmp_path, edited(cluster=CLUSTER))
+    assert "RAY_ADDRESS: address '127.0.0.1:99999': port 99999 is not a valid port (1-65535)" in line
+
+
+def test_a_local_cluster_cannot_offer_gpus_this_machine_lacks(run_harness, tmp_path):  # noqa: F811
+    here = cluster.gpus_here()
+    line = refused(run_harness, tmp_path, edited(cluster={"num_cpus": 2, "num_gpus": here + 4}))
+    assert f"cluster.num_gpus: {here + 4}, but this machine has {here} GPUs" in line
+    # With the address of a running cluster, its own resources decide (here: nothing answers).
+    line = refused(run_harness, tmp_path, edited(cluster={"num_gpus": here + 4}), "--ray-address", "127.0.0.1:9")
+    assert "nothing answers at 127.0.0.1:9" in line

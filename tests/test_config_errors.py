@@ -144,6 +144,13 @@ MORE_CASES = [
         edited(variants=[{"name": "bf16"}, {"name": "w8", "model": "no-org/no-such-model"}]),
         "variants.1.model: model 'no-org/no-such-model': not in the Hugging Face cache, and offline",
     ),
+    # Names become folders and file names: past NAME_MAX they failed as an OSError traceback.
+    ("run name too long for a folder", edited(run_name="r" * 300), "run_name: run name 'rrrr"),
+    (
+        "variant name too long for a folder",
+        edited(variants=[{"name": "bf16"}, {"name": "v" * 201}]),
+        "variants.1.name: variant name 'vvvv",
+    ),
 ]
 
 
@@ -200,6 +207,16 @@ def test_config_files_that_cannot_be_read_are_one_line(run_harness, tmp_path):
         (["--run-id", "../escape"], "--run-id '../escape'"),
         (["--run-id", "/abs/path"], "--run-id '/abs/path'"),
         (["--run-id", "."], "--run-id '.'"),
+        (["--run-id", "a" * 300], "--run-id '" + "a" * 40 + "'... is 300 bytes; at most 200"),
+        (
+            ["--output-dir", "o" * 256],
+            "the name 'oooooooooooooooooooooooo'... is 256 bytes; the file system allows 255",
+        ),
+        (["--output-dir", "/".join(["p" * 250] * 15)], "(and 768 more for the files it will hold); the file system"),
+        (
+            ["--ray-address", "127.0.0.1:99999"],
+            "--ray-address: address '127.0.0.1:99999': port 99999 is not a valid port",
+        ),
     ],
 )
 def test_command_line_overrides_are_checked_like_the_file(run_harness, tmp_path, flags, expected):
@@ -208,7 +225,7 @@ def test_command_line_overrides_are_checked_like_the_file(run_harness, tmp_path,
     proc = run_harness(["run", str(path), "--output-dir", str(tmp_path / "r"), *flags], cwd=tmp_path)
     assert proc.returncode == 2 and expected in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
-    assert not (tmp_path / "r").exists() and not (tmp_path / "escape").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"]  # no run folder, nothing beside it
 
 
 def test_output_dir_that_is_a_file_is_refused(run_harness, tmp_path):

@@ -6,8 +6,12 @@ int8-w8a8 variant is the same command, made into the cache).
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,6 +22,7 @@ from harness.engine.weights import QuantizationError, check_quantized
 from harness.errors import UsageError
 from harness.models.checkpoint import declared, tokenizer_identity
 from harness.models.demo import demo_checkpoint
+from harness.models.destination import MARKER
 from harness.run import runner
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -167,7 +172,7 @@ def test_force_replaces_only_a_checkpoint(tmp_path, capsys):
     results.mkdir()
     (results / "run.json").write_text("{}")
     assert quantize("demo", "--scheme", "W8A8", "--out", str(results), "--force") == 2
-    assert "holds no config.json, so it is not a checkpoint" in error_line(capsys)
+    assert "exists and was not written by harness quantize (no quantize.json)" in error_line(capsys)
     assert [p.name for p in results.iterdir()] == ["run.json"]
 
 
@@ -241,3 +246,219 @@ def test_variant_with_another_tokenizer_refused_before_anything_runs(tmp_path, c
     assert "variants.2 (other): tokenizer of" in err and "differs from the baseline bf16's" in err
     assert "vocabulary" in err and "would not be comparable" in err
     assert not out.exists()
+
+
+# -- hostile --out and damaged sources: one line, exit 2, nothing touched ------------------
+
+
+def digests(folder: Path) -> dict[str, str]:
+    """Every entry below `folder`: a link's target, a file's sha256, or that it is a folder."""
+    found = {}
+    for path in sorted(folder.rglob("*")):
+        name = str(path.relative_to(folder))
+        if path.is_symlink():
+            found[name] = f"-> {os.readlink(path)}"
+        elif path.is_dir():
+            found[name] = "folder"
+        else:
+            found[name] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return found
+
+
+@pytest.fixture
+def source(tmp_path) -> Path:
+    """A bf16 checkpoint of its own: the demo's files, its weights linked (not copied)."""
+    try:
+        demo = demo_checkpoint()
+    except UsageError as e:
+        pytest.skip(str(e))
+    folder = tmp_path / "work" / "model"
+    folder.mkdir(parents=True)
+    for f in demo.iterdir():
+        if f.suffix == ".safetensors":
+            (folder / f.name).symlink_to(f)
+        else:
+            shutil.copy2(f, folder / f.name)
+    return folder
+
+
+def refused_untouched(capsys, folder: Path, *args: str) -> str:
+    """quantize ARGS: exit 2 and one error line, with nothing under `folder` changed."""
+    before = digests(folder)
+    assert quantize(*args) == 2
+    line = error_line(capsys)
+    assert line.startswith("harness quantize: error: ") and "Traceback" not in line
+    assert digests(folder) == before
+    return line
+
+
+@pytest.mark.parametrize(
+    "out,message",
+    [
+        ("model", "--out model: is the source model's folder ("),
+        ("model/", "is the source model's folder"),
+        ("model/../model", "(WORK/model): is the source model's folder (WORK/model)"),
+        ("./model/.", "is the source model's folder"),
+        ("link", "--out link (WORK/model): is the source model's folder"),
+        ("model/int8", "--out model/int8: is inside the source model's folder (WORK/model)"),
+        (".", "--out .: holds the source model (WORK/model)"),
+    ],
+)
+def test_out_that_is_or_holds_the_source_is_refused_even_with_force(source, capsys, monkeypatch, out, message):
+    work = source.parent
+    (work / "link").symlink_to(source)
+    monkeypatch.chdir(work)
+    line = refused_untouched(capsys, work, "model", "--scheme", "W8A8", "--out", out, "--force")
+    assert message.replace("WORK", str(work)) in line
+    assert "write the checkpoint" in line
+
+
+def test_out_that_is_a_file_is_refused_without_suggesting_force(source, capsys):
+    afile = source.parent / "notes.txt"
+    afile.write_text("mine")
+    for force in ([], ["--force"]):
+        line = refused_untouched(capsys, source.parent, str(source), "--scheme", "W8A8", "--out", str(afile), *force)
+        assert "is a file, not a folder" in line and "(--force replaces it)" not in line
+
+
+def forged_marker(folder: Path) -> None:
+    (folder / MARKER).write_text(json.dumps({"written_by": "someone else"}))
+
+
+@pytest.mark.parametrize(
+    "fill",
+    [
+        lambda f: (f / "run.json").write_text("{}"),  # a results folder
+        lambda f: (f / "config.json").write_text("{}"),  # another model's checkpoint
+        lambda f: (f / MARKER).write_text("not json"),
+        forged_marker,
+    ],
+    ids=["results folder", "a checkpoint harness quantize did not write", "unreadable marker", "foreign marker"],
+)
+def test_force_never_replaces_a_folder_harness_quantize_did_not_write(source, capsys, fill):
+    other = source.parent / "other"
+    other.mkdir()
+    fill(other)
+    line = refused_untouched(capsys, source.parent, str(source), "--scheme", "W8A8", "--out", str(other), "--force")
+    assert f"--out {other}: exists and was not written by harness quantize (no {MARKER})" in line
+    assert "even with --force" in line
+
+
+def test_out_name_longer_than_the_file_system_takes_is_refused(source, capsys):
+    out = source.parent / ("x" * 250)  # fits alone, not with the build folder's ".NAME.old.XXXXXXXX"
+    line = refused_untouched(capsys, source.parent, str(source), "--scheme", "W8A8", "--out", str(out))
+    assert "is 250 bytes (and 14 more that the harness adds); the file system allows 255" in line
+
+
+@pytest.fixture
+def unwritable(tmp_path) -> Path:
+    """A folder this process cannot write into: read-only for a user, immutable for root."""
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    folder.chmod(0o555)
+    immutable = False
+    if os.access(folder, os.W_OK):  # root: permission bits do not stop it
+        immutable = subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0
+        if not immutable or os.access(folder, os.W_OK):
+            pytest.skip("cannot make a folder this process may not write into")
+    yield folder
+    if immutable:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+    folder.chmod(0o755)
+
+
+def test_unwritable_parent_is_refused_before_loading(source, capsys, unwritable):
+    line = refused_untouched(capsys, unwritable, str(source), "--scheme", "W8A8", "--out", str(unwritable / "int8"))
+    assert f"parent folder {unwritable} is not writable" in line
+
+
+def test_truncated_weights_are_named(source, capsys):
+    weights = source / "model.safetensors"
+    whole = weights.resolve()
+    weights.unlink()
+    with whole.open("rb") as f:
+        weights.write_bytes(f.read(1_000_000))  # the header and the first tensors only
+    out = source.parent / "int8"
+    line = refused_untouched(capsys, source.parent, str(source), "--scheme", "W8A8", "--out", str(out))
+    assert f"{weights}: 1000000 bytes, its header describes {whole.stat().st_size}: truncated or damaged" in line
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "quantization_config,message",
+    [
+        ("int8", "quantization_config is a str, not a mapping"),
+        ([], "quantization_config is a list, not a mapping"),
+        ({}, "quantization_config is malformed (no quant_method"),
+        ({"quant_method": "compressed-tensors", "config_groups": "x"}, "config_groups is not a mapping"),
+        ({"quant_method": "compressed-tensors", "config_groups": {"g": 8}}, "config_groups.g is not a mapping"),
+        (
+            {"quant_method": "compressed-tensors", "config_groups": {"g": {"targets": "Linear"}}},
+            "config_groups.g.targets is not a list of names",
+        ),
+        (
+            {"quant_method": "compressed-tensors", "config_groups": {"g": {"weights": {"num_bits": "eight"}}}},
+            "(num_bits: Input should be a valid integer)",
+        ),
+        ({"quant_method": "compressed-tensors", "ignore": "lm_head"}, "ignore is not a list of names: 'lm_head'"),
+    ],
+)
+def test_malformed_quantization_config_is_named(source, capsys, quantization_config, message):
+    config = json.loads((source / "config.json").read_text())
+    config["quantization_config"] = quantization_config
+    (source / "config.json").write_text(json.dumps(config))
+    out = source.parent / "int8"
+    line = refused_untouched(capsys, source.parent, str(source), "--scheme", "W8A8", "--out", str(out))
+    assert f"{source / 'config.json'}: quantization_config is " in line and message in line
+
+
+def test_an_ignore_list_that_keeps_every_layer_is_refused(source, capsys):
+    out = source.parent / "int8"
+    line = refused_untouched(
+        capsys, source.parent, str(source), "--scheme", "W8A8", "--out", str(out), "--ignore", "re:.*"
+    )
+    assert "--ignore lm_head re:.*: keeps all 211 linear layers of" in line
+    assert "a W8A8 checkpoint would quantize none of them" in line
+    assert not out.exists()
+
+
+def test_a_write_that_fails_mid_build_leaves_nothing(source, capsys, monkeypatch):
+    import harness.models.quantize as quantizing
+
+    def disk_full(source: Path, out: Path) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out / "tokenizer.json"))
+
+    monkeypatch.setattr(quantizing, "_copy_tokenizer", disk_full)
+    out = source.parent / "int8"
+    line = refused_untouched(capsys, source.parent, str(source), "--scheme", "W8A8", "--out", str(out))
+    assert "building the checkpoint failed at" in line and "No space left on device" in line
+    assert "--out is as it was" in line and not out.exists()
+
+
+def test_force_replaces_what_harness_quantize_wrote_and_says_how_many_layers(source, capsys):
+    out = source.parent / "int8"
+    out.mkdir()
+    (out / MARKER).write_text(json.dumps({"written_by": "harness quantize"}))  # a previous output
+    (out / "stale.safetensors").write_text("old")
+    before = digests(source)
+    assert quantize(str(source), "--scheme", "W8A8", "--out", str(out), "--force") == 0
+    assert f"wrote {out}: W8A8, 210 of 211 linear layers 8-bit, 1 kept" in capsys.readouterr().out
+    assert digests(source) == before
+    assert not (out / "stale.safetensors").exists()
+    record = json.loads((out / MARKER).read_text())
+    assert record["written_by"] == "harness quantize" and record["quantized_layers"] == 210
+    assert record["kept_layers"] == ["lm_head"] and record["source_path"] == str(source)
+    assert sorted(p.name for p in source.parent.iterdir()) == ["int8", "model"]  # no build folder left
+
+
+def test_out_that_holds_a_file_the_source_links_to_is_refused(source, capsys):
+    # A hub snapshot's way: the source's weights are links into another folder. That folder,
+    # even one harness quantize wrote, is not replaced while the source reads from it.
+    store = source.parent / "store"
+    store.mkdir()
+    (store / MARKER).write_text(json.dumps({"written_by": "harness quantize"}))
+    (store / "model.safetensors").write_bytes(b"weights")  # refused before the weights are read
+    (source / "model.safetensors").unlink()
+    (source / "model.safetensors").symlink_to(store / "model.safetensors")
+    line = refused_untouched(capsys, source.parent, str(source), "--scheme", "W8A8", "--out", str(store), "--force")
+    assert f"holds {store / 'model.safetensors'}, the source model's model.safetensors" in line

@@ -11,8 +11,10 @@ import hashlib
 import json
 from pathlib import Path
 
-from harness.errors import UsageError
-from harness.results.schema import CheckpointQuantization, QuantArgs, SchemeGroup
+from pydantic import ValidationError
+
+from harness.errors import UsageError, one_line
+from harness.results.schema import CheckpointQuantization, QuantArgs, SchemeGroup, first_problem
 
 
 def model_file(model_path: str, name: str) -> Path | None:
@@ -37,18 +39,31 @@ def declared(config_file: Path | None) -> CheckpointQuantization | None:
         config = json.loads(config_file.read_text()).get("quantization_config")
     except (OSError, ValueError, AttributeError) as e:
         raise UsageError(f"{config_file}: unreadable model config ({e})") from None
-    if not isinstance(config, dict):
+    if config is None:
         return None
-    groups = {
-        name: SchemeGroup(
-            targets=list(group.get("targets") or []),
+    if not isinstance(config, dict):
+        raise UsageError(f"{config_file}: quantization_config is a {type(config).__name__}, not a mapping")
+    try:
+        return _quantization(config)
+    except ValidationError as e:
+        raise UsageError(f"{config_file}: quantization_config is malformed ({first_problem(e)})") from None
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"{config_file}: quantization_config is malformed ({one_line(e)})") from None
+
+
+def _quantization(config: dict) -> CheckpointQuantization:
+    if not isinstance(config.get("quant_method"), str):
+        raise ValueError("no quant_method: vLLM picks the method by it")
+    groups = {}
+    for name, group in _mapping(config.get("config_groups") or {}, "config_groups").items():
+        group = _mapping(group, f"config_groups.{name}")
+        groups[name] = SchemeGroup(
+            targets=_names(group.get("targets"), f"config_groups.{name}.targets"),
             weights=_args(group.get("weights")),
             input_activations=_args(group.get("input_activations")),
         )
-        for name, group in (config.get("config_groups") or {}).items()
-    }
     # compressed-tensors: `ignore`; vLLM's fp8 and others: `ignored_layers` / `modules_to_not_convert`.
-    ignore = config.get("ignore") or config.get("ignored_layers") or config.get("modules_to_not_convert") or []
+    ignore = config.get("ignore") or config.get("ignored_layers") or config.get("modules_to_not_convert")
     settings: dict[str, str | int | float | bool | None] = {
         str(k): v
         for k, v in config.items()
@@ -58,14 +73,50 @@ def declared(config_file: Path | None) -> CheckpointQuantization | None:
         quant_method=config.get("quant_method"),
         format=config.get("format"),
         groups=groups,
-        ignore=[str(i) for i in ignore],
+        ignore=_names(ignore, "ignore"),
         settings=settings,
     )
 
 
-def _args(args: dict | None) -> QuantArgs | None:
-    if not isinstance(args, dict):
+def check_weight_files(folder: Path) -> None:
+    """Each safetensors file must be as long as its header says: a truncated copy (a download or
+    a copy cut short) is named here, not as a loader's error halfway through a build."""
+    for path in sorted(folder.glob("*.safetensors")):
+        try:
+            size = path.stat().st_size
+            with path.open("rb") as f:
+                header_size = int.from_bytes(f.read(8), "little")
+                if header_size > size - 8:
+                    raise ValueError(f"its header says {header_size} bytes of metadata, the file has {size}")
+                header = json.loads(f.read(header_size))
+            ends = [t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"]
+        except (OSError, ValueError, TypeError, KeyError, IndexError) as e:
+            raise UsageError(f"{path}: not a readable safetensors file ({one_line(e)})") from None
+        expected = 8 + header_size + max(ends, default=0)
+        if size != expected:
+            raise UsageError(f"{path}: {size} bytes, its header describes {expected}: truncated or damaged")
+
+
+def _mapping(value: object, key: str) -> dict:
+    if not isinstance(value, dict):
+        raise TypeError(f"{key} is not a mapping: {value!r:.80}")
+    return value
+
+
+def _names(value: object, key: str) -> list[str]:
+    """A list of module names or patterns; a lone string would otherwise read as its letters."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TypeError(f"{key} is not a list of names: {value!r:.80}")
+    return value
+
+
+def _args(args: object) -> QuantArgs | None:
+    if args is None:
         return None
+    if not isinstance(args, dict):
+        raise TypeError(f"quantization arguments are not a mapping: {args!r:.80}")
     return QuantArgs(**{k: args[k] for k in QuantArgs.model_fields if args.get(k) is not None})
 
 

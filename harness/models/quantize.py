@@ -12,16 +12,16 @@ compressed-tensors' presets are refused with the reason, before anything is load
 
 from __future__ import annotations
 
+import json
 import logging
-import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness import provenance
-from harness.errors import UsageError
+from harness.errors import UsageError, one_line
+from harness.models.destination import MARKER, WRITTEN_BY
 
 log = logging.getLogger(__name__)
 
@@ -81,28 +81,13 @@ def check_patterns(patterns: list[str]) -> None:
                 raise UsageError(f"--ignore {pattern!r}: not a regular expression ({e})") from None
 
 
-def check_out(out: Path, force: bool) -> None:
-    """An existing output is kept unless --force; its parent must be a writable folder."""
-    if out.exists() and not force:
-        raise UsageError(f"--out {out}: exists already (--force replaces it)")
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out}: is a file, not a checkpoint folder")
-    # --force replaces a checkpoint, never a folder of something else given by mistake (a results folder, $HOME).
-    if out.is_dir() and any(out.iterdir()) and not (out / "config.json").is_file():
-        raise UsageError(
-            f"--out {out}: holds no config.json, so it is not a checkpoint; --force replaces only a checkpoint"
-        )
-    parent = out.parent
-    if not parent.is_dir():
-        raise UsageError(f"--out {out}: parent folder {parent} does not exist")
-
-
 def build_into(
     source: Path, model: str, scheme: str, ignore: list[str], out: Path, command: str
 ) -> tuple[int, list[str]]:
-    """The checkpoint and its README in the empty folder `out`; layers quantized and layers kept."""
+    """The checkpoint, its README and MARKER in the empty folder `out`; layers quantized and layers kept."""
     quantized, kept = build_checkpoint(source, scheme, ignore, out)
     _write_readme(out, model, source, scheme, ignore, len(kept), command)
+    _write_marker(out, model, source, scheme, ignore, quantized, kept, command)
     return quantized, kept
 
 
@@ -120,9 +105,9 @@ def build_checkpoint(source: Path, scheme: str, ignore: list[str], out: Path) ->
 
     try:
         model = AutoModelForCausalLM.from_pretrained(str(source), dtype="auto")
-    except (OSError, ValueError, KeyError) as e:  # no weights, an architecture transformers lacks
+    except Exception as e:  # no weights, damaged weights, an architecture transformers lacks: the source's fault
         raise UsageError(
-            f"MODEL {source}: transformers cannot load it as a causal LM ({type(e).__name__}: {e})"
+            f"MODEL {source}: transformers cannot load it as a causal LM ({type(e).__name__}: {one_line(e)})"
         ) from None
     linear = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
     _check_ignore_matches(ignore, linear, source)
@@ -132,6 +117,11 @@ def build_checkpoint(source: Path, scheme: str, ignore: list[str], out: Path) ->
         quantization_status=QuantizationStatus.INITIALIZED,
     )
     apply_quantization_config(model, config)
+    if not any(getattr(m, "quantization_scheme", None) is not None for m in linear.values()):
+        raise UsageError(
+            f"--ignore {' '.join(ignore)}: keeps all {len(linear)} linear layers of {source} in the source dtype; "
+            f"a {scheme} checkpoint would quantize none of them"
+        )
     quantized = 0
     with torch.no_grad():
         for module in linear.values():
@@ -171,7 +161,7 @@ def _round_to_nearest_scale(weight, args):
     return (absmax / bound).clamp(min=torch.finfo(torch.float32).tiny)
 
 
-_WRITTEN_BY_SAVE = {"config.json", "generation_config.json", "model.safetensors.index.json", README}
+_WRITTEN_BY_SAVE = {"config.json", "generation_config.json", "model.safetensors.index.json", README, MARKER}
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".h5", ".msgpack", ".ckpt")
 
 
@@ -201,21 +191,21 @@ def _write_readme(out: Path, model: str, source: Path, scheme: str, ignore: list
     (out / README).write_text("\n".join(lines))
 
 
-def publish(tmp: Path, out: Path, force: bool) -> None:
-    """Move a finished folder into place; a replaced one is removed only once the new one is there."""
-    if not out.exists():
-        tmp.rename(out)
-        return
-    if not force:
-        raise UsageError(f"--out {out}: exists already (--force replaces it)")
-    old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old."))
-    out.rename(old / out.name)
-    tmp.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def readable_as_usual(folder: Path) -> None:
-    """mkdtemp makes a folder only its owner can read; the published checkpoint gets the umask's mode."""
-    umask = os.umask(0)
-    os.umask(umask)
-    folder.chmod(0o777 & ~umask)
+def _write_marker(
+    out: Path, model: str, source: Path, scheme: str, ignore: list[str], quantized: int, kept: list[str], command: str
+) -> None:
+    """What made this folder, as JSON: a later --force replaces only folders holding it."""
+    record = {
+        "written_by": WRITTEN_BY,
+        "source_model": model,
+        "source_path": str(source),
+        "scheme": scheme,
+        "format": SCHEMES[scheme],
+        "ignore": ignore,
+        "quantized_layers": quantized,
+        "kept_layers": kept,
+        "command": command,
+        "versions": provenance.package_versions(),
+        "git": provenance.git_sha(),
+    }
+    (out / MARKER).write_text(json.dumps(record, indent=1) + "\n")

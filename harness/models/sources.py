@@ -13,18 +13,18 @@ import time
 from pathlib import Path
 
 from harness.errors import UsageError
-from harness.models.checkpoint import declared
+from harness.models.checkpoint import check_weight_files, declared
 from harness.models.demo import DEMO_FOLDERS, demo_checkpoint, demo_gguf
-from harness.models.quantize import (
-    DEFAULT_IGNORE,
-    Built,
-    build_into,
-    check_out,
-    check_patterns,
-    check_scheme,
+from harness.models.destination import (
+    check_apart,
+    check_out_place,
+    check_replaceable,
+    describe_out,
+    output_folder,
     publish,
     readable_as_usual,
 )
+from harness.models.quantize import DEFAULT_IGNORE, Built, build_into, check_patterns, check_scheme
 from harness.offline import hub_offline
 
 
@@ -68,23 +68,37 @@ def resolve_model(model: str) -> str:
 
 
 def quantize(model: str, scheme: str, out: Path, ignore: list[str], *, force: bool, command: str) -> Built:
-    """Check everything cheap first, build beside `out`, then move it into place."""
+    """Check everything cheap first, build beside `out`, then move it into place.
+
+    Every refusal comes before the build folder exists; a build that fails or is stopped
+    leaves --out as it was (a killed one leaves only a hidden `.NAME.*` folder beside it)."""
     name = check_scheme(scheme)
     check_patterns(list(ignore))
-    out = out.expanduser().absolute()
-    check_out(out, force)
+    given, out = out, output_folder(out)
+    where = describe_out(given, out)
+    check_out_place(out, where)
     check_model(model, "MODEL")
     source = source_folder(resolve_model(model))
+    check_apart(out, source, where)
+    check_replaceable(out, force, where)
     if (already := declared(source / "config.json")) is not None:
         raise UsageError(f"MODEL {model!r}: already quantized ({already.quant_method}); quantize its bf16 source")
+    check_weight_files(source)
     start = time.perf_counter()
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    readable_as_usual(tmp)
     try:
+        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    except OSError as e:
+        raise UsageError(f"{where}: cannot make a build folder beside it ({e.strerror or e})") from None
+    try:
+        readable_as_usual(tmp)
         patterns = [*DEFAULT_IGNORE, *ignore]
         quantized, kept = build_into(source, model, name, patterns, tmp, command)
         seconds = round(time.perf_counter() - start, 1)
-        publish(tmp, out, force)
+        publish(tmp, out, force, where)
+    except OSError as e:  # the weights were loaded before: a write failed (disk full, a read-only mount)
+        raise UsageError(
+            f"{where}: building the checkpoint failed at {e.filename} ({e.strerror or e}); --out is as it was"
+        ) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())

@@ -38,11 +38,16 @@ Status = Literal["running", "complete", "failed", "skipped"]
 # The noise-floor repeat adds REPEAT_SUFFIX to the baseline's name.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 REPEAT_SUFFIX = "~repeat"
+# At most this many bytes: file names built from a name (drift/<variant>.json, the atomic writes'
+# ".<name>.XXXXXXXX.tmp", the repeat suffix, a run name's "-YYYYmmdd-HHMMSS") stay under NAME_MAX (255).
+NAME_BYTES = 200
 
 
 def _folder_name(value: str) -> str:
     if not NAME_PATTERN.fullmatch(value.removesuffix(REPEAT_SUFFIX)) or ".." in value:
         raise ValueError(f"{value!r} is not a folder name (letters, digits, '_', '.', '+', '-')")
+    if len(value.removesuffix(REPEAT_SUFFIX).encode()) > NAME_BYTES:
+        raise ValueError(f"{value[:40]!r}... is not a folder name (longer than {NAME_BYTES} bytes)")
     return value
 
 

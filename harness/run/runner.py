@@ -29,6 +29,7 @@ from harness.models.checkpoint import tokenizer_identity
 from harness.models.demo import DEMO_FOLDERS, demo_checkpoint_path
 from harness.models.sources import check_model, resolve_model
 from harness.offline import go_offline
+from harness.pathlimits import NAME_MAX, shown, too_long
 from harness.render.progress import Display, summary
 from harness.resources import DEMO_CONFIG, DEMO_DATA_DIR
 from harness.results.schema import (
@@ -173,6 +174,9 @@ def _run_folder(config: RunConfig, output_dir: Path | None, run_id: str | None) 
         raise UsageError(str(e)) from None
     parent = Path(output_dir or config.output_dir)
     root = parent / name
+    # Below the run folder: a variant folder, samples/ and a file in it, each up to NAME_MAX.
+    if (reason := too_long(root, path_room=3 * (NAME_MAX + 1))) is not None:
+        raise UsageError(f"run folder {shown(root)}: {reason}")
     if root.exists():
         raise UsageError(f"{root}: run folder exists already (choose another --run-id)")
     existing = next((p for p in [parent, *parent.parents] if p.exists()), Path("."))

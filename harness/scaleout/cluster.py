@@ -18,14 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from harness.config import Cluster, RunConfig
+from harness.config import AUTO, LOCAL, Cluster, RunConfig, ray_endpoint
 from harness.engine.parallel import layout, world_size
 from harness.errors import UsageError, one_line
 from harness.results.schema import REPEAT_SUFFIX
 
 log = logging.getLogger(__name__)
 
-LOCAL = "local"
 CLUSTER_ENV = "HARNESS_CLUSTER"  # the address as the run names it (local, auto, HOST:PORT)
 PROBE_TIMEOUT_S = 10
 INSTALL_HINT = "pip install -e '.[cpu,ray]' (or '.[gpu,ray]' on GPUs)"
@@ -43,7 +42,35 @@ def address_of(cluster: Cluster, cli_address: str | None) -> str:
     """--ray-address, else RAY_ADDRESS (what `ray job submit` sets), else the config's."""
     if cli_address is not None:  # given, even empty: checked, never silently replaced
         return cli_address
-    return os.environ.get("RAY_ADDRESS") or cluster.address
+    if env := os.environ.get("RAY_ADDRESS"):
+        try:
+            ray_endpoint(env)
+        except ValueError as e:
+            raise UsageError(f"RAY_ADDRESS: {e}") from None
+        return env
+    return cluster.address
+
+
+def gpus_here() -> int:
+    """GPUs this machine has, as torch counts them (no CUDA context is made)."""
+    try:
+        import torch
+    except ImportError:
+        return 0
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def check_local_gpus(cluster: Cluster, where: str) -> None:
+    """A local cluster offers what it is told to: GPUs this machine lacks would be handed to
+    replicas whose engines then fail. A running cluster's own resources are checked by check_fits."""
+    if not cluster.num_gpus:
+        return
+    here = gpus_here()
+    if cluster.num_gpus > here:
+        raise UsageError(
+            f"{where}: cluster.num_gpus: {cluster.num_gpus}, but this machine has {here} GPUs; "
+            "a local cluster offers only its own (give --ray-address of a cluster that has them)"
+        )
 
 
 @dataclass(frozen=True)
@@ -78,9 +105,11 @@ class Session:
 
 def join(cluster: Cluster, cli_address: str | None, where: str) -> Session:
     """Join (or, for `local`, start) the cluster, or exit 2 saying why it cannot be reached."""
-    ray = import_ray(where)
     address = address_of(cluster, cli_address)
-    if address not in (LOCAL, "auto"):
+    if address == LOCAL:
+        check_local_gpus(cluster, where)
+    ray = import_ray(where)
+    if address not in (LOCAL, AUTO):
         _probe(address, where)
     # Ray's progress lines go to the log; the terminal shows the run's own.
     common = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
@@ -138,16 +167,14 @@ def lost_in_log(log: Path, tail_bytes: int = 20000) -> bool:
 
 def _probe(address: str, where: str) -> None:
     """Fail in seconds where nothing listens: Ray itself retries an unreachable GCS for minutes."""
-    if address.startswith(("http://", "https://")):
-        raise UsageError(
-            f"{where}: cluster: {address} is a dashboard address (what `ray job submit` takes); "
-            "give the cluster's GCS address, HOST:PORT (port 6379 by default)"
-        )
-    host, sep, port = address.removeprefix("ray://").rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise UsageError(f"{where}: cluster: address {address!r}: give local, auto, HOST:PORT or ray://HOST:PORT")
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT_S).close()
+        endpoint = ray_endpoint(address)
+    except ValueError as e:
+        raise UsageError(f"{where}: cluster: {e}") from None
+    if endpoint is None:  # local and auto: nothing to probe
+        return
+    try:
+        socket.create_connection(endpoint, timeout=PROBE_TIMEOUT_S).close()
     except OSError as e:
         raise UsageError(
             f"{where}: cluster: nothing answers at {address} ({e.strerror or e}); is the cluster up?"
