@@ -8,15 +8,19 @@ a heading or a broken card block.
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
 from huggingface_hub.repocard import REGEX_YAML_BLOCK
+from matplotlib.text import Text
 from runfixtures import alternating, write_run
-from test_card import make_run, settings_of
+from test_card import GSM, make_run, settings_of
 
 from harness import cli
-from harness.render import card_hub, markdown
+from harness.analysis import integrity
+from harness.analysis.comparison import build_comparison, load_variant
+from harness.render import card_hub, markdown, plots
 from harness.render.card_section import END_MARKER, START_PATTERN
 from harness.render.report import write_report
 from harness.render.tables import MD_FILE
@@ -160,3 +164,151 @@ def test_card_front_matter_keeps_hostile_text_as_yaml_strings(tmp_path):
     loaded = ModelCard.load(store.root / "card" / card_hub.SECTION_FILE)
     assert loaded.data.model_name == EVIL  # round-trips: the dumper quoted it
     assert {r.dataset_name for r in loaded.data.eval_results} == {EVIL}
+
+
+# -- plots ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("task", ["$x_1^2$", "$^$", "a$b$c$$d", "$}{$"])
+def test_a_task_name_that_reads_as_mathtext_is_drawn_as_written(tmp_path, task):
+    scores = {task: alternating(10), "t_b": alternating(10)}
+    store = write_run(tmp_path / "run", {"bf16": scores, "fp8": scores})
+    write_report(store, tmp_path / "report")  # mathtext would fail to parse "$^$" while drawing
+    fig = plots.scores_figure(build_comparison(store))
+    names = [t.get_text() for t in fig.findobj(Text) if t.get_gid() == "row-name"]
+    assert task.replace("$", "\\$") in names  # matplotlib draws an escaped dollar as a dollar
+    assert not any(Text(text=n)._preprocess_math(n)[1] for n in names)  # none is parsed as math
+
+
+def test_scores_outside_0_100_and_intervals_beside_their_delta_still_plot(tmp_path):
+    scores = {"t_a": alternating(10), "t_b": alternating(10)}
+    store = write_run(tmp_path / "run", {"bf16": scores, "fp8": scores})
+    results = store.read_results("fp8")
+    results.results["t_a"]["acc,none"] = 1.5  # a score above 1: an xerr below zero for matplotlib
+    results.results["t_b"]["acc,none"] = -0.25
+    store.write_results("fp8", results.model_dump(by_alias=True))
+    write_report(store, tmp_path / "report")
+    assert (tmp_path / "report" / "scores.png").read_bytes().startswith(b"\x89PNG")
+
+
+def write_drift(store, histogram) -> None:
+    summary = {
+        "run_id": store.root.name,
+        "baseline": "bf16",
+        "settings": {},  # no top_k: the axis label says "?"
+        "sequences": {},
+        "variants": {"bf16": {"status": "complete"}, "fp8": {"status": "complete", "kld_histogram": histogram}},
+    }
+    (store.root / "drift.json").write_text(json.dumps(summary))
+
+
+@pytest.mark.parametrize(
+    ("histogram", "problem"),
+    [
+        ({"edges": [1e-6, 1e-3, 1.0], "counts": [1, 2, 3]}, "3 edges for 3 counts"),
+        ({"counts": [1, 2]}, "expected edges and counts"),
+        ({"edges": [1e-6, 1e-3, 1.0], "counts": [1, 2], "bins": [0]}, "expected edges and counts"),
+        ({"edges": [1.0, 1e-3, 1e-6], "counts": [1, 2]}, "edges: not increasing"),
+        ({"edges": [0.0, 1e-3, 1.0], "counts": [1, 2]}, "edges: not increasing positive"),
+        ({"edges": [1e-6, 1e-3, 1.0], "counts": [1, -2]}, "counts: not finite numbers of 0 or more"),
+        ({"edges": [1e-6, 1e-3, 1.0], "counts": ["a", 2]}, "kld_histogram"),
+        ({"edges": [], "counts": []}, "0 edges for 0 counts"),
+    ],
+)
+def test_a_malformed_drift_histogram_is_one_line_naming_file_and_field(tmp_path, capsys, histogram, problem):
+    scores = {"t_a": alternating(10)}
+    store = write_run(tmp_path / "run", {"bf16": scores, "fp8": scores})
+    write_drift(store, histogram)
+    assert cli.main(["report", str(store.root), "--out", str(tmp_path / "report")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "drift.json: variants.fp8.kld_histogram" in err and problem in err, err
+    assert not (tmp_path / "report").exists()
+
+
+def test_a_well_formed_drift_histogram_without_top_k_plots(tmp_path):
+    scores = {"t_a": alternating(10)}
+    store = write_run(tmp_path / "run", {"bf16": scores, "fp8": scores})
+    write_drift(store, {"edges": [1e-6, 1e-3, 1.0], "counts": [4, 1]})
+    assert "drift_kld.png" in [p.name for p in write_report(store, tmp_path / "report")]
+
+
+# -- what the card publishes, checked against the samples ------------------------------------------------
+
+
+def set_score(store, variant, task, metric, value):
+    results = store.read_results(variant)
+    results.results[task][metric] = value
+    store.write_results(variant, results.model_dump(by_alias=True))
+
+
+@pytest.mark.parametrize(
+    ("variant", "task", "metric", "value", "problem"),
+    [
+        # alternating(40, 2, 1): half right. results.json says 0.9: 90.0 on the card, recovery 180 %.
+        (
+            "fp8",
+            "llama3_arc_challenge",
+            "acc,none",
+            0.9,
+            "llama3_arc_challenge acc,none is 0.9, but the 40 documents of",
+        ),
+        ("bf16", "llama3_arc_challenge", "acc,none", 0.9, "average 0.5"),
+        ("fp8", "llama3_gsm8k_cot", GSM, 0.25, "llama3_gsm8k_cot exact_match,strict-match is 0.25, but"),
+        ("fp8", "llama3_arc_challenge", "acc,none", 1.5, "llama3_arc_challenge acc,none is 1.5, outside 0-1 for acc"),
+        ("fp8", "llama3_arc_challenge", "acc,none", -0.1, "outside 0-1"),
+    ],
+)
+def test_card_refuses_a_score_its_samples_do_not_bear_out(tmp_path, capsys, variant, task, metric, value, problem):
+    store = make_run(tmp_path / "run")
+    set_score(store, variant, task, metric, value)
+    assert cli.main(["card", str(store.root), "--variant", "fp8"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and problem in err and f"{variant}/results.json" in err, err
+    assert not (store.root / "card").exists()
+
+
+def test_card_refuses_samples_that_are_not_the_documents_results_json_counts(tmp_path, capsys):
+    store = make_run(tmp_path / "run")
+    path = store.samples_path("fp8", "llama3_arc_challenge")
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:20]) + "\n")  # half the documents gone
+    assert cli.main(["card", str(store.root)]) == 2
+    err = capsys.readouterr().err
+    assert "llama3_arc_challenge counts 40 documents" in err and "holds 20" in err, err
+
+
+def test_card_refuses_a_sample_score_outside_its_range(tmp_path, capsys):
+    store = make_run(tmp_path / "run")
+    path = store.samples_path("fp8", "llama3_arc_challenge")
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    records[0]["scores"]["acc,none"], records[1]["scores"]["acc,none"] = 2.0, -1.0 + records[1]["scores"]["acc,none"]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert cli.main(["card", str(store.root)]) == 2
+    assert "a document's acc,none is 2.0, outside 0-1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("weight_by_size", [True, False])
+def test_a_group_score_must_be_its_members_mean_either_way_lm_eval_weighs_them(tmp_path, weight_by_size):
+    scores = {"leaf_a": alternating(10), "leaf_b": alternating(30, 3)}
+    store = write_run(
+        tmp_path / "run",
+        {"bf16": scores, "fp8": scores},
+        groups={"grp": ["leaf_a", "leaf_b"]},
+        weight_by_size=weight_by_size,
+    )
+    integrity.check_variant(load_variant(store, "fp8"))  # as written: either weighting passes
+    set_score(store, "fp8", "grp", "acc,none", 0.9)
+    with pytest.raises(
+        integrity.IntegrityError, match=r"group grp acc,none is 0.9, but its 2 members \(leaf_a, leaf_b\)"
+    ):
+        integrity.check_variant(load_variant(store, "fp8"))
+
+
+def test_what_cannot_be_checked_is_left_alone(tmp_path):
+    """A metric not known to be a mean (bleu), a task without samples, a document without the metric."""
+    scores = {"t_a": {"acc,none": alternating(10), "bleu,none": [3.0] * 10}, "t_b": alternating(10)}
+    store = write_run(tmp_path / "run", {"bf16": scores, "fp8": scores})
+    set_score(store, "fp8", "t_a", "bleu,none", 42.0)  # corpus-level: not the documents' mean
+    store.samples_path("fp8", "t_b").unlink()
+    set_score(store, "fp8", "t_b", "acc,none", 0.9)
+    integrity.check_variant(load_variant(store, "fp8"))

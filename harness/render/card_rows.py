@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.analysis import integrity
 from harness.analysis.comparison import build_comparison, leaf_tasks, load_variant, metric_leaves
 from harness.errors import UsageError
 from harness.resources import DEMO_DATA_DIR
@@ -216,6 +217,8 @@ def build_section(store: RunStore, variant: str | None, settings_of: SettingsOf)
     run = store.read_run()
     comparison = build_comparison(store)
     chosen = choose_variant(run, comparison, variant, str(store.root))
+    for name in (run.baseline, chosen):  # the card publishes both: each must agree with its samples
+        integrity.check_variant(load_variant(store, name))
     section = CardSection(
         run=run,
         comparison=comparison,

@@ -404,13 +404,29 @@ class Comparison(Record):
 # -- drift.json --------------------------------------------------------------------------
 
 
+def _histogram(value: dict[str, list[float]] | None) -> dict[str, list[float]] | None:
+    """{"edges": n + 1 increasing positive bin edges (drawn on a log axis), "counts": n counts}."""
+    if value is None:
+        return None
+    if set(value) != {"edges", "counts"}:
+        raise ValueError(f"keys {sorted(value)}, expected edges and counts")
+    edges, counts = value["edges"], value["counts"]
+    if len(edges) != len(counts) + 1 or not counts:
+        raise ValueError(f"{len(edges)} edges for {len(counts)} counts (one more edge than counts)")
+    if not all(math.isfinite(e) and e > 0 for e in edges) or any(b <= a for a, b in zip(edges, edges[1:])):
+        raise ValueError("edges: not increasing positive finite numbers")
+    if not all(math.isfinite(c) and c >= 0 for c in counts):
+        raise ValueError("counts: not finite numbers of 0 or more")
+    return value
+
+
 class DriftVariant(Record):
     status: str
     error: str | None = None
     cost: dict[str, Any] = Field(default_factory=dict)
     overall: dict[str, float | int] | None = None
     tasks: dict[str, dict[str, float | int]] = Field(default_factory=dict)
-    kld_histogram: dict[str, list[float]] | None = None
+    kld_histogram: Annotated[dict[str, list[float]] | None, AfterValidator(_histogram)] = None
     flips: dict[str, dict[str, dict[str, float | int | None]]] = Field(default_factory=dict)
 
 
