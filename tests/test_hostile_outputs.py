@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 from huggingface_hub.repocard import REGEX_YAML_BLOCK
@@ -312,3 +313,225 @@ def test_what_cannot_be_checked_is_left_alone(tmp_path):
     store.samples_path("fp8", "t_b").unlink()
     set_score(store, "fp8", "t_b", "acc,none", 0.9)
     integrity.check_variant(load_variant(store, "fp8"))
+
+
+# -- harness card writes all or nothing, and never clobbers --------------------------------------------------
+
+
+def card_args(store, *extra) -> list[str]:
+    return ["card", str(store.root), *map(str, extra)]
+
+
+@pytest.fixture
+def card_cli(monkeypatch):
+    monkeypatch.setattr(cli, "card_settings", settings_of)  # the YAMLs' settings: see test_demo_run
+
+
+def refused(capsys, *parts) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    for part in parts:
+        assert part in err, err
+    return err
+
+
+def test_update_of_a_symlinked_card_writes_the_file_it_points_to(tmp_path, card_cli):
+    store = make_run(tmp_path / "run")
+    real = tmp_path / "repo" / "README.md"
+    real.parent.mkdir()
+    real.write_text("# My model\n")
+    link = tmp_path / "README.md"
+    link.symlink_to(real)
+    assert cli.main(card_args(store, "--update", link)) == 0
+    assert link.is_symlink() and link.resolve() == real
+    assert END_MARKER in real.read_text()
+    assert "](../run/card/evaluation.png)" in real.read_text()  # relative to the real card's folder
+
+
+def test_a_symlinked_section_file_is_followed_not_replaced(tmp_path, card_cli):
+    store = make_run(tmp_path / "run")
+    elsewhere = tmp_path / "kept" / card_hub.SECTION_FILE
+    elsewhere.parent.mkdir()
+    elsewhere.write_text("old")
+    (store.root / "card").mkdir()
+    (store.root / "card" / card_hub.SECTION_FILE).symlink_to(elsewhere)
+    assert cli.main(card_args(store)) == 0
+    assert (store.root / "card" / card_hub.SECTION_FILE).is_symlink()
+    assert END_MARKER in elsewhere.read_text()
+
+
+@pytest.mark.parametrize(
+    ("make", "problem"),
+    [
+        (lambda d, run: d / "missing.md", "no such file"),
+        (lambda d, run: d, "is a folder, not a model card"),
+        (lambda d, run: run.root / "run.json", "is inside the run folder"),
+        (lambda d, run: run.root / "fp8" / "results.json", "is inside the run folder"),
+        (
+            lambda d, run: (d / "results.json").write_text('{"a": 1}\n') and d / "results.json",
+            "not a markdown model card",
+        ),
+        (lambda d, run: (d / "scores.csv").write_text("a,b\n1,2\n") and d / "scores.csv", "not a markdown model card"),
+        (lambda d, run: (d / "notes.txt").write_text("plain notes\n") and d / "notes.txt", "not a markdown model card"),
+        (lambda d, run: (d / "README.md").write_bytes(b"\xff\xfe") and d / "README.md", "not UTF-8 text"),
+        (lambda d, run: (d / "loop.md").symlink_to(d / "loop.md") or d / "loop.md", "cannot be followed"),
+        (lambda d, run: (d / "dangling.md").symlink_to(d / "gone.md") or d / "dangling.md", "no such file"),
+    ],
+)
+def test_update_refuses_what_is_no_model_card(tmp_path, capsys, card_cli, make, problem):
+    store = make_run(tmp_path / "run")
+    folder = tmp_path / "cards"
+    folder.mkdir()
+    target = make(folder, store)
+    before = {p: p.read_bytes() for p in store.root.rglob("*") if p.is_file()}
+    assert cli.main(card_args(store, "--update", target)) == 2
+    refused(capsys, f"--update {target}: {problem}")
+    assert {p: p.read_bytes() for p in store.root.rglob("*") if p.is_file()} == before
+    assert not (store.root / "card").exists()
+
+
+@pytest.mark.parametrize("name", ["README", "model_card.md", "CARD.markdown"])
+def test_update_takes_a_markdown_card_by_its_name(tmp_path, card_cli, name):
+    store = make_run(tmp_path / "run")
+    card = tmp_path / name
+    card.write_text("Plain text, no front matter yet.\n")
+    assert cli.main(card_args(store, "--update", card)) == 0
+    assert END_MARKER in card.read_text()
+
+
+def test_update_takes_any_file_that_already_holds_front_matter(tmp_path, card_cli):
+    store = make_run(tmp_path / "run")
+    card = tmp_path / "CARD.txt"
+    card.write_text("---\nlicense: mit\n---\nBody.\n")
+    assert cli.main(card_args(store, "--update", card)) == 0
+    assert END_MARKER in card.read_text()
+
+
+def test_front_matter_with_a_repeated_key_is_refused_naming_it(tmp_path, capsys, card_cli):
+    store = make_run(tmp_path / "run")
+    card = tmp_path / "README.md"
+    text = "---\nlicense: mit\ntags: [a]\nlicense: apache-2.0\n---\nBody.\n"
+    card.write_text(text)
+    assert cli.main(card_args(store, "--update", card)) == 2
+    refused(
+        capsys, "front matter is not valid YAML (line 4, column 1: duplicate key 'license' (first given on line 2))"
+    )
+    assert card.read_text() == text and not (store.root / "card").exists()
+
+
+TWO_MODELS = {
+    "license": "apache-2.0",
+    "model-index": [
+        {
+            "name": "org/other-model",
+            "results": [
+                {
+                    "task": {"type": "text-generation"},
+                    "dataset": {"name": "Other", "type": "org/other"},
+                    "metrics": [{"type": "acc", "value": 12.5}],
+                }
+            ],
+        },
+        {
+            "name": "demo/SmolLM2-135M-Instruct",  # the variant's model (runfixtures' manifests)
+            "results": [
+                {
+                    "task": {"type": "text-generation"},
+                    "dataset": {"name": "Mine, by hand", "type": "org/mine"},
+                    "metrics": [{"type": "acc", "value": 50.0}],
+                }
+            ],
+        },
+    ],
+}
+
+
+def test_update_of_a_card_of_two_models_updates_only_this_models_entry(tmp_path, card_cli):
+    import yaml
+
+    store = make_run(tmp_path / "run")
+    card = tmp_path / "README.md"
+    card.write_text("---\n" + yaml.safe_dump(TWO_MODELS, sort_keys=False) + "---\n# Two models\n")
+    for _ in range(2):  # a second update replaces its results, never appends them again
+        assert cli.main(card_args(store, "--update", card)) == 0
+        meta = yaml.safe_load(REGEX_YAML_BLOCK.search(card.read_text()).group(2))
+        other, mine = meta["model-index"]
+        assert other == TWO_MODELS["model-index"][0]  # untouched
+        assert mine["name"] == "demo/SmolLM2-135M-Instruct"
+        assert mine["results"][0] == TWO_MODELS["model-index"][1]["results"][0]  # hand-written: kept
+        ours = [r for r in mine["results"] if (r["dataset"].get("args") or {}).get(card_hub.RUN_KEY) == "run"]
+        assert {r["dataset"]["args"]["task"] for r in ours} == {"llama3_arc_challenge", "llama3_gsm8k_cot"}
+        assert sum(len(r["metrics"]) for r in ours) == 4  # 2 benchmarks x 2 variants
+        assert meta["license"] == "apache-2.0"
+
+
+def test_update_of_a_card_of_other_models_adds_an_entry_for_this_one(tmp_path, card_cli):
+    import yaml
+
+    store = make_run(tmp_path / "run")
+    models = {"model-index": [dict(TWO_MODELS["model-index"][0]), {**TWO_MODELS["model-index"][0], "name": "org/x"}]}
+    card = tmp_path / "README.md"
+    card.write_text("---\n" + yaml.safe_dump(models, sort_keys=False) + "---\n")
+    assert cli.main(card_args(store, "--update", card)) == 0
+    entries = yaml.safe_load(REGEX_YAML_BLOCK.search(card.read_text()).group(2))["model-index"]
+    assert entries[:2] == models["model-index"]
+    assert entries[2]["name"] == "demo/SmolLM2-135M-Instruct" and len(entries[2]["results"]) == 2
+
+
+def test_a_rename_that_fails_midway_puts_every_file_back(tmp_path, capsys, card_cli, monkeypatch):
+    import harness.results.io as io
+
+    store = make_run(tmp_path / "run")
+    assert cli.main(card_args(store)) == 0
+    card = tmp_path / "README.md"
+    card.write_text("# Mine\n")
+    written = {p: p.read_bytes() for p in (store.root / "card").iterdir()}
+    real_replace = io.os.replace
+
+    def failing(src, dst):  # the card is renamed last: the section and the plot are replaced by then
+        if Path(dst) == card:
+            raise PermissionError(1, "Operation not permitted", str(dst))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(io.os, "replace", failing)
+    run = store.read_run()
+    run.created = "2026-01-01T00:00:00+00:00"  # the new section would differ from the old
+    store.write_run(run)
+    assert cli.main(card_args(store, "--update", card)) == 2
+    refused(capsys, f"{card}: cannot be written (Operation not permitted); nothing was written")
+    assert {p: p.read_bytes() for p in (store.root / "card").iterdir()} == written
+    assert card.read_text() == "# Mine\n"
+
+
+def chattr(path, flag) -> bool:
+    import shutil
+    import subprocess
+
+    if shutil.which("chattr") is None:
+        return False
+    return subprocess.run(["chattr", flag, str(path)], capture_output=True).returncode == 0
+
+
+@pytest.mark.parametrize("immutable", ["card", "folder"])
+def test_an_immutable_card_or_out_folder_is_one_line_and_nothing_is_written(tmp_path, capsys, card_cli, immutable):
+    store = make_run(tmp_path / "run")
+    card = tmp_path / "README.md"
+    card.write_text("# Mine\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    locked = card if immutable == "card" else out
+    if not chattr(locked, "+i"):
+        pytest.skip("chattr +i is not available here")
+    try:
+        assert cli.main(card_args(store, "--update", card, "--out", out)) == 2
+        refused(capsys, "not writable")
+        assert card.read_text() == "# Mine\n" and list(out.iterdir()) == []
+    finally:
+        chattr(locked, "-i")
+
+
+def test_out_under_a_file_is_one_line(tmp_path, capsys, card_cli):
+    store = make_run(tmp_path / "run")
+    (tmp_path / "taken").write_text("a file")
+    assert cli.main(card_args(store, "--out", tmp_path / "taken" / "sub")) == 2
+    refused(capsys, "taken is a file, not a folder")

@@ -275,15 +275,20 @@ def card_plot(comparison: Comparison, variants: list[str], path: Path, card: Car
     suites' (harness.suites.benchmarks). Variants keep the colours they have in the report.
     An unknown variant or an unwritable path is a UsageError (one line); nothing is written.
     """
-    unknown = [v for v in variants if v not in comparison.variants()]
-    if unknown:
-        raise UsageError(f"not variants of run {comparison.run_id!r}: {', '.join(unknown)}")
-    png = png_bytes(card_figure(comparison, variants, card))
+    png = card_png(comparison, variants, card)
     try:
         write_bytes_atomic(path, png)
     except OSError as e:
         raise UsageError(f"{path}: cannot be written ({e.strerror or e})") from None
     return path
+
+
+def card_png(comparison: Comparison, variants: list[str], card: Card | None = None) -> bytes:
+    """The model-card plot (card_plot) as PNG bytes, for a caller that writes it with other files."""
+    unknown = [v for v in variants if v not in comparison.variants()]
+    if unknown:
+        raise UsageError(f"not variants of run {comparison.run_id!r}: {', '.join(unknown)}")
+    return png_bytes(card_figure(comparison, variants, card))
 
 
 # -- deltas and flips ----------------------------------------------------------------------
