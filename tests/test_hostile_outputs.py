@@ -530,6 +530,17 @@ def test_an_immutable_card_or_out_folder_is_one_line_and_nothing_is_written(tmp_
         chattr(locked, "-i")
 
 
+def test_update_of_the_section_file_this_command_writes_is_refused(tmp_path, capsys, card_cli):
+    store = make_run(tmp_path / "run")
+    out = tmp_path / "cards"
+    out.mkdir()
+    section = out / card_hub.SECTION_FILE
+    section.write_text("# Mine\n")
+    assert cli.main(card_args(store, "--out", out, "--update", section)) == 2
+    refused(capsys, "is a file this command writes into")
+    assert section.read_text() == "# Mine\n"
+
+
 def test_out_under_a_file_is_one_line(tmp_path, capsys, card_cli):
     store = make_run(tmp_path / "run")
     (tmp_path / "taken").write_text("a file")

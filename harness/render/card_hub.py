@@ -1,6 +1,8 @@
 """`harness card`: the section and the card plot written out, headed by the same numbers as Hub
 model-index metadata (huggingface_hub's own types); `--update` merges both into an existing
-card: the section as a marker-delimited block of the body, the eval results into its front matter.
+card: the section as a marker-delimited block of the body, the eval results into the model-index
+entry of the variant's model (other models' entries untouched), the front matter read by the strict
+YAML reader and written by a YAML dumper. The files are written together, all or none.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ TASK_TYPE = "text-generation"  # the Hub's task id for language models
 
 
 RUN_KEY = "harness_run"  # in an eval result's dataset args: which run measured it
+
+
+MODEL_INDEX = "model-index"  # the front matter's key for eval results, one entry per model
 
 
 BOM = b"\xef\xbb\xbf"
@@ -178,9 +183,6 @@ def parse_card(text: str, where: str) -> CardText:
     return CardText(meta, text[match.end() :])
 
 
-MODEL_INDEX = "model-index"
-
-
 def run_of(result: object) -> str | None:
     """The run a model-index result was measured by, when this command wrote it."""
     dataset = result.get("dataset") if isinstance(result, dict) else None
@@ -291,6 +293,8 @@ def write_card(
         existing = read_card_file(target, f"--update {update}")
         checked_card(existing[1], store.read_run().run_id, force, f"--update {update}")
         check_writable(target, "--update")
+        if target in ((out / SECTION_FILE).resolve(), (out / PLOT_FILE).resolve()):
+            raise UsageError(f"--update {update}: is a file this command writes into {out}; update another card")
     section = build_section(store, variant, settings_of)
     files = {
         out / SECTION_FILE: str(section_card(section, render_section(section, PLOT_FILE))).encode("utf-8"),
