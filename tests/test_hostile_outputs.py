@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from huggingface_hub.repocard import REGEX_YAML_BLOCK
+from markdown_it import MarkdownIt
 from matplotlib.text import Text
 from runfixtures import alternating, write_run
 from test_card import GSM, make_run, settings_of
@@ -46,6 +47,13 @@ def assert_inert(md: str) -> None:
     for table in re.findall(r"(?:^\|.*\|\n)+", md, re.MULTILINE):
         widths = {len(re.findall(r"(?<!\\)\|", line)) for line in table.splitlines()}
         assert len(widths) == 1, f"a row has a cell of its own:\n{table}"
+    # As a CommonMark + GFM-tables renderer with raw HTML on shows it (markdown-it-py, rich's own).
+    page = MarkdownIt("commonmark", {"html": True}).enable("table").render(md)
+    assert "<script" not in page and "<img src=x" not in page and "<a href" not in page
+    assert not re.search(r"<h\d>Injected", page), "a heading was injected"
+    for table in re.findall(r"<table>.*?</table>", page, re.DOTALL):
+        rows = re.findall(r"<tr>(.*?)</tr>", table, re.DOTALL)
+        assert len({row.count("<th") + row.count("<td") for row in rows}) == 1, f"a row has a cell of its own: {table}"
 
 
 @pytest.mark.parametrize(
