@@ -86,7 +86,7 @@ def candidate_cells(cell: VariantCell) -> list[str]:
         flips = f"{cell.flips_right_to_wrong}/{cell.flips_wrong_to_right}"
     return [
         score_cell(cell),
-        fmt(cell.delta, "+.2f") + ci,
+        markdown.Markdown(fmt(cell.delta, "+.2f") + ci),  # numbers only: its brackets are no link
         fmt(cell.recovery, ".1f"),
         flips,
         fmt(cell.mcnemar_p, ".3g"),
