@@ -554,3 +554,22 @@ def test_out_under_a_file_is_one_line(tmp_path, capsys, card_cli):
     (tmp_path / "taken").write_text("a file")
     assert cli.main(card_args(store, "--out", tmp_path / "taken" / "sub")) == 2
     refused(capsys, "taken is a file, not a folder")
+
+
+def test_every_mean_metric_of_the_tasks_is_one_the_check_knows():
+    """A task YAML under tasks/ that aggregates a metric as a mean gets it checked against its samples."""
+    import yaml
+
+    from harness.resources import TASKS_DIR
+
+    class AnyTag(yaml.SafeLoader):
+        pass
+
+    AnyTag.add_multi_constructor("!", lambda loader, suffix, node: None)  # !function helpers
+    means = set()
+    for path in TASKS_DIR.rglob("*.yaml"):
+        config = yaml.load(path.read_text(), Loader=AnyTag)  # noqa: S506 - a SafeLoader
+        for entry in (config or {}).get("metric_list") or []:
+            if entry.get("aggregation") == "mean":
+                means.add(entry["metric"])
+    assert means and means <= integrity.PER_DOCUMENT_MEANS, means - integrity.PER_DOCUMENT_MEANS
