@@ -194,10 +194,12 @@ def add_compare(p: argparse.ArgumentParser) -> None:
 
 def compare(args: argparse.Namespace) -> int:
     from harness.analysis.comparison import build_comparison
+    from harness.analysis.integrity import check_run
     from harness.render.tables import format_table, write_comparison
     from harness.results.store import RunStore
 
     store = RunStore(args.run)
+    check_run(store)
     comparison = build_comparison(store, args.baseline)
     csv_path, md_path = write_comparison(store, comparison)
     print(format_table(comparison), end="")

@@ -102,6 +102,12 @@ CASES: list[tuple[str, str, Callable[[Path], None], str]] = [
         "bf16/results.json: results",
     ),
     (
+        "results score its samples do not bear out",
+        "fp8/results.json",
+        lambda p: edit_json(p, set_key(["results", "t_a", "acc,none"], 0.9)),
+        "fp8/results.json: t_a acc,none is 0.9, but the 20 documents of",
+    ),
+    (
         "results score a string",
         "fp8/results.json",
         lambda p: edit_json(p, set_key(["results", "t_a", "acc,none"], "0.5")),

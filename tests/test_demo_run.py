@@ -157,7 +157,7 @@ def test_compare_reproduces_the_table_byte_for_byte(demo_run):
 def test_every_file_of_the_demo_run_reads_through_its_model(demo_run):
     """Each file the demo wrote is a kind the store knows, read by its model: nothing is outside
     the contract (report/ and card/ are there only when another test wrote them)."""
-    from harness.results.integrity import check_run
+    from harness.analysis.integrity import check_run
     from harness.run.answers import decode_answer
 
     _, store = demo_run

@@ -93,11 +93,13 @@ def test_min_recovery_against_a_zero_reference_fails_only_a_drop(tmp_path, capsy
     code, out, _ = gate(capsys, store.root, "--min-recovery", 95)
     assert (code, "all 2 checks passed" in out) == (0, True)
     # A score that can go below zero (a margin, a difference) has no ratio to 0, but a drop is a drop.
-    store = write_run(tmp_path / "signed", {"bf16": zero, "worse": {"t_a": [-0.5] * 10}})
+    margin = "margin,none"  # no 0-1 range known for it, unlike acc
+    signed = {"bf16": {"t_a": {margin: [0.0] * 10}}, "worse": {"t_a": {margin: [-0.5] * 10}}}
+    store = write_run(tmp_path / "signed", signed)
     code, out, _ = gate(capsys, store.root, "--min-recovery", 95)
     assert code == 1
     assert (
-        "FAIL worse vs bf16 t_a acc,none: recovery undefined for a reference score of 0.00, and it dropped 50.00 points"
+        f"FAIL worse vs bf16 t_a {margin}: recovery undefined for a reference score of 0.00, and it dropped 50.00 points"
         in out
     )
 
@@ -344,12 +346,20 @@ def test_groups_that_contain_themselves_are_bad_input(tmp_path, capsys):
 
 
 def test_lower_bound_without_paired_statistics_is_bad_input(tmp_path, capsys):
-    store = write_run(tmp_path / "run", {"bf16": BASE, "fp8": BASE})
-    # An aggregate the documents do not reproduce: no interval around it, so no bound.
-    edit_json(store.results_path("fp8"), set_score(0.45))
+    bleu = {"t_a": {"bleu,none": alternating(20)}}
+    store = write_run(tmp_path / "run", {"bf16": bleu, "fp8": bleu})
+    # A corpus-level metric the documents do not reproduce: no interval around it, so no bound.
+    edit_json(store.results_path("fp8"), lambda d: d["results"]["t_a"].update({"bleu,none": 0.45}))
     assert gate(capsys, store.root, "--max-drop", 10)[0] == 0
     message = bad_input(capsys, store.root, "--max-drop", 10, "--lower-bound")
-    assert message.startswith("fp8 vs bf16 t_a acc,none: no 95% lower confidence bound (no paired statistics")
+    assert message.startswith("fp8 vs bf16 t_a bleu,none: no 95% lower confidence bound (no paired statistics")
+
+
+def test_a_mean_metric_its_samples_do_not_bear_out_is_bad_input(tmp_path, capsys):
+    store = write_run(tmp_path / "run", {"bf16": BASE, "fp8": BASE})
+    edit_json(store.results_path("fp8"), set_score(0.45))
+    message = bad_input(capsys, store.root, "--max-drop", 10)
+    assert message.startswith(f"{store.results_path('fp8')}: t_a acc,none is 0.45, but the 40 documents of")
 
 
 # -- runs that cannot be compared ----------------------------------------------------------

@@ -89,7 +89,7 @@ def md_rows(md: str) -> list[list[str]]:
 
 def test_report_names_the_source_of_every_number(report_dir):
     md = (report_dir / "report.md").read_text()
-    assert "## Provenance (run.json and <variant>/manifest.json)" in md
+    assert "## Provenance (run.json and &lt;variant&gt;/manifest.json)" in md  # shown, not read as a tag
     rows = {row[0]: row[1:] for row in md_rows(md)}
     assert rows["run.config_path"][0] == "configs/demo.yaml"
     assert rows["run.created"][0] == "2025-01-01T00:00:00+00:00"

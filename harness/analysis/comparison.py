@@ -22,7 +22,6 @@ import numpy as np
 
 from harness.analysis import stats
 from harness.errors import UsageError
-from harness.results.integrity import check_run
 from harness.results.schema import (
     COMPLETE,
     RUNNING,
@@ -397,7 +396,7 @@ def card_scores(run: RunRecord) -> dict[tuple[str, str], float] | None:
 
 def build_comparison(store: RunStore, baseline: str | None = None) -> Comparison:
     """The comparison table of one run folder (baseline: run.json's unless given)."""
-    run = check_run(store)
+    run = store.read_run()
     baseline = baseline or run.baseline
     if baseline not in run.variants:
         raise ComparisonError(f"{store.run_file}: baseline {baseline!r} is not one of {run.variants}")

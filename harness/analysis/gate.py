@@ -41,8 +41,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, field_validator, model_validator
 
 from harness.analysis.comparison import VariantResults, compare_variants, load_variant
+from harness.analysis.integrity import check_run
 from harness.errors import UsageError
-from harness.results.integrity import check_run
 from harness.results.schema import (
     COMPLETE,
     FAILED,

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.analysis import integrity
 from harness.analysis.comparison import build_comparison, leaf_tasks, load_variant, metric_leaves
 from harness.errors import UsageError
 from harness.resources import DEMO_DATA_DIR
@@ -215,7 +216,7 @@ def fits(settings: TaskSettings | None, cap: int) -> bool:
 
 
 def build_section(store: RunStore, variant: str | None, settings_of: SettingsOf) -> CardSection:
-    run = store.read_run()
+    run = integrity.check_run(store)  # the card publishes numbers: every file must bear them out
     comparison = build_comparison(store)
     chosen = choose_variant(run, comparison, variant, str(store.root))
     section = CardSection(

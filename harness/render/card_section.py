@@ -10,7 +10,9 @@ import re
 import shlex
 from collections.abc import Callable
 
+from harness.render import markdown
 from harness.render.card_rows import CardSection, config_int
+from harness.render.markdown import Markdown
 from harness.render.tables import fmt, markdown_table
 from harness.results.schema import (
     CheckpointQuantization,
@@ -40,7 +42,7 @@ def interval(cell: VariantCell | None) -> str:
     text = fmt(cell.delta, "+.1f")
     if cell.ci_low is not None and cell.ci_high is not None:
         text += f" [{cell.ci_low:+.1f}, {cell.ci_high:+.1f}]"
-    return text
+    return Markdown(text)  # numbers only: its brackets are no link
 
 
 def noise(cell: VariantCell | None, run: RunRecord) -> str:
@@ -72,7 +74,7 @@ def results_table(section: CardSection) -> str:
             interval(row.variant),
             noise(row.variant, section.run),
             "–" if row.n is None else str(row.n),
-            "yes" if row.reproduces_card else "**no**: " + "; ".join(row.marks),
+            "yes" if row.reproduces_card else Markdown("**no**: " + markdown.text("; ".join(row.marks))),
         ]
         for row in section.rows
     ]
@@ -85,7 +87,7 @@ def banner(section: CardSection) -> str:
     if not failing:
         return ""
     if section.run_marks:
-        why = "; ".join(section.run_marks)
+        why = markdown.text("; ".join(section.run_marks))
     else:
         why = "measured without the card's settings or not at all (last column)"
     scope = "No row" if len(failing) == len(section.rows) else f"{len(failing)} of {len(section.rows)} rows"
@@ -113,7 +115,11 @@ def settings_table(section: CardSection) -> str:
     cap = config_int(section.run, "max_gen_toks")
     if cap is not None:
         text += f"\nThe run capped generation at {cap} new tokens (max_gen_toks) on every generation task.\n"
-    differences = [f"- {row.benchmark}: {row.settings.difference}" for row in section.rows if row.settings]
+    differences = [
+        f"- {markdown.text(row.benchmark)}: {markdown.text(row.settings.difference)}"
+        for row in section.rows
+        if row.settings
+    ]
     if differences:
         text += "\nWhat still differs from Meta's evaluation:\n\n" + "\n".join(differences) + "\n"
     return text
@@ -254,32 +260,36 @@ def reproduce(section: CardSection) -> str:
     if limit is not None:
         command += ["--limit", str(limit)]
     output = run.config.get("output_dir") if isinstance(run.config.get("output_dir"), str) else "results"
-    lines = [shlex.join(command), f"harness card {output}/{run.run_id} --variant {section.variant.variant}"]
+    lines = [
+        shlex.join(command),
+        shlex.join(["harness", "card", f"{output}/{run.run_id}", "--variant", section.variant.variant]),
+    ]
     where = "" if run.config_path else " (CONFIG.yaml: the config recorded in run.json)"
-    sha = section.variant.environment.git_sha or "?"
-    return f"With harness at git {sha}{where}:\n\n```bash\n" + "\n".join(lines) + "\n```\n"
+    sha = markdown.text(section.variant.environment.git_sha or "?")
+    return f"With harness at git {sha}{where}:\n\n" + markdown.code_block(lines, "bash")
 
 
 def render_section(section: CardSection, plot_path: str) -> str:
     """The marker-delimited block: what is pasted into, or merged with, a model card."""
     run = section.run
-    base, quant = section.names
-    card = f" against {run.card.name}" if run.card else ""
-    source = f" (card numbers: {run.card.source})" if run.card and run.card.source else ""
+    base, quant = (markdown.text(name) for name in section.names)
+    card = f" against {markdown.text(run.card.name)}" if run.card else ""
+    source = f" (card numbers: {markdown.text(run.card.source)})" if run.card and run.card.source else ""
     parts = [
         start_marker(run.run_id),
         f"## Evaluation: {quant} against {base}{card}\n",
         banner(section),
-        f"Measured by harness run {run.run_id} ({run.created}){source}. Scores are in points (x100); "
+        f"Measured by harness run {markdown.text(run.run_id)} ({markdown.text(run.created)}){source}. "
+        "Scores are in points (x100); "
         f"recovery = {quant} / {base} x 100; the interval is a paired bootstrap over the same documents; "
         "the noise floor is how far the baseline moved against a repeat of itself.\n",
         results_table(section),
-        f"![{quant} vs {base} per benchmark]({plot_path})\n",
+        f"![{quant} vs {base} per benchmark]({markdown.link_target(plot_path)})\n",
         "### Settings\n",
         settings_table(section),
         "### Models, quantization and throughput\n",
         models_table(section),
-        f"Hardware as recorded by each variant; data: {run.data_source}.\n",
+        f"Hardware as recorded by each variant; data: {markdown.text(run.data_source)}.\n",
         "### Package versions\n",
         versions_table(section),
         "### Dataset fingerprints\n",

@@ -98,8 +98,14 @@ def row_labels(rows: list[ComparisonRow], card: Card | None) -> list[RowLabel]:
     return [row_label(r.task, r.metric, benchmarks) for r in rows]
 
 
+def plain(text: str) -> str:
+    """text drawn as its characters: an even number of "$" would otherwise start mathtext, which
+    draws "$x_1$" as a formula and fails on "$^$". An escaped dollar is drawn as a dollar."""
+    return text.replace("$", r"\$")
+
+
 def wrapped(text: str, width: int) -> str:
-    return textwrap.fill(text, width, break_on_hyphens=False) or " "
+    return plain(textwrap.fill(text, width, break_on_hyphens=False)) or " "
 
 
 def label_height_in(label: RowLabel) -> float:
@@ -171,8 +177,8 @@ def variant_color(comparison: Comparison, name: str) -> str:
 
 
 def finish(fig: Figure, ax: Axes, xlabel: str, title: str) -> None:
-    ax.set_xlabel(xlabel)
-    ax.set_title(title, fontsize=10, loc="left")
+    ax.set_xlabel(plain(xlabel))
+    ax.set_title(plain(title), fontsize=10, loc="left")
     handles, labels = ax.get_legend_handles_labels()
     # The card's entry last, after the variants it is compared with.
     order = sorted(range(len(handles)), key=lambda i: labels[i].startswith(CARD_PREFIX))
@@ -207,7 +213,8 @@ def draw_scores(
         score = values(rows, name, lambda c: c.score)
         half = np.nan_to_num(Z95 * values(rows, name, lambda c: c.stderr))
         # A score is a percentage: the normal interval stops at 0 and 100 (it passes them on a few documents).
-        xerr = np.nan_to_num([np.minimum(half, score), np.minimum(half, 100 - score)])
+        # A score outside 0-100 (a metric that is no fraction) gets no whisker on the far side.
+        xerr = np.maximum(np.nan_to_num([np.minimum(half, score), np.minimum(half, 100 - score)]), 0)
         ax.barh(y, score, height, color=variant_color(comparison, name), label=label_variant(comparison, name))
         ax.errorbar(score, y, xerr=xerr, fmt="none", ecolor="black", elinewidth=0.8, capsize=2)
     if card_label is not None:
@@ -269,15 +276,20 @@ def card_plot(comparison: Comparison, variants: list[str], path: Path, card: Car
     suites' (harness.suites.benchmarks). Variants keep the colours they have in the report.
     An unknown variant or an unwritable path is a UsageError (one line); nothing is written.
     """
-    unknown = [v for v in variants if v not in comparison.variants()]
-    if unknown:
-        raise UsageError(f"not variants of run {comparison.run_id!r}: {', '.join(unknown)}")
-    png = png_bytes(card_figure(comparison, variants, card))
+    png = card_png(comparison, variants, card)
     try:
         write_bytes_atomic(path, png)
     except OSError as e:
         raise UsageError(f"{path}: cannot be written ({e.strerror or e})") from None
     return path
+
+
+def card_png(comparison: Comparison, variants: list[str], card: Card | None = None) -> bytes:
+    """The model-card plot (card_plot) as PNG bytes, for a caller that writes it with other files."""
+    unknown = [v for v in variants if v not in comparison.variants()]
+    if unknown:
+        raise UsageError(f"not variants of run {comparison.run_id!r}: {', '.join(unknown)}")
+    return png_bytes(card_figure(comparison, variants, card))
 
 
 # -- deltas and flips ----------------------------------------------------------------------
@@ -294,7 +306,7 @@ def deltas_figure(comparison: Comparison, card: Card | None = None) -> Figure:
         ax.errorbar(
             delta,
             y,
-            xerr=np.nan_to_num([delta - low, high - delta]),
+            xerr=np.maximum(np.nan_to_num([delta - low, high - delta]), 0),  # an interval beside its delta: none
             fmt="o",
             markersize=4,
             capsize=3,
@@ -489,7 +501,7 @@ def drift_against_delta(summary: DriftSummary, card: Card | None = None) -> Figu
         kld_ax.scatter(kld, y, color=color, s=16, label=name)
         delta_ax.scatter([math.nan if d is None else d for d in delta], y, color=color, s=16)
     delta_ax.axvline(0, color="grey", linewidth=0.8)
-    delta_ax.set_xlabel(f"score delta vs {summary.baseline} (points)")
+    delta_ax.set_xlabel(plain(f"score delta vs {summary.baseline} (points)"))
     delta_ax.set_title("Score delta", fontsize=10, loc="left")
     finish(fig, kld_ax, "mean KLD per position (nats)", "Distribution drift")
     return fig

@@ -19,8 +19,9 @@ from pathlib import Path
 import jinja2
 
 from harness.analysis.comparison import build_comparison
+from harness.analysis.integrity import check_run
 from harness.errors import UsageError
-from harness.render import plots
+from harness.render import markdown, plots
 from harness.render.tables import markdown_table, summary
 from harness.results.io import write_bytes_atomic
 from harness.results.schema import Comparison, Manifest, RunRecord
@@ -133,7 +134,7 @@ def provenance_table(run: RunRecord, manifests: dict[str, Manifest | None]) -> T
 
 
 def build_report(store: RunStore) -> Report:
-    run = store.read_run()
+    run = check_run(store)
     comparison = build_comparison(store)
     manifests = read_manifests(store, comparison.variants())
     return Report(
@@ -164,15 +165,18 @@ def intro(store: RunStore, run: RunRecord, comparison: Comparison) -> list[str]:
 
 
 def render_markdown(report: Report) -> str:
+    # Titles, intro and notes hold text from the results folder: each is escaped where it lands.
     def table(t: Table) -> str:
-        return f"\n## {t.caption}\n\n" + markdown_table(t.headers, t.rows)
+        return f"\n## {markdown.text(t.caption)}\n\n" + markdown_table(t.headers, t.rows)
 
-    parts = [f"# {report.title}\n", *report.intro, table(report.variants), table(report.comparison)]
+    parts = [f"# {markdown.text(report.title)}\n", *(markdown.text(p) + "\n" for p in report.intro)]
+    parts += [table(report.variants), table(report.comparison)]
     if report.notes:
-        parts.append("Notes:\n\n" + "".join(f"- {n}\n" for n in report.notes))
+        parts.append("Notes:\n\n" + "".join(f"- {markdown.text(n)}\n" for n in report.notes))
     parts.append("\n## Plots\n")
     for plot in report.plots:
-        parts.append(f"![{plot.title}]({plot.name}.png)\n\n{plot.title}. Source: {plot.source}.\n")
+        title, source = markdown.text(plot.title), markdown.text(plot.source)
+        parts.append(f"![{title}]({markdown.link_target(plot.name + '.png')})\n\n{title}. Source: {source}.\n")
     parts.append(table(report.provenance))
     return "\n".join(parts).rstrip() + "\n"
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
+from harness.render import markdown
 from harness.results.schema import COMPLETE, Comparison, ComparisonRow, VariantCell
 from harness.results.store import RunStore
 
@@ -40,12 +41,9 @@ def text_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    escaped = [[md_escape(c) for c in row] for row in rows]
-    return tabulate(escaped, headers=[md_escape(h) for h in headers], tablefmt="pipe", disable_numparse=True) + "\n"
-
-
-def md_escape(text: object) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    """A pipe table; every header and cell is escaped (markdown.cell), so callers pass raw text."""
+    escaped = [[markdown.cell(c) for c in row] for row in rows]
+    return tabulate(escaped, headers=[markdown.cell(h) for h in headers], tablefmt="pipe", disable_numparse=True) + "\n"
 
 
 def fmt(value: float | int | None, spec: str = ".2f") -> str:
@@ -87,7 +85,7 @@ def candidate_cells(cell: VariantCell) -> list[str]:
         flips = f"{cell.flips_right_to_wrong}/{cell.flips_wrong_to_right}"
     return [
         score_cell(cell),
-        fmt(cell.delta, "+.2f") + ci,
+        markdown.Markdown(fmt(cell.delta, "+.2f") + ci),  # numbers only: its brackets are no link
         fmt(cell.recovery, ".1f"),
         flips,
         fmt(cell.mcnemar_p, ".3g"),
@@ -117,9 +115,9 @@ def format_table(comparison: Comparison) -> str:
 
 
 def format_markdown(comparison: Comparison) -> str:
-    reference = comparison.reference
+    reference = markdown.text(comparison.reference)
     parts = [
-        f"# Comparison: {comparison.run_id}\n",
+        f"# Comparison: {markdown.text(comparison.run_id)}\n",
         (
             "Scores in points (x100) ± lm-eval stderr, from each variant's results.json. "
             f"delta = variant - {reference} with a paired 95% bootstrap CI over documents "
@@ -129,17 +127,17 @@ def format_markdown(comparison: Comparison) -> str:
     ]
     if comparison.repeat:
         parts.append(
-            f"Noise floor: {comparison.repeat} is {reference} run again in another batch "
+            f"Noise floor: {markdown.text(comparison.repeat)} is {reference} run again in another batch "
             'order; "in noise" = |delta| within the widest end of its 95% CI.'
         )
     if comparison.card_name:
-        parts.append(f"card = published score from configs/model_cards/{comparison.card_name}.yaml.")
+        parts.append(f"card = published score from configs/model_cards/{markdown.text(comparison.card_name)}.yaml.")
     status_rows = [[name, status, comparison.errors.get(name, "")] for name, status in comparison.status.items()]
     parts.append("\n" + markdown_table(["variant", "status", "error"], status_rows))
     parts.append(markdown_table(*summary(comparison)))
     notes = comparison.notes + [f"card entry not measured: {e}" for e in comparison.card_unmatched]
     if notes:
-        parts.append("Notes:\n\n" + "".join(f"- {n}\n" for n in notes))
+        parts.append("Notes:\n\n" + "".join(f"- {markdown.text(n)}\n" for n in notes))
     return "\n".join(parts).rstrip() + "\n"
 
 

@@ -1,15 +1,20 @@
 """Atomic file writes and checked reads: the only way files enter or leave a run folder.
 
 A write goes to a temporary file beside the target, is flushed to disk, and is renamed over
-the target, so a killed process leaves either the old file or the new one, never half of one.
+the target, so a killed process leaves either the old file or the new one, never half of one. A
+set of files (write_files_atomic) is written the same way, all of them or none.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+import secrets
+import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,20 +33,111 @@ _UMASK = _umask()  # read once: setting the umask to read it is process-wide
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    write_files_atomic({path: data})
+
+
+def write_files_atomic(files: Mapping[Path, bytes]) -> None:
+    """Write every file or none: each goes to a temporary file beside its target first; only when
+    all are on disk are they renamed over their targets, and a rename that fails puts back the
+    files already replaced. A target that is a symlink is followed: the file it points to is
+    written, the link stays. Folders are made as needed and removed again when nothing was written.
+    """
+    targets = {target_of(path): data for path, data in files.items()}
+    made: list[Path] = []
+    staged: list[tuple[Path, Path]] = []  # (temporary file, target)
+    try:
+        for target, data in targets.items():
+            made += make_folders(target.parent)
+            staged.append((stage(target, data), target))
+        replace_all(staged)
+    except BaseException:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+        for folder in reversed(made):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+
+
+def target_of(path: Path) -> Path:
+    """Where a write to path lands: the file a symlink points to, never the link itself."""
+    if not path.is_symlink():
+        return path
+    try:
+        return path.resolve(strict=False)
+    except (RuntimeError, OSError):  # a symlink loop (RuntimeError before Python 3.13)
+        raise OSError(errno.ELOOP, "symlink loop", str(path)) from None
+
+
+def make_folders(folder: Path) -> list[Path]:
+    """folder and its missing parents, made; returns those made, outermost first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    missing.reverse()
+    for made in missing:
+        made.mkdir()
+    return missing
+
+
+def stage(target: Path, data: bytes) -> Path:
+    """data in a temporary file beside target, on disk, with the mode a plain write would give it."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         # mkstemp's file is private (0600); the result gets the mode a plain write would give it:
         # the replaced file's, or the umask's for a new one.
         with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), _mode_of(path))
+            os.fchmod(f.fileno(), _mode_of(target))
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return Path(tmp)
+
+
+def replace_all(staged: list[tuple[Path, Path]]) -> None:
+    """Rename each temporary file over its target; on a failure, put back what was replaced."""
+    done: list[tuple[Path, Path | None]] = []  # (target, its old content kept aside, or None: new)
+    try:
+        for tmp, target in staged:
+            old = keep_aside(target)
+            try:
+                os.replace(tmp, target)
+            except BaseException:
+                if old is not None:
+                    old.unlink(missing_ok=True)
+                raise
+            done.append((target, old))
+    except BaseException:
+        for target, old in reversed(done):
+            with contextlib.suppress(OSError):  # put back what can be; the first error is the one raised
+                if old is not None:
+                    os.replace(old, target)
+                else:
+                    target.unlink(missing_ok=True)
+        raise
+    finally:
+        for _, old in done:
+            if old is not None:
+                old.unlink(missing_ok=True)
+
+
+def keep_aside(target: Path) -> Path | None:
+    """A second name for target's current content (a hard link), None when there is no target.
+    An immutable target refuses the link, so it fails here, before anything is replaced."""
+    if not target.exists():
+        return None
+    aside = target.parent / f".{target.name}.{secrets.token_hex(6)}.old"
+    try:
+        os.link(target, aside)
+    except OSError:
+        if not os.access(target, os.W_OK):
+            raise  # immutable, or not ours to replace
+        shutil.copy2(target, aside)  # a file system without hard links (EPERM on vfat, ENOTSUP elsewhere)
+    return aside
 
 
 def _mode_of(path: Path) -> int:

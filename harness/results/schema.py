@@ -345,7 +345,7 @@ FIGURES: Final = (
 class KldHistogram(Record):
     """Counts of per-position KL divergence in bins between increasing edges."""
 
-    edges: list[NonNegative] = Field(min_length=2)
+    edges: list[Annotated[Finite, Field(gt=0)]] = Field(min_length=2)  # drawn on a log axis
     counts: list[Annotated[int, Field(ge=0)]]
 
     @model_validator(mode="after")

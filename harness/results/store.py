@@ -22,6 +22,7 @@ a reader leave the run folder. This module imports neither vllm nor torch.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -236,6 +237,17 @@ class RunStore:
         if not path.exists():
             return None
         return parse(DriftSummary, read_json(path), str(path))
+
+
+def answers_identity(db: sqlite3.Connection) -> tuple[str, str] | None:
+    """(run id, variant) an answer store says it belongs to; None when it says nothing."""
+    try:
+        row = db.execute("SELECT run_id, variant FROM identity").fetchone()
+    except sqlite3.OperationalError as e:
+        if "no such table" in str(e):  # a store written before it carried its identity
+            return None
+        raise
+    return None if row is None else (str(row[0]), str(row[1]))
 
 
 def _folder_name_or_error(name: str, where: Path) -> str:

@@ -37,8 +37,8 @@ from lm_eval.api.model import LM
 from harness.engine.answerer import Answerer
 from harness.errors import UsageError
 from harness.events import Event
-from harness.results.integrity import answers_identity
 from harness.results.schema import ServedChunk
+from harness.results.store import answers_identity
 
 log = logging.getLogger(__name__)
 

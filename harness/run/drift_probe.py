@@ -24,6 +24,7 @@ import numpy as np
 
 from harness.analysis.comparison import build_comparison
 from harness.analysis.drift import METHOD, drift_rows, summarize_run, write_drift
+from harness.analysis.integrity import check_run
 from harness.config import RunConfig, validate_config
 from harness.errors import EXIT_FAILED, EXIT_OK, UsageError
 from harness.logs import setup_logging
@@ -51,7 +52,7 @@ def measure(run_dir: Path | str, *, max_sequences: int = 32, max_tokens: int = 5
     if min(max_sequences, top_k) < 1 or max_tokens < 2:
         raise UsageError("--max-sequences and --top-k must be >= 1, --max-tokens >= 2")
     store = RunStore(run_dir)
-    run = store.read_run()
+    run = check_run(store)
     # Built first: a comparison that cannot be made fails here, not after the engines ran.
     comparison = build_comparison(store)
     config = validate_config(run.config, f"{store.run_file}: config")

@@ -32,12 +32,12 @@ from typing import Any
 from lm_eval.api.model import TemplateLM
 
 from harness import provenance
+from harness.analysis.integrity import check_run
 from harness.config import RunConfig, validate_config
 from harness.engine.answerer import Answered, render_chat
 from harness.errors import UsageError
 from harness.logs import log_to_file
 from harness.offline import go_offline
-from harness.results.integrity import check_run
 from harness.results.schema import COMPLETE, RUNNING, Manifest, Rescoring, SampleRecord, TaskResults
 from harness.results.store import RunStore, parse
 from harness.run.answers import RecordedLM, request_key, stored_answers
