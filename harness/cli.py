@@ -328,6 +328,32 @@ def diff(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- history ---------------------------------------------------------------------------
+
+
+def add_history(p: argparse.ArgumentParser) -> None:
+    p.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="run folders, or folders of runs")
+    p.add_argument("--out", type=Path, help="output folder (default: NEWEST_RUN/history)")
+
+
+def history(args: argparse.Namespace) -> int:
+    from harness.analysis.history import build_history, find_runs
+    from harness.render.history import history_markdown, write_history
+
+    stores = find_runs(args.runs)
+    record = build_history(stores)
+    newest = next(s for s in stores if s.read_run().run_id == record.reference)
+    for left in record.left_out:
+        print(f"harness history: note: left out {left.run}: {left.reason}", file=sys.stderr)
+    written = write_history(
+        record, args.out if args.out is not None else newest.root / "history", newest.read_run().card
+    )
+    print(history_markdown(record), end="")
+    for path in written:
+        print(f"wrote {path}")
+    return EXIT_OK
+
+
 # -- drift -------------------------------------------------------------------------------
 
 
@@ -536,6 +562,12 @@ COMMANDS: list[Command] = [
     ("gate", "pass/fail a run against regression thresholds (exit 0/1/2)", add_gate, gate),
     ("report", "write report.md, report.html and PNG plots for a run", add_report, report),
     ("diff", "the documents a variant answers differently from the baseline, most informative first", add_diff, diff),
+    (
+        "history",
+        "each benchmark's delta against the baseline (and mean KLD) across runs, oldest to newest",
+        add_history,
+        history,
+    ),
     ("rescore", "re-run a run's filters and metrics from its stored answers (no model)", add_rescore, rescore),
     ("drift", "KL divergence, top-1 agreement and perplexity of each variant vs the baseline", add_drift, drift),
     ("quantize", "write a round-to-nearest 8-bit compressed-tensors checkpoint of a model", add_quantize, quantize),
