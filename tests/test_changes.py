@@ -227,3 +227,27 @@ def test_a_failed_variant_named_is_bad_input_and_skipped_otherwise(tmp_path, cap
 
 def test_items_are_typed_changes():
     assert set(Change.model_fields) == CHANGE_FIELDS
+
+
+@pytest.mark.engine
+def test_diff_on_the_demo_run_lists_every_gsm8k_document_int8_answers_differently(demo_run, capsys):
+    proc, store = demo_run
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    base = {r.doc_id: r for r in store.read_samples("bf16", GSM)}
+    int8 = {r.doc_id: r for r in store.read_samples("int8-w8a8", GSM)}
+    differ = {
+        doc_id
+        for doc_id, r in base.items()
+        if r.extracted["strict-match"] != int8[doc_id].extracted["strict-match"] or r.scores != int8[doc_id].scores
+    }
+    changes = find_changes(store, variant="int8-w8a8", task=GSM)
+    assert {c.doc_id for c in changes.changes} == differ and not changes.refused
+    assert cli.main(["diff", str(store.root), "--variant", "int8-w8a8", "--task", GSM]) == 0
+    out = capsys.readouterr().out
+    for change in changes.changes:
+        assert change.baseline.response == base[change.doc_id].response[0][0]
+        assert change.variant.response == int8[change.doc_id].response[0][0]
+        assert f"== {GSM} doc {change.doc_id}: {change.kind}" in out
+        assert change.response_diff is not None
+    letters = find_changes(store, variant="int8-w8a8", task=ARC).changes
+    assert all(len(c.baseline.choice_loglikelihoods) == len(c.variant.choice_loglikelihoods) == 4 for c in letters)

@@ -151,7 +151,7 @@ def test_report_html_escapes_text_from_the_results_folder(tmp_path):
     assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; more" in page
 
 
-def test_compare_gate_report_run_without_vllm_or_torch(run_dir, tmp_path):
+def test_compare_gate_report_diff_history_run_without_vllm_or_torch(run_dir, tmp_path):
     # A finder that refuses vllm and torch makes them look uninstalled to every import.
     script = textwrap.dedent(
         f"""
@@ -168,6 +168,8 @@ def test_compare_gate_report_run_without_vllm_or_torch(run_dir, tmp_path):
             cli.main(["compare", {str(run_dir)!r}]),
             cli.main(["gate", {str(run_dir)!r}, "--max-drop", "100"]),
             cli.main(["report", {str(run_dir)!r}, "--out", {str(tmp_path / "r")!r}]),
+            cli.main(["diff", {str(run_dir)!r}, "--format", "json"]),
+            cli.main(["history", {str(run_dir)!r}, "--out", {str(tmp_path / "h")!r}]),
         ]
         assert not {{"vllm", "torch"}} & set(sys.modules)
         print("codes", codes)
@@ -182,7 +184,7 @@ def test_compare_gate_report_run_without_vllm_or_torch(run_dir, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     # gate fails (exit 1) only because int8 failed; nothing needed vllm or torch.
-    assert "codes [0, 1, 0]" in result.stdout
+    assert "codes [0, 1, 0, 0, 0]" in result.stdout
     assert "FAIL int8: variant failed" in result.stdout
     assert (tmp_path / "r" / "report.html").is_file()
 
