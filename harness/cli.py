@@ -339,10 +339,10 @@ def add_history(p: argparse.ArgumentParser) -> None:
 def history(args: argparse.Namespace) -> int:
     from harness.analysis.history import build_history, find_runs
     from harness.render.history import history_markdown, write_history
+    from harness.results.store import RunStore
 
-    stores = find_runs(args.runs)
-    record = build_history(stores)
-    newest = next(s for s in stores if s.read_run().run_id == record.reference)
+    record = build_history(find_runs(args.runs))
+    newest = RunStore(record.reference_folder)
     for left in record.left_out:
         print(f"harness history: note: left out {left.run}: {left.reason}", file=sys.stderr)
     written = write_history(

@@ -10,7 +10,15 @@ import pytest
 from changefixtures import GENERATION_METRIC, LETTER_METRIC, generation_record, letter_record, write_sample_run
 
 from harness import cli
-from harness.analysis.changes import Change, ChangeList, find_changes, word_diff
+from harness.analysis.changes import (
+    Change,
+    ChangeList,
+    answer_text,
+    choice_labels,
+    find_changes,
+    question_of,
+    word_diff,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 # Card tasks: each is judged on the card's metric (acc,none; exact_match,strict-match).
@@ -251,3 +259,37 @@ def test_diff_on_the_demo_run_lists_every_gsm8k_document_int8_answers_differentl
         assert change.response_diff is not None
     letters = find_changes(store, variant="int8-w8a8", task=ARC).changes
     assert all(len(c.baseline.choice_loglikelihoods) == len(c.variant.choice_loglikelihoods) == 4 for c in letters)
+
+
+@pytest.mark.parametrize(
+    "prompt, question",
+    [
+        ("Q: 1?\nA: 1\n\nQ: 2?\nA:", "Q: 2?\nA:"),
+        ("no few-shot examples\n", "no few-shot examples"),
+        ("shot\n\nquestion\n\n\n", "question"),
+        (None, ""),
+    ],
+)
+def test_the_question_is_the_prompts_last_block(prompt, question):
+    assert question_of(prompt) == question
+
+
+@pytest.mark.parametrize(
+    "question, n, labels",
+    [
+        ("Q?\nA. x\nB. y\nC. z\nAnswer:", 3, ["A", "B", "C"]),
+        ("Q?\n(A) x\n(B) y\nAnswer:", 2, ["A", "B"]),
+        ("Q?\nA. x\nB. y\nAnswer:", 4, ["0", "1", "2", "3"]),  # not the choices scored: numbers
+        ("Which is right? option one or option two", 2, ["0", "1"]),
+    ],
+)
+def test_choice_labels(question, n, labels):
+    assert choice_labels(question, n) == labels
+
+
+@pytest.mark.parametrize(
+    "value, text",
+    [([["16"]], "16"), (["a", "b"], "a"), ("x", "x"), ([], "[]"), (3, "3"), (None, None), ([[]], "[[]]")],
+)
+def test_answer_text(value, text):
+    assert answer_text(value) == text

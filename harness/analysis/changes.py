@@ -121,6 +121,12 @@ def first_text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def answer_text(value: Any) -> str | None:
+    """An extracted answer as text: a filter's first text, else the value as written."""
+    text = first_text(value)
+    return text if text is not None or value is None else str(value)
+
+
 def choice_loglikelihoods(record: SampleRecord) -> list[float] | None:
     """A log-likelihood task's per-choice log-likelihoods: response [[[ll, is_greedy]], ...]."""
     response = record.response
@@ -177,7 +183,7 @@ def side(variant: str, record: SampleRecord, metric: str, labels: list[str] | No
     extracted = record.extracted.get(filter_name, next(iter(record.extracted.values()), None))
     return Side(
         variant=variant,
-        extracted=first_text(extracted) if not isinstance(extracted, str) else extracted,
+        extracted=answer_text(extracted),
         score=record.scores[metric],
         response=first_text(record.response),
     )
@@ -258,14 +264,14 @@ def compare_document(
     kind = kind_of(ref, var)
     if kind is None:
         return None
-    target = labels[gold] if labels is not None and (gold := gold_index(base.target, labels)) is not None else None
+    gold = gold_index(base.target, labels) if labels is not None else None
     change = Change(
         task=task,
         doc_id=base.doc_id,
         kind=kind,
         metric=metric,
         question=question,
-        target=target if target is not None else str(first_text(base.target) or base.target),
+        target=labels[gold] if labels is not None and gold is not None else answer_text(base.target) or "",
         choices=labels,
         baseline=ref,
         variant=var,

@@ -51,6 +51,7 @@ class LeftOut(Model):
 class History(Model):
     schema_version: int = SCHEMA_VERSION
     reference: str  # the newest run: the others are compared with it
+    reference_folder: str
     baseline: str
     runs: list[str]  # run ids of the comparable runs, oldest first
     points: list[HistoryPoint]
@@ -168,7 +169,14 @@ def build_history(stores: list[RunStore]) -> History:
     runs = sorted(((s, s.read_run()) for s in stores), key=lambda pair: pair[1].created)
     newest_store, newest = runs[-1]
     reference = measured(newest_store, newest)
-    history = History(reference=newest.run_id, baseline=newest.baseline, runs=[], points=[], left_out=[])
+    history = History(
+        reference=newest.run_id,
+        reference_folder=str(newest_store.root),
+        baseline=newest.baseline,
+        runs=[],
+        points=[],
+        left_out=[],
+    )
     for store, run in runs:
         try:
             mine = measured(store, run)
