@@ -293,3 +293,16 @@ def test_choice_labels(question, n, labels):
 )
 def test_answer_text(value, text):
     assert answer_text(value) == text
+
+
+def test_a_metric_better_lower_counts_a_rise_as_the_loss(tmp_path):
+    base = [generation_record("ppl", i, "The final answer is 1", "1") for i in range(2)]
+    cand = [generation_record("ppl", i, "The final answer is 1", "1") for i in range(2)]
+    for records, values in ((base, [3.0, 5.0]), (cand, [4.0, 2.0])):
+        for record, value in zip(records, values):
+            record.scores = {"word_perplexity,none": value}
+    store = write_sample_run(tmp_path / "run", {"bf16": {"ppl": base}, "int8": {"ppl": cand}})
+    results = store.read_results("bf16").model_dump(by_alias=True)
+    results["higher_is_better"] = {"ppl": {"word_perplexity": False}}
+    store.write_results("bf16", results)
+    assert [(c.doc_id, c.kind) for c in find_changes(store).changes] == [(0, "right-to-wrong"), (1, "wrong-to-right")]

@@ -7,7 +7,8 @@ different questions say nothing about quantization.
 
 Kinds of change, on the task's metric (the card's metric where the card names the task):
 right-to-wrong (the variant scores lower), wrong-to-right (higher), changed (same score, a
-different extracted answer). On a 0/1 metric the first two are the comparison's flips.
+different extracted answer). On a 0/1 metric the first two are the comparison's flips; on a
+metric lm-eval marks better lower, a rise is the loss.
 
 Most informative first: per variant and task, right-to-wrong, then wrong-to-right, then
 changed; within each, letter tasks by how sure the baseline was (the log-likelihood gap
@@ -139,7 +140,7 @@ def choice_loglikelihoods(record: SampleRecord) -> list[float] | None:
         if not (isinstance(choice, list) and choice and isinstance(choice[0], int | float)):
             return None
         out.append(float(choice[0]))
-    return out
+    return out if len(out) > 1 else None  # one value: a rolling log-likelihood, not a choice
 
 
 def question_of(prompt: str | None) -> str:
@@ -246,22 +247,23 @@ def refusal_reason(
     return None
 
 
-def kind_of(base: Side, cand: Side) -> ChangeKind | None:
-    if cand.score < base.score:
+def kind_of(base: Side, cand: Side, lower_is_better: bool = False) -> ChangeKind | None:
+    gain = (base.score - cand.score) if lower_is_better else (cand.score - base.score)
+    if gain < 0:
         return "right-to-wrong"
-    if cand.score > base.score:
+    if gain > 0:
         return "wrong-to-right"
     return "changed" if cand.extracted != base.extracted else None
 
 
 def compare_document(
-    task: str, metric: str, base: SampleRecord, cand: SampleRecord, names: tuple[str, str]
+    task: str, metric: str, base: SampleRecord, cand: SampleRecord, names: tuple[str, str], lower_is_better: bool
 ) -> Change | None:
     question = question_of(base.prompt)
     lls = choice_loglikelihoods(base)
     labels = choice_labels(question, len(lls)) if lls is not None else None
     ref, var = side(names[0], base, metric, labels), side(names[1], cand, metric, labels)
-    kind = kind_of(ref, var)
+    kind = kind_of(ref, var, lower_is_better)
     if kind is None:
         return None
     gold = gold_index(base.target, labels) if labels is not None else None
@@ -304,6 +306,9 @@ def compare_task(
         counts.refused = 1
         return counts, [], [refusal]
     base_docs, cand_docs = by_doc(base_records), by_doc(cand_records)
+    # lm-eval's own word on the metric (perplexities are better lower).
+    directions = store.read_results(run.baseline).higher_is_better.get(task, {})
+    lower_is_better = directions.get(metric.split(",", 1)[0]) is False
     changes, refused = [], []
     for doc_id in sorted(base_docs.keys() | cand_docs.keys()):
         base, cand = base_docs.get(doc_id, []), cand_docs.get(doc_id, [])
@@ -312,7 +317,7 @@ def compare_task(
             refused.append(Refusal(variant=variant, task=task, doc_id=doc_id, reason=reason))
             continue
         counts.documents += 1
-        change = compare_document(task, metric, base[0], cand[0], names)
+        change = compare_document(task, metric, base[0], cand[0], names, lower_is_better)
         if change is not None:
             changes.append(change)
     kinds = Counter(c.kind for c in changes)
