@@ -307,6 +307,66 @@ def report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- diff ------------------------------------------------------------------------------
+
+
+def add_diff(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", type=Path, help="results folder of a run")
+    p.add_argument("--variant", help="compare only this variant with the baseline (default: every complete one)")
+    p.add_argument("--task", help="only this task (a group: its subtasks)")
+    p.add_argument(
+        "--only",
+        choices=["right-to-wrong", "wrong-to-right", "changed"],
+        help="one kind of change (changed: same score, a different answer)",
+    )
+    p.add_argument("--limit", type=positive_int, metavar="N", help="at most N documents per task and variant")
+    p.add_argument("--format", choices=["text", "json", "csv"], default="text", help="output format (default text)")
+
+
+def diff(args: argparse.Namespace) -> int:
+    from harness.analysis.changes import find_changes
+    from harness.render.changes import format_csv, format_text
+    from harness.results.store import RunStore
+
+    changes = find_changes(RunStore(args.run), variant=args.variant, task=args.task, only=args.only, limit=args.limit)
+    if args.format == "json":
+        print(changes.model_dump_json(indent=2))
+    elif args.format == "csv":
+        print(format_csv(changes), end="")
+        for refusal in changes.refused:
+            where = "" if refusal.doc_id is None else f" doc {refusal.doc_id}"
+            print(f"harness diff: refused {refusal.variant} {refusal.task}{where}: {refusal.reason}", file=sys.stderr)
+    else:
+        print(format_text(changes), end="")
+    return EXIT_OK
+
+
+# -- history ---------------------------------------------------------------------------
+
+
+def add_history(p: argparse.ArgumentParser) -> None:
+    p.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="run folders, or folders of runs")
+    p.add_argument("--out", type=Path, help="output folder (default: NEWEST_RUN/history)")
+
+
+def history(args: argparse.Namespace) -> int:
+    from harness.analysis.history import build_history, find_runs
+    from harness.render.history import history_markdown, write_history
+    from harness.results.store import RunStore
+
+    record = build_history(find_runs(args.runs))
+    newest = RunStore(record.reference_folder)
+    for left in record.left_out:
+        print(f"harness history: note: left out {left.run}: {left.reason}", file=sys.stderr)
+    written = write_history(
+        record, args.out if args.out is not None else newest.root / "history", newest.read_run().card
+    )
+    print(history_markdown(record), end="")
+    for path in written:
+        print(f"wrote {path}")
+    return EXIT_OK
+
+
 # -- drift -------------------------------------------------------------------------------
 
 
@@ -519,6 +579,13 @@ COMMANDS: list[Command] = [
     ("compare", "rebuild a run's comparison table from its results folder", add_compare, compare),
     ("gate", "pass/fail a run against regression thresholds (exit 0/1/2)", add_gate, gate),
     ("report", "write report.md, report.html and PNG plots for a run", add_report, report),
+    ("diff", "the documents a variant answers differently from the baseline, most informative first", add_diff, diff),
+    (
+        "history",
+        "each benchmark's delta against the baseline (and mean KLD) across runs, oldest to newest",
+        add_history,
+        history,
+    ),
     ("rescore", "re-run a run's filters and metrics from its stored answers (no model)", add_rescore, rescore),
     ("drift", "KL divergence, top-1 agreement and perplexity of each variant vs the baseline", add_drift, drift),
     ("quantize", "write a round-to-nearest 8-bit compressed-tensors checkpoint of a model", add_quantize, quantize),

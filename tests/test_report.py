@@ -1,6 +1,7 @@
 import base64
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -10,17 +11,20 @@ from pathlib import Path
 
 import matplotlib.image
 import pytest
+from changefixtures import generation_record, letter_record, suite_run, write_sample_run
 from runfixtures import alternating, write_run
 
 from harness import cli
 from harness.analysis.comparison import build_comparison
 from harness.render import plots
+from harness.render.report import CHANGES_SHOWN as REPORT_SHOWN
 from harness.render.report import build_report, render_markdown, write_report
 
 BASE = {"t_a": alternating(40), "t_b": alternating(30, 3)}
 WORSE = {"t_a": alternating(40)[:-5] + [0.0] * 5, "t_b": alternating(30, 3)}
 PLOTS = ["scores", "deltas", "flips", "tradeoff"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+ARC, GSM = "llama3_arc_challenge", "llama3_gsm8k_cot"
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -148,7 +152,7 @@ def test_report_html_escapes_text_from_the_results_folder(tmp_path):
     assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; more" in page
 
 
-def test_compare_gate_report_run_without_vllm_or_torch(run_dir, tmp_path):
+def test_compare_gate_report_diff_history_run_without_vllm_or_torch(run_dir, tmp_path):
     # A finder that refuses vllm and torch makes them look uninstalled to every import.
     script = textwrap.dedent(
         f"""
@@ -165,6 +169,8 @@ def test_compare_gate_report_run_without_vllm_or_torch(run_dir, tmp_path):
             cli.main(["compare", {str(run_dir)!r}]),
             cli.main(["gate", {str(run_dir)!r}, "--max-drop", "100"]),
             cli.main(["report", {str(run_dir)!r}, "--out", {str(tmp_path / "r")!r}]),
+            cli.main(["diff", {str(run_dir)!r}, "--format", "json"]),
+            cli.main(["history", {str(run_dir)!r}, "--out", {str(tmp_path / "h")!r}]),
         ]
         assert not {{"vllm", "torch"}} & set(sys.modules)
         print("codes", codes)
@@ -179,7 +185,7 @@ def test_compare_gate_report_run_without_vllm_or_torch(run_dir, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     # gate fails (exit 1) only because int8 failed; nothing needed vllm or torch.
-    assert "codes [0, 1, 0]" in result.stdout
+    assert "codes [0, 1, 0, 0, 0]" in result.stdout
     assert "FAIL int8: variant failed" in result.stdout
     assert (tmp_path / "r" / "report.html").is_file()
 
@@ -264,3 +270,105 @@ def test_report_plots_name_the_card_benchmarks_and_draw_the_card(tmp_path):
     assert score_plot.png == plots.png_bytes(plots.scores_figure(comparison, run_card))
     assert score_plot.png != plots.png_bytes(plots.scores_figure(comparison, None))
     assert "card llama3-8b: run.json (card.scores)" in render_markdown(report)
+
+
+# -- "What changed": model text is hostile ------------------------------------------------
+
+# Each would, if it ran, mark the body; the page must show them as text.
+HOSTILE = [
+    "<script>document.body.setAttribute('data-pwned', 'script')</script> The final answer is 1",
+    "<img src=x onerror=\"document.body.setAttribute('data-pwned', 'img')\"> The final answer is 2",
+    "--> <!-- </pre></details><script>document.body.setAttribute('data-pwned', 'close')</script> The final answer is 3",
+    "**bold** [link](javascript:alert(1)) `code` The final answer is 4",
+]
+
+
+def hostile_run(root: Path):
+    """GSM-8K: bf16 right on every document, int8 wrong on the first five with hostile text."""
+    gold = "9"
+    base = [generation_record(GSM, i, f"So it is 9. The final answer is {gold}", gold) for i in range(8)]
+    cand = [generation_record(GSM, i, HOSTILE[i % len(HOSTILE)], gold) for i in range(5)] + base[5:]
+    # A letter task both get wrong; int8 with another wrong letter on two documents.
+    letters = [letter_record(ARC, i, [-2.0, -1.0, -3.0, -4.0], 0) for i in range(4)]
+    moved = [letter_record(ARC, i, [-2.0, -3.0, -1.0, -4.0], 0) for i in range(2)] + letters[2:]
+    # Hostile text in the question, too: the prompt comes from the dataset.
+    for record in base + cand:
+        record.prompt = record.prompt + "<script>document.body.setAttribute('data-pwned', 'prompt')</script>"
+    return write_sample_run(root, {"bf16": {ARC: letters, GSM: base}, "int8": {ARC: moved, GSM: cand}})
+
+
+def dump_dom(browser: str, profile: Path, url: str) -> str:
+    dom = run_chromium(browser, profile, "--virtual-time-budget=5000", "--dump-dom", url)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    return dom.stdout
+
+
+def shown_items(dom: str) -> list[str]:
+    """The change items the page shows: (kind) of each <details> not hidden."""
+    return re.findall(r"<details class=\"change ([a-z-]+)\"(?![^>]*hidden)[^>]*>", dom)
+
+
+def test_what_changed_shows_hostile_model_text_as_text_and_runs_none_of_it(tmp_path):
+    store = hostile_run(tmp_path / "run")
+    write_report(store, tmp_path / "out")
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert page.count("<script>") == 1  # the page's own
+    assert "&lt;script&gt;document.body.setAttribute(&#39;data-pwned&#39;, &#39;script&#39;)&lt;/script&gt;" in page
+    assert "--&gt; &lt;!-- &lt;/pre&gt;&lt;/details&gt;" in page
+    assert "src='http" not in page and "<link" not in page
+
+    browser = chromium()
+    url = (tmp_path / "out" / "report.html").as_uri()
+    dom = dump_dom(browser, tmp_path / "p1", url)
+    assert "data-pwned" not in re.search(r"<body[^>]*>", dom).group(0)
+    assert '<img src="x"' not in dom and "<strong>" not in dom
+    assert shown_items(dom) == ["changed"] * 2 + ["right-to-wrong"] * 5  # in the run's task order
+    assert "7 of 7 documents shown" in dom
+    assert "**bold** [link](javascript:alert(1)) `code`" in dom  # markdown stays text
+    assert dom.count('<details class="change') == 7 and " open=" not in dom  # collapsed
+
+    # The filters read the URL fragment: a count's link opens the page filtered.
+    dom = dump_dom(browser, tmp_path / "p2", url + "#kind=changed")
+    assert shown_items(dom) == ["changed"] * 2 and "2 of 7 documents shown" in dom
+    dom = dump_dom(browser, tmp_path / "p3", url + f"#task={GSM}&variant=int8")
+    assert shown_items(dom) == ["right-to-wrong"] * 5
+    # The page search: documents by their text (opened), table rows too.
+    dom = dump_dom(browser, tmp_path / "p4", url + "#q=javascript%3Aalert")
+    assert shown_items(dom) == ["right-to-wrong"] and "1 of 7 documents shown" in dom and " open=" in dom
+    assert "data-pwned" not in re.search(r"<body[^>]*>", dom).group(0)
+    assert f'<a href="#variant=int8&amp;task={GSM}&amp;kind=right-to-wrong">5</a>' in dom
+
+
+BEFORE_THE_SECTION = "body > :not(#search):not(#changes):not(#changes ~ *)"
+
+
+def test_what_changed_at_the_full_suite_size_in_chromium(tmp_path):
+    store = suite_run(tmp_path / "run", tasks=16, variants=4)
+    write_report(store, tmp_path / "out")
+    page = tmp_path / "out" / "report.html"
+    assert page.stat().st_size < 5_000_000
+    browser = chromium()
+    dom = dump_dom(browser, tmp_path / "p1", page.as_uri())
+    counts = build_report(store).changes
+    expected = sum(min(REPORT_SHOWN, t.right_to_wrong + t.wrong_to_right + t.changed) for t in counts.tasks)
+    assert len(shown_items(dom)) == expected and f"{expected} of {expected} documents shown" in dom
+    # Headless Chromium's --screenshot paints a page scrolled by the fragment blank: the copy
+    # photographed hides what comes before the section instead (the bar of filters stays).
+    section = tmp_path / "out" / "section.html"
+    section.write_text(
+        page.read_text().replace("</head>", f"<style>{BEFORE_THE_SECTION}{{display:none}}</style></head>")
+    )
+    screenshot = tmp_path / "suite.png"
+    shot = run_chromium(
+        browser,
+        tmp_path / "p2",
+        "--window-size=1400,3000",
+        "--virtual-time-budget=5000",
+        f"--screenshot={screenshot}",
+        section.as_uri() + "#variant=int8-w8a8&kind=right-to-wrong",
+    )
+    assert shot.returncode == 0, shot.stderr[-2000:]
+    image = decode_png(screenshot.read_bytes())
+    assert image.shape[:2] == (3000, 1400) and image[..., :3].std() > 0.05
+    if os.environ.get("HARNESS_KEEP_SCREENSHOT"):  # to look at it: a path to copy it to
+        shutil.copy(screenshot, os.environ["HARNESS_KEEP_SCREENSHOT"])

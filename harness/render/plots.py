@@ -24,6 +24,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from harness.analysis.history import History
 from harness.errors import UsageError
 from harness.results.io import write_bytes_atomic
 from harness.results.schema import (
@@ -505,3 +506,67 @@ def drift_against_delta(summary: DriftSummary, card: Card | None = None) -> Figu
     delta_ax.set_title("Score delta", fontsize=10, loc="left")
     finish(fig, kld_ax, "mean KLD per position (nats)", "Distribution drift")
     return fig
+
+
+# -- a requantization's history (harness history) -------------------------------------------
+
+HISTORY_PANEL_IN = 1.5  # one benchmark's panel
+
+
+def history_figure(history: History, card: Card | None = None) -> Figure:
+    """Per benchmark, each variant's delta (95% CI) across runs oldest to newest; beside it the
+    mean KLD where `harness drift` measured it. A run whose line jumps away is the one to read."""
+    benchmarks = list(dict.fromkeys((p.task, p.metric) for p in history.points))
+    variants = list(dict.fromkeys(p.variant for p in history.points))
+    with_kld = any(p.kld_mean is not None for p in history.points)
+    columns = 2 if with_kld else 1
+    fig = Figure(
+        figsize=(WIDTH_IN * (1.5 if with_kld else 1), FRAME_IN + HISTORY_PANEL_IN * max(len(benchmarks), 1)),
+        layout="constrained",
+    )
+    axes = fig.subplots(max(len(benchmarks), 1), columns, squeeze=False, sharex=True)
+    names = card_benchmarks(card)
+    x = np.arange(len(history.runs))
+    offsets = (np.arange(len(variants)) - (len(variants) - 1) / 2) * 0.06
+    for (task, metric), (delta_ax, *kld_ax) in zip(benchmarks, axes):
+        label = row_label(task, metric, names)
+        delta_ax.set_title(f"{label.name}  ({label.note})", fontsize=NAME_PT, loc="left")
+        delta_ax.axhline(0, color="grey", linewidth=0.8)
+        delta_ax.set_ylabel("delta (points)", fontsize=NOTE_PT)
+        for i, variant in enumerate(variants):
+            points = {p.run_id: p for p in history.points if (p.task, p.metric, p.variant) == (task, metric, variant)}
+            at = [points.get(run) for run in history.runs]
+            delta = np.array([math.nan if p is None or p.delta is None else p.delta for p in at])
+            low = np.array([math.nan if p is None or p.ci_low is None else p.ci_low for p in at])
+            high = np.array([math.nan if p is None or p.ci_high is None else p.ci_high for p in at])
+            yerr = np.nan_to_num(np.vstack([delta - low, high - delta]), nan=0.0).clip(min=0)
+            delta_ax.errorbar(
+                x + offsets[i], delta, yerr=yerr, color=f"C{(i + 1) % 10}", marker="o", ms=4, capsize=2, label=variant
+            )
+            if kld_ax:
+                kld = [math.nan if p is None or p.kld_mean is None else p.kld_mean for p in at]
+                kld_ax[0].plot(x + offsets[i], kld, color=f"C{(i + 1) % 10}", marker="s", ms=4)
+                kld_ax[0].set_ylabel("mean KLD (nats)", fontsize=NOTE_PT)
+    for ax in axes[-1]:
+        ax.set_xticks(x, [f"{run}\n{created[:10]}" for run, created in history_dates(history)], fontsize=NOTE_PT)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if handles:  # below the panels: the title holds the top
+        fig.legend(handles, labels, loc="outside lower center", ncols=min(4, len(handles)), fontsize=LEGEND_PT)
+    fig.suptitle(
+        f"Delta vs {history.baseline} across runs, oldest to newest (newest: {history.reference})", fontsize=10
+    )
+    return fig
+
+
+def history_dates(history: History) -> list[tuple[str, str]]:
+    created = {p.run_id: p.created for p in history.points}
+    return [(run, created.get(run, "")) for run in history.runs]
+
+
+def history(record: History, card: Card | None = None) -> Plot:
+    return Plot(
+        "history",
+        "Delta per benchmark across runs",
+        "each run's comparison (results.json, samples/*.jsonl) and drift.json (kld_mean)",
+        png_bytes(history_figure(record, card)),
+    )

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import jinja2
 
+from harness.analysis.changes import KINDS, Change, ChangeList, ChangesError, TaskChanges, find_changes
 from harness.analysis.comparison import build_comparison
 from harness.analysis.integrity import check_run
 from harness.errors import UsageError
@@ -29,6 +30,9 @@ from harness.results.store import RunStore
 
 REPORT_DIR = "report"
 TEMPLATE = "report.html.j2"  # in harness/render/templates/
+# Documents shown per task and variant in "What changed", most informative first: the page
+# stays a few MB at the full suite; `harness diff` lists them all.
+CHANGES_SHOWN = 25
 # Manifest sections shown in the provenance table, in this order.
 PROVENANCE_SECTIONS = ["spec", "environment", "engine", "data", "statistics"]
 
@@ -41,6 +45,14 @@ class Table:
 
 
 @dataclass
+class ChangeGroup:
+    """One task of one variant in "What changed": its counts and the documents shown."""
+
+    counts: TaskChanges
+    items: list[Change]
+
+
+@dataclass
 class Report:
     title: str
     intro: list[str]
@@ -49,6 +61,17 @@ class Report:
     notes: list[str]
     plots: list[plots.Plot]
     provenance: Table
+    changes: ChangeList | None  # None: the baseline has no samples to compare with
+    changes_shown: int = CHANGES_SHOWN
+    kinds: tuple[str, ...] = KINDS
+
+    def change_groups(self) -> list[ChangeGroup]:
+        if self.changes is None:
+            return []
+        return [
+            ChangeGroup(t, [c for c in self.changes.changes if (c.variant.variant, c.task) == (t.variant, t.task)])
+            for t in self.changes.tasks
+        ]
 
 
 # -- data --------------------------------------------------------------------------------
@@ -151,7 +174,33 @@ def build_report(store: RunStore) -> Report:
             *plots.drift(store.read_drift(), run.card),
         ],
         provenance=provenance_table(run, manifests),
+        changes=read_changes(store),
     )
+
+
+def read_changes(store: RunStore) -> ChangeList | None:
+    try:
+        return find_changes(store, limit=CHANGES_SHOWN)
+    except ChangesError:  # the baseline failed: the tables above say so
+        return None
+
+
+def changes_table(changes: ChangeList) -> Table:
+    rows = [
+        [
+            t.variant,
+            t.task,
+            t.metric or "",
+            str(t.documents),
+            str(t.right_to_wrong),
+            str(t.wrong_to_right),
+            str(t.changed),
+            str(t.refused),
+        ]
+        for t in changes.tasks
+    ]
+    headers = ["variant", "task", "metric", "documents", "right->wrong", "wrong->right", "changed", "refused"]
+    return Table(f"What changed (samples/*.jsonl, each variant against {changes.baseline})", headers, rows)
 
 
 def intro(store: RunStore, run: RunRecord, comparison: Comparison) -> list[str]:
@@ -177,6 +226,12 @@ def render_markdown(report: Report) -> str:
     for plot in report.plots:
         title, source = markdown.text(plot.title), markdown.text(plot.source)
         parts.append(f"![{title}]({markdown.link_target(plot.name + '.png')})\n\n{title}. Source: {source}.\n")
+    if report.changes is not None:
+        parts.append(table(changes_table(report.changes)))
+        parts.append(
+            "Each document: `harness diff RUN --variant V --task T`; report.html shows the first "
+            f"{report.changes_shown} per task and variant.\n"
+        )
     parts.append(table(report.provenance))
     return "\n".join(parts).rstrip() + "\n"
 
