@@ -325,3 +325,20 @@ def test_a_broken_extraction_rescored_after_the_fix_equals_a_fresh_run(tmp_path,
         for v in variants
         for wrong, right in zip(scored_wrong[v], fresh.read_samples(v, GSM8K))
     )
+
+
+def test_a_variant_whose_files_cannot_be_written_leaves_every_variant_as_it_was(run_copy, capsys):
+    # bf16's files would be written first; fp8's samples folder refuses new files. All or none.
+    import subprocess
+
+    locked = run_copy.variant_dir("fp8") / "samples"
+    if subprocess.run(["chattr", "+i", str(locked)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available here")
+    try:
+        before = files(run_copy)
+        assert main(["rescore", str(run_copy.root)]) == 2
+        (err,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("harness rescore: error: ")]
+        assert "fp8/samples" in err and "nothing was written" in err
+        assert files(run_copy) == before
+    finally:
+        subprocess.run(["chattr", "-i", str(locked)], capture_output=True)

@@ -151,12 +151,20 @@ def write_text_atomic(path: Path, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
+def json_bytes(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode("utf-8")
+
+
+def jsonl_bytes(records: Iterable[dict]) -> bytes:
+    return "".join(json.dumps(r, default=str) + "\n" for r in records).encode("utf-8")
+
+
 def write_json(path: Path, obj: Any) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+    write_bytes_atomic(path, json_bytes(obj))
 
 
 def write_jsonl(path: Path, records: Iterable[dict]) -> None:
-    write_text_atomic(path, "".join(json.dumps(r, default=str) + "\n" for r in records))
+    write_bytes_atomic(path, jsonl_bytes(records))
 
 
 def read_text(path: Path) -> str:

@@ -31,11 +31,13 @@ from pydantic import BaseModel, ValidationError
 
 from harness.results.io import (
     StoreError,
+    json_bytes,
+    jsonl_bytes,
     read_json,
     read_jsonl,
     write_bytes_atomic,
+    write_files_atomic,
     write_json,
-    write_jsonl,
     write_text_atomic,
 )
 from harness.results.migrate import upgrade
@@ -135,8 +137,12 @@ class RunStore:
         return parse(Manifest, read_json(path), str(path))
 
     def write_manifest(self, manifest: Manifest) -> None:
+        self.write_files([self.manifest_file(manifest)])
+
+    def manifest_file(self, manifest: Manifest) -> tuple[Path, bytes]:
+        """The manifest's path and content, validated: for `write_files`."""
         path = self.manifest_path(manifest.variant)
-        write_json(path, dump(checked(manifest, str(path))))
+        return path, json_bytes(dump(checked(manifest, str(path))))
 
     def status(self, variant: str) -> str | None:
         """The variant's recorded status; None when it has no readable manifest."""
@@ -157,8 +163,12 @@ class RunStore:
         return parse(TaskResults, read_json(path), str(path))
 
     def write_results(self, variant: str, results: dict) -> None:
-        record = parse(TaskResults, {**results, "schema_version": SCHEMA_VERSION}, str(self.results_path(variant)))
-        write_json(self.results_path(variant), dump(record))
+        self.write_files([self.results_file(variant, results)])
+
+    def results_file(self, variant: str, results: dict) -> tuple[Path, bytes]:
+        path = self.results_path(variant)
+        record = parse(TaskResults, {**results, "schema_version": SCHEMA_VERSION}, str(path))
+        return path, json_bytes(dump(record))
 
     def samples_path(self, variant: str, task: str) -> Path:
         # Task names come from results.json: never let one name a file outside the folder.
@@ -167,8 +177,21 @@ class RunStore:
         return self.variant_dir(variant) / SAMPLES_FOLDER / f"{task}.jsonl"
 
     def write_samples(self, variant: str, task: str, records: Iterable[SampleRecord]) -> None:
+        self.write_files([self.samples_file(variant, task, records)])
+
+    def samples_file(self, variant: str, task: str, records: Iterable[SampleRecord]) -> tuple[Path, bytes]:
         path = self.samples_path(variant, task)
-        write_jsonl(path, (dump(checked(r, str(path))) for r in records))
+        return path, jsonl_bytes(dump(checked(r, str(path))) for r in records)
+
+    def write_files(self, files: Iterable[tuple[Path, bytes]]) -> None:
+        """Files of this run written all or none (harness.results.io.write_files_atomic); a file
+        system that refuses is one line naming the file, and nothing was written."""
+        contents = dict(files)
+        try:
+            write_files_atomic(contents)
+        except OSError as e:
+            where = e.filename or next(iter(contents), self.root)
+            raise StoreError(f"{where}: cannot write ({e.strerror or e}); nothing was written") from None
 
     def sample_tasks(self, variant: str) -> list[str]:
         folder = self.variant_dir(variant) / SAMPLES_FOLDER

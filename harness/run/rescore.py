@@ -203,11 +203,16 @@ def rescore_run(
         )
         done.append(Rescored(name, manifest, results, evaluation))
 
-    for item in done:
-        for task, records in item.evaluation.samples.items():
-            store.write_samples(item.variant, task, records)
-        store.write_results(item.variant, item.results)
-        store.write_manifest(item.manifest)
+    # Every variant's files at once, or none: a refused write leaves the run as it was.
+    store.write_files(
+        file
+        for item in done
+        for file in (
+            *(store.samples_file(item.variant, task, records) for task, records in item.evaluation.samples.items()),
+            store.results_file(item.variant, item.results),
+            store.manifest_file(item.manifest),
+        )
+    )
     return [item.variant for item in done]
 
 
