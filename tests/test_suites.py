@@ -173,6 +173,10 @@ TASK = "dataset_path: x/y\noutput_type: multiple_choice\ndoc_to_text: q\ndoc_to_
         ),
         # A name only the README mentions: defined nowhere, so nothing built in is indexed.
         ({"e/README.md": "see t9\n", "e/t5.yaml": "task: t5\n"}, "t9", ["tasks"]),
+        # Brackets are part of a name (lm-eval has "egymmlu_arabic_language_(general)").
+        ({"f/t.yaml": "task: t_(x)\n", "f/u.yaml": "task: t_\n"}, "t_(x)", ["f", "tasks"]),
+        # A name the scan cannot see as one word: the whole tree.
+        ({"g/t.yaml": "task: tâche\n"}, "tâche", ["builtin", "tasks"]),
     ],
 )
 def test_built_in_folders_indexed_for_a_name(builtin_tree, tmp_path, files, wanted, folders):

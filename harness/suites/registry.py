@@ -59,10 +59,15 @@ def _manager(paths: tuple[Path, ...], digest: str) -> TaskManager:
     return TaskManager(include_path=[str(p) for p in paths], include_defaults=False)
 
 
+# Files a task definition cannot be: datasets and notes (tasks/samples holds the demo's data).
+_NOT_TASK_FILES = (".jsonl", ".json", ".csv", ".parquet", ".arrow", ".md", ".txt")
+
+
 def _digest(tasks_dir: Path) -> str:
-    """sha256 over the path and bytes of every file under tasks_dir."""
+    """sha256 over the path and bytes of every task file under tasks_dir (YAML, templates, helpers)."""
     h = hashlib.sha256()
-    for path in sorted(p for p in tasks_dir.rglob("*") if "__pycache__" not in p.parts and p.is_file()):
+    files = (p for p in tasks_dir.rglob("*") if "__pycache__" not in p.parts and not p.name.endswith(_NOT_TASK_FILES))
+    for path in sorted(p for p in files if p.is_file()):
         h.update(str(path.relative_to(tasks_dir)).encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()
 
@@ -118,6 +123,8 @@ def _builtin_root() -> Path:
 
 def _defined_in(name: str) -> frozenset[Path]:
     """lm-eval's top-level task folders whose own index has `name` (the root itself for a loose file)."""
+    if not _WORD.fullmatch(name.encode()):
+        return frozenset({_builtin_root()})  # not one word of the scan (e.g. non-ASCII): the whole tree
     words, leaving = _builtin_words()
     return frozenset(f for f in words.get(name.encode(), set()) | leaving if name in _folder_index(f))
 
@@ -129,7 +136,7 @@ def _folder_index(folder: Path) -> dict:
     return TaskManager(include_path=str(folder), include_defaults=False).task_index
 
 
-_WORD = re.compile(rb"[\w.-]+")
+_WORD = re.compile(rb"[\w.()-]+")
 _INCLUDE = re.compile(rb"^\s*include:\s*['\"]?([^\s'\"#]+)", re.MULTILINE)
 
 
