@@ -128,6 +128,7 @@ def test_the_narrow_index_holds_what_lm_evals_full_index_holds():
         reached, unresolved = suites._reach(manager.task_index, names)
         assert not unresolved, names
         assert _entries(manager.task_index, reached) == _entries(full, reached), names
+        assert _entries(suites.task_index(names), reached) == _entries(full, reached), names
     assert {Path(p).name for p in suites.task_manager(["llama3_base"]).include_path} == {"mmlu", "bbh", "tasks"}
 
 
@@ -137,7 +138,7 @@ def builtin_tree(tmp_path, monkeypatch):
     root = tmp_path / "builtin"
 
     def clear():
-        for memo in (suites._manager, suites._index_paths, suites._folder_index, suites._builtin_words):
+        for memo in (suites._manager, suites._narrow, suites._folder_index, suites._builtin_words):
             memo.cache_clear()
 
     clear()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from functools import cache, lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -42,12 +42,19 @@ def task_manager(names: Iterable[str] = (), tasks_dir: Path = TASKS_DIR) -> Task
     A name defined nowhere stays unknown, as it would in the full index.
     """
     digest = _digest(tasks_dir)
-    return _manager(_index_paths(tuple(sorted(set(names))), tasks_dir, digest), digest)
+    paths, _ = _narrow(tuple(sorted(set(names))), tasks_dir, digest)
+    return _manager(paths, digest)
 
 
 def task_index(names: Iterable[str] = (), tasks_dir: Path = TASKS_DIR) -> dict:
-    """{name: lm-eval index entry} for tasks/ and what `names` reach (YAML parsed, nothing loaded)."""
-    return task_manager(names, tasks_dir).task_index
+    """{name: lm-eval index entry} for tasks/ and what `names` reach (YAML parsed, nothing loaded).
+
+    Without building the TaskManager: the folders' own indexes merged, which for every name
+    `names` reach holds the entry ``task_manager(names)`` holds (each comes from one folder).
+    """
+    digest = _digest(tasks_dir)
+    paths, merged = _narrow(tuple(sorted(set(names))), tasks_dir, digest)
+    return merged if merged is not None else _manager(paths, digest).task_index
 
 
 @lru_cache(maxsize=8)
@@ -66,15 +73,25 @@ _NOT_TASK_FILES = (".jsonl", ".json", ".csv", ".parquet", ".arrow", ".md", ".txt
 def _digest(tasks_dir: Path) -> str:
     """sha256 over the path and bytes of every task file under tasks_dir (YAML, templates, helpers)."""
     h = hashlib.sha256()
-    files = (p for p in tasks_dir.rglob("*") if "__pycache__" not in p.parts and not p.name.endswith(_NOT_TASK_FILES))
-    for path in sorted(p for p in files if p.is_file()):
-        h.update(str(path.relative_to(tasks_dir)).encode() + b"\0" + path.read_bytes() + b"\0")
+    for path in sorted(_files(str(tasks_dir))):
+        if not path.endswith(_NOT_TASK_FILES):
+            with open(path, "rb") as f:
+                h.update(os.path.relpath(path, tasks_dir).encode() + b"\0" + f.read() + b"\0")
     return h.hexdigest()
 
 
+def _files(root: str) -> Iterator[str]:
+    """Every file under root, as paths (plain strings: tens of thousands of them in lm-eval's tree)."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if d not in {"__pycache__", ".ipynb_checkpoints"}]
+        for filename in filenames:
+            yield os.path.join(dirpath, filename)
+
+
 @lru_cache(maxsize=16)
-def _index_paths(names: tuple[str, ...], tasks_dir: Path, digest: str) -> tuple[Path, ...]:
-    """The folders to index for `names`: built-in ones first, tasks/ last (it overrides, as in lm-eval)."""
+def _narrow(names: tuple[str, ...], tasks_dir: Path, digest: str) -> tuple[tuple[Path, ...], dict | None]:
+    """The folders to index for `names` (built-in ones first, tasks/ last: it overrides, as in
+    lm-eval), and their indexes merged (None when the folders are lm-eval's whole tree)."""
     own = _manager((tasks_dir,), digest).task_index
     chosen: set[Path] = set()
     while True:
@@ -86,9 +103,9 @@ def _index_paths(names: tuple[str, ...], tasks_dir: Path, digest: str) -> tuple[
         where = {name: _defined_in(name) for name in (reached - own.keys()) | unresolved}
         needed = set().union(*where.values())
         if any(len(folders) > 1 for folders in where.values()) or _builtin_root() in needed:
-            return (_builtin_root(), tasks_dir)
+            return (_builtin_root(), tasks_dir), None
         if needed <= chosen:
-            return (*sorted(chosen), tasks_dir)
+            return (*sorted(chosen), tasks_dir), merged
         chosen |= needed
 
 
@@ -149,28 +166,29 @@ def _builtin_words() -> tuple[dict[bytes, set[Path]], set[Path]]:
     `include:` of another folder's file, so these bound where a name can be defined. Reading every
     file is a fraction of parsing them all as lm-eval's full index does.
     """
-    root = _builtin_root()
-    texts: dict[Path, list[bytes]] = {}
-    leaving: set[Path] = set()
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if d not in {"__pycache__", ".ipynb_checkpoints"}]
-        here = Path(dirpath)
-        top = root / here.relative_to(root).parts[0] if here != root else root
-        for filename in filenames:
-            # Loose files at the top are lm-eval's README and the like; only a YAML file there is indexed.
-            if filename.endswith((".py", ".pyc")) or (top == root and not filename.endswith(".yaml")):
-                continue
-            text = (here / filename).read_bytes()
-            texts.setdefault(top, []).append(text)
-            for target in _INCLUDE.findall(text) if b"include:" in text else []:
-                resolved = Path(os.path.normpath(here / target.decode(errors="replace")))
-                if top == root or not resolved.is_relative_to(top):
-                    leaving.add(top)
+    root = str(_builtin_root())
+    texts: dict[str, list[bytes]] = {}
+    leaving: set[str] = set()
+    for path in _files(root):
+        here, filename = os.path.split(path)
+        inside = here[len(root) + 1 :]  # _files yields paths under root, as root was given
+        top = os.path.join(root, inside.split(os.sep, 1)[0]) if inside else root
+        # Loose files at the top are lm-eval's README and the like; only a YAML file there is indexed.
+        if filename.endswith((".py", ".pyc")) or (top == root and not filename.endswith(".yaml")):
+            continue
+        with open(path, "rb") as f:
+            text = f.read()
+        texts.setdefault(top, []).append(text)
+        for target in _INCLUDE.findall(text) if b"include:" in text else []:
+            resolved = os.path.normpath(os.path.join(here, target.decode(errors="replace")))
+            if top == root or not resolved.startswith(top + os.sep):
+                leaving.add(top)
     words: dict[bytes, set[Path]] = {}
     for top, parts in texts.items():
+        folder = Path(top)
         for word in set(_WORD.findall(b"\n".join(parts))):
-            words.setdefault(word, set()).add(top)
-    return words, leaving
+            words.setdefault(word, set()).add(folder)
+    return words, {Path(top) for top in leaving}
 
 
 def _load(entry) -> dict:
