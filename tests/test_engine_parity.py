@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness.suites import data
+from harness.suites import data, registry
 
 pytestmark = pytest.mark.engine
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,9 +50,7 @@ def stock():
 
 
 def _instances(task_name: str, limit: int, num_fewshot: int) -> list:
-    from lm_eval.tasks import TaskManager
-
-    manager = TaskManager(include_path=str(ROOT / "tasks"))
+    manager = registry.task_manager([task_name], ROOT / "tasks")  # the worker's index
     with data.use_data_dirs([SAMPLES]):
         task = manager.load([task_name])["tasks"][task_name]
         task.set_config(key="num_fewshot", value=num_fewshot)

@@ -135,8 +135,10 @@ def write_hub_copy(problems: list[dict], root: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def manager():
-    lm_eval_tasks = pytest.importorskip("lm_eval.tasks")
-    return lm_eval_tasks.TaskManager(include_path=str(TASKS))
+    pytest.importorskip("lm_eval.tasks")
+    from harness.suites import registry
+
+    return registry.task_manager(["llama3_humaneval"], TASKS)
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,100 @@ def test_tasks_command_lists_both_suites(capsys):
     out = capsys.readouterr().out
     assert "llama3_base" in out and "llama3_instruct" in out
     assert "ARC-Challenge" in out and "llama3_gsm8k_cot" in out
+
+
+# -- which task files lm-eval indexes ---------------------------------------------------------
+
+
+def _entries(index: dict, names: set[str]) -> dict:
+    return {n: (e.yaml_path, e.kind, e.tags, e.cfg) if (e := index.get(n)) else None for n in names}
+
+
+def test_the_demo_indexes_only_the_projects_tasks():
+    assert suites.task_manager(["llama3_arc_challenge", "llama3_gsm8k_cot"]).include_path == [str(suites.TASKS_DIR)]
+    # An unknown name is looked for in lm-eval's files, found nowhere, and stays unknown.
+    assert suites.task_manager(["llama3_no_such_task"]).include_path == [str(suites.TASKS_DIR)]
+
+
+def test_the_narrow_index_holds_what_lm_evals_full_index_holds():
+    """Every name the card suites and a few built-ins reach has the entry lm-eval's full index gives it."""
+    from lm_eval.tasks import TaskManager
+
+    full = TaskManager(include_path=str(suites.TASKS_DIR)).task_index
+    root = suites._builtin_root()
+    for names in (["llama3_base", "llama3_instruct"], ["mmlu"], ["bbh_cot_fewshot", "llama3_arc_challenge"]):
+        manager = suites.task_manager(names)
+        assert str(root) not in manager.include_path, names  # only some of lm-eval's folders
+        reached, unresolved = suites._reach(manager.task_index, names)
+        assert not unresolved, names
+        assert _entries(manager.task_index, reached) == _entries(full, reached), names
+        assert _entries(suites.task_index(names), reached) == _entries(full, reached), names
+    assert {Path(p).name for p in suites.task_manager(["llama3_base"]).include_path} == {"mmlu", "bbh", "tasks"}
+
+
+@pytest.fixture
+def builtin_tree(tmp_path, monkeypatch):
+    """A stand-in for lm-eval's built-in task folders; the registry's per-process memory cleared around it."""
+    root = tmp_path / "builtin"
+
+    def clear():
+        for memo in (suites._manager, suites._narrow, suites._folder_index, suites._builtin_words):
+            memo.cache_clear()
+
+    clear()
+    monkeypatch.setattr(suites, "_builtin_root", lambda: root)
+    yield root
+    clear()
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+TASK = "dataset_path: x/y\noutput_type: multiple_choice\ndoc_to_text: q\ndoc_to_target: 0\ndoc_to_choice: [a, b]\n"
+
+
+@pytest.mark.parametrize(
+    "files, wanted, folders",
+    [
+        # A group in one folder whose members live in another: both folders, nothing else.
+        (
+            {"grp/g.yaml": "group: g\ntask: [t1, t2]\n", "one/t1.yaml": "task: t1\n", "one/t2.yaml": "task: t2\n"},
+            "g",
+            ["grp", "one", "tasks"],
+        ),
+        # A tag gathered from two folders: only lm-eval's whole index merges it.
+        ({"a/t1.yaml": "task: t1\ntag: both\n", "b/t2.yaml": "task: t2\ntag: both\n"}, "both", ["builtin", "tasks"]),
+        # A name set in a template under any file name, included from a folder that never names it.
+        (
+            {"c/_tmpl": "task: t3\n", "d/t3.yaml": "include: ../c/_tmpl\n", "c/other.yaml": "task: t4\n"},
+            "t3",
+            ["d", "tasks"],
+        ),
+        # A name only the README mentions: defined nowhere, so nothing built in is indexed.
+        ({"e/README.md": "see t9\n", "e/t5.yaml": "task: t5\n"}, "t9", ["tasks"]),
+        # Brackets are part of a name (lm-eval has "egymmlu_arabic_language_(general)").
+        ({"f/t.yaml": "task: t_(x)\n", "f/u.yaml": "task: t_\n"}, "t_(x)", ["f", "tasks"]),
+        # A name the scan cannot see as one word: the whole tree.
+        ({"g/t.yaml": "task: tâche\n"}, "tâche", ["builtin", "tasks"]),
+    ],
+)
+def test_built_in_folders_indexed_for_a_name(builtin_tree, tmp_path, files, wanted, folders):
+    own = tmp_path / "tasks"
+    _write(own / "ours.yaml", "task: ours\n" + TASK)
+    for rel, text in files.items():
+        _write(builtin_tree / rel, text + (TASK if "task:" in text and "group:" not in text else ""))
+    got = suites.task_manager([wanted], own).include_path
+    assert [Path(p).name for p in got] == folders
+
+
+def test_an_edited_task_is_seen_by_the_next_index(tmp_path):
+    tasks = tmp_path / "tasks"
+    shutil.copytree(suites.TASKS_DIR, tasks, ignore=shutil.ignore_patterns("samples", "__pycache__"))
+    arc = tasks / "llama3_base" / "arc_challenge" / "llama3_arc_challenge.yaml"
+    assert suites.benchmark_settings("llama3_arc_challenge", tasks)["shots"] == "25"
+    arc.write_text(arc.read_text().replace("num_fewshot: 25", "num_fewshot: 7"))
+    assert suites.benchmark_settings("llama3_arc_challenge", tasks)["shots"] == "7"
+    entry = suites.task_manager(["llama3_arc_challenge"], tasks).task_index["llama3_arc_challenge"]
+    assert entry.cfg["num_fewshot"] == 7

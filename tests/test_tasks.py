@@ -25,7 +25,10 @@ lm_eval_tasks = pytest.importorskip("lm_eval.tasks")
 
 @pytest.fixture(scope="module")
 def manager():
-    return lm_eval_tasks.TaskManager(include_path=str(TASKS))
+    from harness.suites import registry
+
+    # The worker's index: tasks/ and the built-in folders the two card suites reach.
+    return registry.task_manager(["llama3_base", "llama3_instruct"], TASKS)
 
 
 def load(manager, names):

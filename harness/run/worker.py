@@ -26,7 +26,6 @@ from harness.events import Event
 from harness.logs import setup_logging
 from harness.models.checkpoint import declared, model_file
 from harness.models.sources import resolve_model
-from harness.resources import TASKS_DIR
 from harness.results.schema import (
     COMPLETE,
     FAILED,
@@ -44,7 +43,7 @@ from harness.results.schema import (
 )
 from harness.results.store import RunStore
 from harness.run.children import progress_channel
-from harness.suites import data
+from harness.suites import data, registry
 
 if TYPE_CHECKING:
     from harness.run.answers import RecordedLM
@@ -205,11 +204,10 @@ def evaluate_tasks(
     hears of each task loaded, built and scored.
     """
     from lm_eval import simple_evaluate
-    from lm_eval.tasks import TaskManager
 
     progress = progress or (lambda event: None)
 
-    manager = TaskManager(include_path=str(TASKS_DIR))
+    manager = registry.task_manager([s.name for s in config.tasks] or [config.suite or ""])
     with data.use_data_dirs([Path(d) for d in data_dirs]):
         tasks, leaves = _load_tasks(manager, config, only, progress)
         _announce_steps(leaves, progress)

@@ -3,15 +3,26 @@
 Settings are read from the task YAMLs (resolved like lm-eval does, without loading any
 data), so this listing cannot drift from what runs. Only the card's benchmark names and the
 metric the card reports are written down, in ``harness.suites.benchmarks.BENCHMARKS``.
+
+Which task files lm-eval indexes is decided here, for every caller (the pre-run checks, the
+worker, ``harness tasks`` and ``harness card``): see ``task_manager``.
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
+import hashlib
+import os
+import re
+from collections.abc import Iterable, Iterator
+from functools import cache, lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness.resources import TASKS_DIR
 from harness.suites.benchmarks import BENCHMARKS  # the card's names, kept free of lm-eval
+
+if TYPE_CHECKING:
+    from lm_eval.tasks import TaskManager
 
 SUITES = {
     "llama3_base": "Llama 3 pretrained model card (11 benchmarks)",
@@ -19,12 +30,165 @@ SUITES = {
 }
 
 
-@lru_cache(maxsize=4)
-def task_index(tasks_dir: Path = TASKS_DIR) -> dict:
-    """lm-eval's index of built-in tasks plus ours (YAML parsed, nothing loaded)."""
+def task_manager(names: Iterable[str] = (), tasks_dir: Path = TASKS_DIR) -> TaskManager:
+    """lm-eval's TaskManager over tasks/ and only the built-in task folders that `names` reach.
+
+    lm-eval's default index parses all of its ~14,700 built-in tasks (seconds, in every process
+    that asks); ours reach a few of them (MMLU's subjects, BBH, Minerva math). So the index is
+    tasks/ plus the built-in folders defining a name that `names`, or the groups and tags they
+    reach, leave unresolved in tasks/, through lm-eval's own ``include_path`` with
+    ``include_defaults=False``. Where a name is defined in more than one built-in folder, lm-eval
+    merges or picks by path order across its whole tree, so then the whole tree is indexed.
+    A name defined nowhere stays unknown, as it would in the full index.
+    """
+    digest = _digest(tasks_dir)
+    paths, _ = _narrow(tuple(sorted(set(names))), tasks_dir, digest)
+    return _manager(paths, digest)
+
+
+def task_index(names: Iterable[str] = (), tasks_dir: Path = TASKS_DIR) -> dict:
+    """{name: lm-eval index entry} for tasks/ and what `names` reach (YAML parsed, nothing loaded).
+
+    Without building the TaskManager: the folders' own indexes merged, which for every name
+    `names` reach holds the entry ``task_manager(names)`` holds (each comes from one folder).
+    """
+    digest = _digest(tasks_dir)
+    paths, merged = _narrow(tuple(sorted(set(names))), tasks_dir, digest)
+    return merged if merged is not None else _manager(paths, digest).task_index
+
+
+@lru_cache(maxsize=8)
+def _manager(paths: tuple[Path, ...], digest: str) -> TaskManager:
+    # Keyed by the content of tasks/ (`digest`), so an edited task file is never served from
+    # memory; lm-eval's built-in folders are the installed package's, fixed for a process.
     from lm_eval.tasks import TaskManager
 
-    return TaskManager(include_path=str(tasks_dir)).task_index
+    return TaskManager(include_path=[str(p) for p in paths], include_defaults=False)
+
+
+# Files a task definition cannot be: datasets and notes (tasks/samples holds the demo's data).
+_NOT_TASK_FILES = (".jsonl", ".json", ".csv", ".parquet", ".arrow", ".md", ".txt")
+
+
+def _digest(tasks_dir: Path) -> str:
+    """sha256 over the path and bytes of every task file under tasks_dir (YAML, templates, helpers)."""
+    h = hashlib.sha256()
+    for path in sorted(_files(str(tasks_dir))):
+        if not path.endswith(_NOT_TASK_FILES):
+            with open(path, "rb") as f:
+                h.update(os.path.relpath(path, tasks_dir).encode() + b"\0" + f.read() + b"\0")
+    return h.hexdigest()
+
+
+def _files(root: str) -> Iterator[str]:
+    """Every file under root, as paths (plain strings: tens of thousands of them in lm-eval's tree)."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if d not in {"__pycache__", ".ipynb_checkpoints"}]
+        for filename in filenames:
+            yield os.path.join(dirpath, filename)
+
+
+@lru_cache(maxsize=16)
+def _narrow(names: tuple[str, ...], tasks_dir: Path, digest: str) -> tuple[tuple[Path, ...], dict | None]:
+    """The folders to index for `names` (built-in ones first, tasks/ last: it overrides, as in
+    lm-eval), and their indexes merged (None when the folders are lm-eval's whole tree)."""
+    own = _manager((tasks_dir,), digest).task_index
+    chosen: set[Path] = set()
+    while True:
+        # Each built-in name in play is checked to come from one folder, so merging the
+        # folders' indexes in any order gives the entries lm-eval's own merge would.
+        merged = {k: v for folder in sorted(chosen) for k, v in _folder_index(folder).items()} | own
+        reached, unresolved = _reach(merged, names)
+        # A name lm-eval defines nowhere adds no folder and stays unknown.
+        where = {name: _defined_in(name) for name in (reached - own.keys()) | unresolved}
+        needed = set().union(*where.values())
+        if any(len(folders) > 1 for folders in where.values()) or _builtin_root() in needed:
+            return (_builtin_root(), tasks_dir), None
+        if needed <= chosen:
+            return (*sorted(chosen), tasks_dir), merged
+        chosen |= needed
+
+
+def _reach(index: dict, names: Iterable[str]) -> tuple[set[str], set[str]]:
+    """(names reached from `names` through groups and tags, those of them not in `index`)."""
+    reached: set[str] = set()
+    unresolved: set[str] = set()
+    todo = list(names)
+    while todo:
+        name = todo.pop()
+        if name in reached:
+            continue
+        reached.add(name)
+        entry = index.get(name)
+        if entry is None:
+            unresolved.add(name)
+        elif entry.kind.name == "TAG":
+            todo += sorted(entry.tags)
+        elif entry.kind.name == "GROUP":
+            for member in (entry.cfg or {}).get("task") or []:
+                name_ = member.get("task") or member.get("group") if isinstance(member, dict) else member
+                if isinstance(name_, str):
+                    todo.append(name_)
+    return reached, unresolved
+
+
+def _builtin_root() -> Path:
+    import lm_eval.tasks
+
+    return Path(lm_eval.tasks.__file__).parent
+
+
+def _defined_in(name: str) -> frozenset[Path]:
+    """lm-eval's top-level task folders whose own index has `name` (the root itself for a loose file)."""
+    if not _WORD.fullmatch(name.encode()):
+        return frozenset({_builtin_root()})  # not one word of the scan (e.g. non-ASCII): the whole tree
+    words, leaving = _builtin_words()
+    return frozenset(f for f in words.get(name.encode(), set()) | leaving if name in _folder_index(f))
+
+
+@cache
+def _folder_index(folder: Path) -> dict:
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=str(folder), include_defaults=False).task_index
+
+
+_WORD = re.compile(rb"[\w.()-]+")
+_INCLUDE = re.compile(rb"^\s*include:\s*['\"]?([^\s'\"#]+)", re.MULTILINE)
+
+
+@lru_cache(maxsize=1)
+def _builtin_words() -> tuple[dict[bytes, set[Path]], set[Path]]:
+    """({word: lm-eval top-level task folders whose files hold it}, folders that include a file outside them).
+
+    A folder can define a name only in a file holding the name as a word (its YAML, or a template
+    it includes, named anything: ``_default_template_yaml``, ``afrimmlu_direct``), or through an
+    `include:` of another folder's file, so these bound where a name can be defined. Reading every
+    file is a fraction of parsing them all as lm-eval's full index does.
+    """
+    root = str(_builtin_root())
+    texts: dict[str, list[bytes]] = {}
+    leaving: set[str] = set()
+    for path in _files(root):
+        here, filename = os.path.split(path)
+        inside = here[len(root) + 1 :]  # _files yields paths under root, as root was given
+        top = os.path.join(root, inside.split(os.sep, 1)[0]) if inside else root
+        # Loose files at the top are lm-eval's README and the like; only a YAML file there is indexed.
+        if filename.endswith((".py", ".pyc")) or (top == root and not filename.endswith(".yaml")):
+            continue
+        with open(path, "rb") as f:
+            text = f.read()
+        texts.setdefault(top, []).append(text)
+        for target in _INCLUDE.findall(text) if b"include:" in text else []:
+            resolved = os.path.normpath(os.path.join(here, target.decode(errors="replace")))
+            if top == root or not resolved.startswith(top + os.sep):
+                leaving.add(top)
+    words: dict[bytes, set[Path]] = {}
+    for top, parts in texts.items():
+        folder = Path(top)
+        for word in set(_WORD.findall(b"\n".join(parts))):
+            words.setdefault(word, set()).add(folder)
+    return words, {Path(top) for top in leaving}
 
 
 def _load(entry) -> dict:
@@ -46,7 +210,7 @@ def task_configs(names: list[str], tasks_dir: Path = TASKS_DIR) -> dict[str, dic
     Mirrors lm-eval's TaskFactory (group keys that are not group fields override member
     task keys) but never builds a task, so no dataset is loaded.
     """
-    index = task_index(tasks_dir)
+    index = task_index(names, tasks_dir)
     out: dict[str, dict] = {}
 
     def visit(name: str, overrides: dict) -> None:
@@ -81,7 +245,7 @@ def task_configs(names: list[str], tasks_dir: Path = TASKS_DIR) -> dict[str, dic
 
 def is_known(name: str, tasks_dir: Path = TASKS_DIR) -> bool:
     """A task, group or tag lm-eval can load (ours or built in)."""
-    return bool(name) and name in task_index(tasks_dir)
+    return bool(name) and name in task_index([name], tasks_dir)
 
 
 def benchmark_settings(member: str, tasks_dir: Path = TASKS_DIR) -> dict:
@@ -90,7 +254,7 @@ def benchmark_settings(member: str, tasks_dir: Path = TASKS_DIR) -> dict:
     first = next(iter(cfgs.values()))
     shots = sorted({c.get("num_fewshot") or 0 for c in cfgs.values()})
     gen = first.get("generation_kwargs") or {}
-    own = _load(task_index(tasks_dir)[member])  # the benchmark's own YAML (a task's, or its group's)
+    own = _load(task_index([member], tasks_dir)[member])  # the benchmark's own YAML (a task's, or its group's)
     return {
         "subtasks": len(cfgs),
         "shots": f"{shots[0]}-{shots[-1]}" if len(shots) > 1 else str(shots[0]),
