@@ -168,6 +168,7 @@ CHANGE_FIELDS = {
     "response_diff",
     "first_diverging_word",
     "first_diverging_char",
+    "drift",
 }
 SIDE_FIELDS = {"variant", "extracted", "score", "response", "choice_loglikelihoods", "margin"}
 
@@ -314,3 +315,43 @@ def test_a_metric_better_lower_counts_a_rise_as_the_loss(tmp_path):
     results["higher_is_better"] = {"ppl": {"word_perplexity": False}}
     store.write_results("bf16", results)
     assert [(c.doc_id, c.kind) for c in find_changes(store).changes] == [(0, "right-to-wrong"), (1, "wrong-to-right")]
+
+
+def test_where_drift_moved_most_is_shown_beside_the_flip(run, capsys, tmp_path):
+    from harness.analysis.drift import write_drift
+    from harness.render.report import write_report
+    from harness.results.schema import (
+        DocumentDrift,
+        DriftCost,
+        DriftSettings,
+        DriftSummary,
+        DriftVariant,
+        PositionDrift,
+        SequenceCounts,
+    )
+
+    moved = DocumentDrift(
+        task=GSM,
+        doc_id=0,
+        positions=[PositionDrift(position=41, kld=0.87, token=" 12", baseline_top=" 12", variant_top="<b>3</b>")],
+    )
+    cost = DriftCost(status="complete")
+    summary = DriftSummary(
+        run_id=run.read_run().run_id,
+        baseline="bf16",
+        settings=DriftSettings(max_sequences=1, max_tokens=64, top_k=20, method="m"),
+        sequences=SequenceCounts(count=1, tokens=42, per_task={GSM: 1}),
+        variants={
+            "bf16": DriftVariant(status="complete", cost=cost),
+            "int8": DriftVariant(status="complete", cost=cost, documents=[moved]),
+        },
+    )
+    write_drift(run, summary)
+    changes = find_changes(run)
+    assert [(c.task, c.doc_id) for c in changes.changes if c.drift is not None] == [(GSM, 0)]
+    assert cli.main(["diff", str(run.root), "--task", GSM, "--only", "wrong-to-right"]) == 0
+    out = capsys.readouterr().out
+    assert "where the prompt's next-token distribution moved most (drift.json):" in out
+    assert "token 41 ' 12': KL 0.87 nats; most likely ' 12' (bf16), '<b>3</b>' (int8)" in out
+    html = (write_report(run, tmp_path / "report")[0].parent / "report.html").read_text()
+    assert "<td>41</td>" in html and "&lt;b&gt;3&lt;/b&gt;" in html and "<b>3</b>" not in html

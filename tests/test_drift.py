@@ -77,17 +77,13 @@ def test_sequences_alternate_tasks_skip_repeats_and_keep_the_tail(tmp_path):
     set_prompts(store, "bf16", "a", ["first a", "first a", long])
     set_prompts(store, "bf16", "b", ["only b"])
     config = RunConfig.model_validate(store.read_run().config)
-    seqs = drift.build_sequences(store, config, "bf16", max_sequences=3, max_tokens=8)
+    tokenizer = drift.baseline_tokenizer(config, "bf16")
+    seqs = drift.build_sequences(store, tokenizer, "bf16", max_sequences=3, max_tokens=8)
     assert [(s.task, s.doc_id) for s in seqs] == [("a", 0), ("b", 0), ("a", 2)]
-    from transformers import AutoTokenizer
-
-    from harness.models.sources import resolve_model
-
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model("demo"))
     assert seqs[0].token_ids == tokenizer("first a").input_ids
     full = tokenizer(long).input_ids
     assert len(full) > 8 and seqs[2].token_ids == full[-8:]
-    assert len(drift.build_sequences(store, config, "bf16", max_sequences=10, max_tokens=8)) == 3
+    assert len(drift.build_sequences(store, tokenizer, "bf16", max_sequences=10, max_tokens=8)) == 3
 
 
 def synthetic_topk(rng: np.random.Generator, n: int, vocab: int, actual: np.ndarray, noise: float) -> kld.TopK:
@@ -131,6 +127,15 @@ def test_summary_joins_drift_per_task_with_the_comparison_flips(tmp_path):
     assert fp8.overall is not None and fp8.overall.positions == 5 and (fp8.overall.kld_mean or 0) > 0
     assert fp8.kld_histogram is not None and sum(fp8.kld_histogram.counts) == 5
     assert fp8.flips["t1"][ACC] == TaskFlips(right_to_wrong=1, wrong_to_right=1, delta=0.0)
+    # Per document, the positions that moved most, largest first, with their tokens (ids here).
+    (t1, t2) = fp8.documents
+    assert (t1.task, t1.doc_id, t2.task) == ("t1", 0, "t2")
+    assert [p.kld for p in t1.positions] == sorted(expected["kld"][:3], reverse=True)
+    top = t1.positions[0]
+    i = int(np.argmax(expected["kld"][:3]))
+    assert (top.position, top.token) == (i + 1, str(actual[i]))
+    assert (top.baseline_top, top.variant_top) == (str(base.ids[i, 0]), str(other.ids[i, 0]))
+    assert len(t2.positions) == 2 and result.variants["bf16"].documents == []
     assert result.variants["bf16"].overall is None  # the reference has no drift of its own
     assert result.variants["int8"].status == "failed"
     assert result.sequences.per_task == {"t1": 1, "t2": 1}
@@ -288,6 +293,11 @@ def test_fp8_drifts_per_task_and_records_its_cost(engine_run):
     assert all(t["kld_mean"] > 0 and t["positions"] > 100 for t in fp8["tasks"].values())
     assert result["sequences"]["count"] == 4 and result["sequences"]["tokens"] <= 4 * 128
     assert fp8["flips"]["llama3_arc_challenge"][ACC]["right_to_wrong"] == 1
+    # Per scored document, the positions that moved most, as the baseline tokenizer's text.
+    documents = fp8["documents"]
+    assert len(documents) == 4 and all(len(d["positions"]) == 3 for d in documents)
+    tokens = [p["token"] for d in documents for p in d["positions"]]
+    assert not all(t.strip().isdigit() for t in tokens)
     recorded = RunStore(store.root).read_manifest("fp8").drift
     assert recorded is not None and recorded.settings.top_k == 20
     assert recorded.cost.tokens == result["sequences"]["tokens"]

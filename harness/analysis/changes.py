@@ -28,7 +28,14 @@ from pydantic import BaseModel, ConfigDict
 
 from harness.analysis.integrity import check_run
 from harness.errors import UsageError
-from harness.results.schema import COMPLETE, SCHEMA_VERSION, RunRecord, SampleRecord
+from harness.results.schema import (
+    COMPLETE,
+    SCHEMA_VERSION,
+    DocumentDrift,
+    DriftSummary,
+    RunRecord,
+    SampleRecord,
+)
 from harness.results.store import RunStore
 from harness.suites.benchmarks import card_benchmarks
 
@@ -80,6 +87,9 @@ class Change(Model):
     # the samples keep text, not token ids. None when the responses are equal.
     first_diverging_word: int | None = None
     first_diverging_char: int | None = None
+    # After `harness drift`, for a document it scored: where, on this prompt, the variant's
+    # next-token distribution moved most from the baseline's (drift.json).
+    drift: DocumentDrift | None = None
 
 
 class Refusal(Model):
@@ -363,6 +373,12 @@ def chosen_tasks(store: RunStore, run: RunRecord, task: str | None) -> list[str]
     raise ChangesError(f"--task {task}: {store.root} has no samples of it ({', '.join(ordered) or 'none'})")
 
 
+def documents_drift(drift: DriftSummary | None, variant: str) -> dict[tuple[str, int], DocumentDrift]:
+    """(task, doc_id) -> where drift found the variant's distribution moved most on that prompt."""
+    entry = drift.variants.get(variant) if drift is not None else None
+    return {(d.task, d.doc_id): d for d in entry.documents} if entry is not None else {}
+
+
 def find_changes(
     store: RunStore,
     variant: str | None = None,
@@ -376,10 +392,14 @@ def find_changes(
         raise ChangesError(f"baseline {run.baseline} of {store.root} is not complete; nothing to compare with")
     variants, tasks = chosen_variants(store, run, variant), chosen_tasks(store, run, task)
     result = ChangeList(run_id=run.run_id, baseline=run.baseline, tasks=[], changes=[], refused=[])
+    drift = store.read_drift()
     for name in variants:
+        moved = documents_drift(drift, name)
         for task_name in tasks:
             counts, changes, refused = compare_task(store, run, task_name, name)
             shown = [c for c in changes if only is None or c.kind == only]
+            for change in shown:
+                change.drift = moved.get((change.task, change.doc_id))
             result.tasks.append(counts)
             result.changes += shown[:limit]
             result.refused += refused

@@ -7,6 +7,7 @@ RUN/drift.csv through the run's store. Pure numpy: neither vllm nor torch is imp
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from harness.analysis import kld
 from harness.results.schema import (
     COMPLETE,
     Comparison,
+    DocumentDrift,
     DriftCost,
     DriftFigures,
     DriftSequence,
@@ -24,12 +26,15 @@ from harness.results.schema import (
     DriftSummary,
     DriftVariant,
     KldHistogram,
+    PositionDrift,
     SequenceCounts,
     TaskFlips,
 )
 from harness.results.store import RunStore
 
 OVERALL = "overall"
+POSITIONS_KEPT = 3  # per document: the positions of largest drift drift.json keeps
+Decode = Callable[[int], str]
 METHOD = (
     "KL(P_baseline || Q_variant) in nats per position, from top-{k} log-probabilities: the tokens "
     "both sides report (both top-{k} sets intersected, plus the actual next token) as single "
@@ -52,8 +57,10 @@ def summarize_run(
     costs: dict[str, DriftCost],
     settings: DriftSettings,
     comparison: Comparison,
+    decode: Decode = str,
 ) -> DriftSummary:
-    """drift.json's content: per variant, drift overall and per task, with the task's flips."""
+    """drift.json's content: per variant, drift overall and per task, with the task's flips, and
+    per document the positions that moved most (decode: a token id as text, the baseline's tokenizer)."""
     # One entry per scored position: position 0 of a sequence has no context, so no drift.
     tasks = np.array([s.task for s in sequences for _ in s.token_ids[1:]])
     actual = np.array([t for s in sequences for t in s.token_ids[1:]], np.int64)
@@ -62,7 +69,10 @@ def summarize_run(
     for name, cost in costs.items():
         entry = DriftVariant(status=cost.status, error=cost.error, cost=cost)
         if base is not None and cost.status == COMPLETE and name != baseline:
-            add_drift(entry, kld.position_drift(base, read_topk(store.drift_npz_path(name)), actual), tasks)
+            other = read_topk(store.drift_npz_path(name))
+            per_position = kld.position_drift(base, other, actual)
+            add_drift(entry, per_position, tasks)
+            entry.documents = document_drift(sequences, per_position["kld"], base, other, actual, decode)
         if name != baseline:
             entry.flips = flips_of(comparison, name)
         variants[name] = entry
@@ -89,6 +99,41 @@ def add_drift(entry: DriftVariant, d: dict[str, np.ndarray], tasks: np.ndarray) 
     }
     counts, _ = np.histogram(np.clip(d["kld"], HISTOGRAM_EDGES[0], HISTOGRAM_EDGES[-1]), HISTOGRAM_EDGES)
     entry.kld_histogram = KldHistogram(edges=HISTOGRAM_EDGES.tolist(), counts=counts.tolist())
+
+
+def document_drift(
+    sequences: list[DriftSequence],
+    per_position: np.ndarray,
+    base: kld.TopK,
+    other: kld.TopK,
+    actual: np.ndarray,
+    decode: Decode,
+    keep: int = POSITIONS_KEPT,
+) -> list[DocumentDrift]:
+    """Per document, its prompt's positions with the largest KL divergence, largest first: the
+    token the prompt has there and each side's most likely token."""
+    documents, start = [], 0
+    for seq in sequences:
+        stop = start + len(seq.token_ids) - 1  # one scored position per token after the first
+        order = start + np.argsort(-per_position[start:stop], kind="stable")[:keep]
+        documents.append(
+            DocumentDrift(
+                task=seq.task,
+                doc_id=seq.doc_id,
+                positions=[
+                    PositionDrift(
+                        position=int(i - start) + 1,
+                        kld=float(per_position[i]),
+                        token=decode(int(actual[i])),
+                        baseline_top=decode(int(base.ids[i, 0])),
+                        variant_top=decode(int(other.ids[i, 0])),
+                    )
+                    for i in order
+                ],
+            )
+        )
+        start = stop
+    return documents
 
 
 def flips_of(comparison: Comparison, name: str) -> dict[str, dict[str, TaskFlips]]:

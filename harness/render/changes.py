@@ -12,6 +12,8 @@ import textwrap
 
 from harness.analysis.changes import Change, ChangeList, Side, WordDiff
 from harness.render.tables import fmt, text_table
+from harness.results.schema import PositionDrift
+from harness.results.store import DRIFT_JSON
 
 COUNT_HEADERS = ["variant", "task", "metric", "documents", "right->wrong", "wrong->right", "changed", "refused"]
 CSV_HEADERS = [
@@ -96,7 +98,17 @@ def format_change(change: Change) -> str:
             lines += [f"  {side.variant} response:", indented(side.response or "")]
         lines += ["  word diff ([-" + change.baseline.variant + "-]{+" + change.variant.variant + "+}):"]
         lines.append(indented(marked(change.response_diff)))
+    if change.drift is not None:
+        lines.append(f"  where the prompt's next-token distribution moved most ({DRIFT_JSON}):")
+        lines += [indented(drift_text(p, change)) for p in change.drift.positions]
     return "\n".join(lines) + "\n"
+
+
+def drift_text(p: PositionDrift, change: Change) -> str:
+    return (
+        f"token {p.position} {p.token!r}: KL {p.kld:.3g} nats; most likely {p.baseline_top!r} "
+        f"({change.baseline.variant}), {p.variant_top!r} ({change.variant.variant})"
+    )
 
 
 def format_text(changes: ChangeList) -> str:

@@ -365,6 +365,24 @@ class TaskFlips(Record):
     delta: Finite | None = None
 
 
+class PositionDrift(Record):
+    """One prompt position: how far the variant's next-token distribution moved there."""
+
+    position: int = Field(ge=1)  # index of the next token in the scored sequence (token 0 has no context)
+    kld: NonNegative
+    token: str  # the next token the prompt really has
+    baseline_top: str  # each side's most likely next token
+    variant_top: str
+
+
+class DocumentDrift(Record):
+    """Where, in one document's prompt, the variant's distribution moved most from the baseline's."""
+
+    task: str
+    doc_id: int = Field(ge=0)
+    positions: list[PositionDrift]  # the largest KL divergences, largest first
+
+
 class DriftVariant(Record):
     status: Literal["complete", "failed"]
     error: str | None = None
@@ -373,6 +391,7 @@ class DriftVariant(Record):
     tasks: dict[str, DriftFigures] = Field(default_factory=dict)
     kld_histogram: KldHistogram | None = None
     flips: dict[str, dict[str, TaskFlips]] = Field(default_factory=dict)  # task -> metric -> flips
+    documents: list[DocumentDrift] = Field(default_factory=list)  # per scored document
 
 
 class SequenceCounts(Record):

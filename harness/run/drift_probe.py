@@ -62,12 +62,15 @@ def measure(run_dir: Path | str, *, max_sequences: int = 32, max_tokens: int = 5
     settings = DriftSettings(
         max_sequences=max_sequences, max_tokens=max_tokens, top_k=top_k, method=METHOD.format(k=top_k)
     )
-    sequences = build_sequences(store, config, run.baseline, max_sequences, max_tokens)
+    tokenizer = baseline_tokenizer(config, run.baseline)
+    sequences = build_sequences(store, tokenizer, run.baseline, max_sequences, max_tokens)
     if not sequences:
         raise UsageError(f"{store.root}: the baseline's samples hold no prompt of 2 tokens or more")
     store.write_drift_sequences(DriftSequences(top_k=top_k, sequences=sequences))
     costs = {name: score_in_child(store, name) for name in variants}
-    summary = summarize_run(store, run.baseline, sequences, costs, settings, comparison)
+    summary = summarize_run(
+        store, run.baseline, sequences, costs, settings, comparison, decode=lambda token: tokenizer.decode([token])
+    )
     json_path, csv_path = write_drift(store, summary)
     record_in_manifests(store, settings, costs)
     print(format_drift(summary))
@@ -99,15 +102,19 @@ def record_in_manifests(store: RunStore, settings: DriftSettings, costs: dict[st
 # -- sequences -----------------------------------------------------------------------------
 
 
-def build_sequences(
-    store: RunStore, config: RunConfig, baseline: str, max_sequences: int, max_tokens: int
-) -> list[DriftSequence]:
-    """Distinct prompts taken in turn from each task (doc_id order), as token ids."""
+def baseline_tokenizer(config: RunConfig, baseline: str) -> Any:
+    """The baseline model's tokenizer: it makes the token ids every variant scores, and names them."""
     from transformers import AutoTokenizer
 
     from harness.models.sources import resolve_model
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model(config.variant(baseline).model or config.model))
+    return AutoTokenizer.from_pretrained(resolve_model(config.variant(baseline).model or config.model))
+
+
+def build_sequences(
+    store: RunStore, tokenizer: Any, baseline: str, max_sequences: int, max_tokens: int
+) -> list[DriftSequence]:
+    """Distinct prompts taken in turn from each task (doc_id order), as token ids."""
     queues = {}
     for task in store.sample_tasks(baseline):
         records = sorted(store.read_samples(baseline, task), key=lambda r: r.doc_id)
