@@ -187,11 +187,15 @@ def test_tensor_parallel_weights_and_answers_equal_one_rank(tp_run):
     assert proc.returncode == 0, proc.stderr[-3000:]
     tp1, tp3 = store.read_manifest("tp1"), store.read_manifest("tp3")
     assert tp1.status == tp3.status == "complete"
-    assert tp1.parallel == Parallelism(tensor_parallel_size=1, pipeline_parallel_size=1, ranks=1)
-    assert tp3.parallel is not None
-    assert (tp3.parallel.tensor_parallel_size, tp3.parallel.pipeline_parallel_size, tp3.parallel.ranks) == (3, 1, 3)
+    assert tp1.engine.parallel == Parallelism(tensor_parallel_size=1, pipeline_parallel_size=1, ranks=1)
+    assert tp3.engine.parallel is not None
+    assert (
+        tp3.engine.parallel.tensor_parallel_size,
+        tp3.engine.parallel.pipeline_parallel_size,
+        tp3.engine.parallel.ranks,
+    ) == (3, 1, 3)
     # One NUMA node here, so the harness bound the three ranks itself: one share of CPUs each.
-    assert len((tp3.parallel.cpu_threads_bind or "").split("|")) == 3
+    assert len((tp3.engine.parallel.cpu_threads_bind or "").split("|")) == 3
     # Exact, not approximately: no shard is padded (vocabulary 49152 = 3 x 16384, 9 query and
     # 3 KV heads split evenly), and norms and the rotary cache, whole on every rank, count once.
     q1, q3 = tp1.quantization, tp3.quantization

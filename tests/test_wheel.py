@@ -92,6 +92,6 @@ def test_installed_wheel_runs_the_demo(venv, demo_run):
             assert Path(path).resolve().is_relative_to(venv.resolve()), path
     assert (out / "comparison.csv").is_file()
     for variant in ("bf16", "int8-w8a8"):
-        assert json.loads((out / variant / "manifest.json").read_text())["status"] == "complete"
+        assert json.loads((out / variant / "manifest.json").read_text())["outcome"]["status"] == "complete"
     # The optional fp8 variant runs where vLLM has its AMX kernel (test_demo_run.py checks which).
-    assert json.loads((out / "fp8" / "manifest.json").read_text())["status"] in ("complete", "skipped")
+    assert json.loads((out / "fp8" / "manifest.json").read_text())["outcome"]["status"] in ("complete", "skipped")
