@@ -473,6 +473,14 @@ def add_card(p: argparse.ArgumentParser) -> None:
         help="merge the section and the Hub metadata into this model card; the rest of it is kept",
     )
     p.add_argument("--force", action="store_true", help="with --update: replace another run's evaluation block")
+    p.add_argument(
+        "--history",
+        type=Path,
+        nargs="+",
+        metavar="RUN",
+        help="earlier runs of this model and tasks (or a folder of them): the card shows each benchmark's delta "
+        "in every comparable run, this run last",
+    )
 
 
 def card(args: argparse.Namespace) -> int:
@@ -486,6 +494,7 @@ def card(args: argparse.Namespace) -> int:
         out=args.out,
         update=args.update,
         force=args.force,
+        history=args.history,
     )
     for path in written.paths:
         print(f"wrote {path}")

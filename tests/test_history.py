@@ -162,3 +162,29 @@ def test_mean_kld_where_harness_drift_measured_it(runs):
     history = build_history(find_runs([runs]))
     assert [p.kld_mean for p in history.points if p.task == "t_a"] == [None, None, 0.75, None]
     assert len(history_figure(history).axes) == 4  # a KLD panel beside each delta panel
+
+
+def test_card_shows_the_latest_point_beside_the_earlier_runs(tmp_path, capsys):
+    arc = "llama3_arc_challenge"  # a card benchmark, so that `harness card` has a row to publish
+    good = {arc: alternating(40)}
+    weeks = [("week1", good), ("week2", {arc: alternating(40)[:-4] + [0.0] * 4}), ("week3", {arc: [0.0] * 40})]
+    for day, (name, int8) in enumerate(weeks, 1):
+        store = write_run(tmp_path / "runs" / name, {"bf16": good, "int8": int8}, tasks=[arc])
+        run = store.read_run()
+        run.created = f"2025-01-0{day}T00:00:00+00:00"
+        store.write_run(run)
+    runs, out = tmp_path / "runs", tmp_path / "card"
+    assert cli.main(["card", str(runs / "week3"), "--variant", "int8", "--out", str(out), "--history", str(runs)]) == 0
+    section = (out / "README-evaluation.md").read_text()
+    across = section.split("### Across runs", 1)[1].split("###", 1)[0]
+    header = next(line for line in across.splitlines() if line.startswith("| task"))
+    assert [c.strip() for c in header.split("|")[3:6]] == ["week1", "week2", "week3"]  # this run last
+    row = next(line for line in across.splitlines() if line.startswith(f"| {arc}"))
+    assert [c.strip().split(" ")[0] for c in row.split("|")[3:6]] == ["+0.00", "-5.00", "-50.00"]
+    # The card's run must be the newest: an older one is refused, and nothing is written.
+    capsys.readouterr()
+    old = ["card", str(runs / "week2"), "--variant", "int8", "--out", str(tmp_path / "old"), "--history", str(runs)]
+    assert cli.main(old) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the newest run is week3, not week2" in err
+    assert not (tmp_path / "old").exists()

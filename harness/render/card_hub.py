@@ -19,6 +19,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.repocard import REGEX_YAML_BLOCK
 from huggingface_hub.repocard_data import eval_results_to_model_index
 
+from harness.analysis.history import History, build_history, find_runs
 from harness.errors import UsageError
 from harness.render import plots
 from harness.render.card_rows import CardSection, Row, SettingsOf, build_section
@@ -270,6 +271,18 @@ class Written:
     reproduces_card: bool
 
 
+def latest_point(store: RunStore, run_id: str, paths: list[Path]) -> History:
+    """The history of the runs given and this one, which must be the newest: the card's point is the latest."""
+    runs = find_runs([*paths, store.root])
+    found = build_history(runs)
+    if found.reference != run_id:
+        raise UsageError(f"--history: the newest run is {found.reference}, not {run_id}; a card shows its own run last")
+    if len(found.runs) < 2:
+        left = "; ".join(f"{r.run}: {r.reason}" for r in found.left_out) or "no other run given"
+        raise UsageError(f"--history: no earlier run is comparable with {run_id} ({left})")
+    return found
+
+
 def write_card(
     store: RunStore,
     settings_of: SettingsOf,
@@ -277,6 +290,7 @@ def write_card(
     out: Path | None = None,
     update: Path | None = None,
     force: bool = False,
+    history: list[Path] | None = None,
 ) -> Written:
     """README-evaluation.md and the plot into out (default RUN/card); with update, merge into that card.
 
@@ -296,6 +310,8 @@ def write_card(
         if target in ((out / SECTION_FILE).resolve(), (out / PLOT_FILE).resolve()):
             raise UsageError(f"--update {update}: is a file this command writes into {out}; update another card")
     section = build_section(store, variant, settings_of)
+    if history is not None:
+        section.history = latest_point(store, section.run.run_id, history)
     files = {
         out / SECTION_FILE: str(section_card(section, render_section(section, PLOT_FILE))).encode("utf-8"),
         out / PLOT_FILE: plots.card_png(section.comparison, list(section.names), section.run.card),

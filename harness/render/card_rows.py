@@ -17,6 +17,7 @@ from pathlib import Path
 
 from harness.analysis import integrity
 from harness.analysis.comparison import build_comparison, leaf_tasks, load_variant, metric_leaves
+from harness.analysis.history import History
 from harness.errors import UsageError
 from harness.resources import DEMO_DATA_DIR
 from harness.results.schema import (
@@ -81,6 +82,7 @@ class CardSection:
     variant: Manifest
     rows: list[Row]
     run_marks: list[str]  # reasons that hold for every row (sample data, a limit)
+    history: History | None = None  # `--history`: earlier runs of this model, this run the newest
 
     @property
     def names(self) -> tuple[str, str]:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from harness.render import markdown
 from harness.render.card_rows import CardSection, config_int
+from harness.render.history import delta_cell
 from harness.render.markdown import Markdown
 from harness.render.tables import fmt, markdown_table
 from harness.results.schema import (
@@ -269,6 +270,33 @@ def reproduce(section: CardSection) -> str:
     return f"With harness at git {sha}{where}:\n\n" + markdown.code_block(lines, "bash")
 
 
+def history_part(section: CardSection) -> list[str]:
+    """`--history`: this variant's delta on each benchmark in every comparable run, this one last."""
+    history = section.history
+    if history is None:
+        return []
+    quant = section.variant.variant
+    cells: dict[tuple[str, str], dict[str, str]] = {}
+    for p in history.points:
+        if p.variant == quant:
+            cells.setdefault((p.task, p.metric), {})[p.run_id] = delta_cell(p.delta, p.ci_low, p.ci_high, p.kld_mean)
+    rows = [[task, metric, *(by_run.get(run, "") for run in history.runs)] for (task, metric), by_run in cells.items()]
+    text = [
+        "### Across runs\n",
+        f"{markdown.text(quant)} minus {markdown.text(history.baseline)} in points, with the paired 95% interval "
+        "and the mean KLD where `harness drift` measured it, in every comparable run, oldest first; "
+        "this run is the last column.\n",
+        markdown_table(["task", "metric", *history.runs], rows),
+    ]
+    if history.left_out:
+        text.append(
+            "Left out (not comparable with this run): "
+            + "; ".join(f"{markdown.text(r.run)}: {markdown.text(r.reason)}" for r in history.left_out)
+            + ".\n"
+        )
+    return text
+
+
 def render_section(section: CardSection, plot_path: str) -> str:
     """The marker-delimited block: what is pasted into, or merged with, a model card."""
     run = section.run
@@ -285,6 +313,7 @@ def render_section(section: CardSection, plot_path: str) -> str:
         "the noise floor is how far the baseline moved against a repeat of itself.\n",
         results_table(section),
         f"![{quant} vs {base} per benchmark]({markdown.link_target(plot_path)})\n",
+        *history_part(section),
         "### Settings\n",
         settings_table(section),
         "### Models, quantization and throughput\n",

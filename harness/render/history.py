@@ -23,7 +23,7 @@ def history_csv(history: History) -> str:
     return frame.to_csv(index=False, float_format="%.6g")
 
 
-def cell(delta: float | None, low: float | None, high: float | None, kld: float | None) -> str:
+def delta_cell(delta: float | None, low: float | None, high: float | None, kld: float | None) -> str:
     text = "" if delta is None else fmt(delta, "+.2f")
     if low is not None and high is not None:
         text += f" [{low:+.2f}, {high:+.2f}]"
@@ -33,7 +33,9 @@ def cell(delta: float | None, low: float | None, high: float | None, kld: float 
 def history_markdown(history: History) -> str:
     rows: dict[tuple[str, str, str], dict[str, str]] = {}
     for p in history.points:
-        rows.setdefault((p.task, p.metric, p.variant), {})[p.run_id] = cell(p.delta, p.ci_low, p.ci_high, p.kld_mean)
+        rows.setdefault((p.task, p.metric, p.variant), {})[p.run_id] = delta_cell(
+            p.delta, p.ci_low, p.ci_high, p.kld_mean
+        )
     headers = ["task", "metric", "variant", *history.runs]
     body = [[*key, *(cells.get(run, "") for run in history.runs)] for key, cells in rows.items()]
     parts = [
