@@ -3,13 +3,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-from runfixtures import alternating, write_run
+from runfixtures import alternating, drift_figures, write_run
 
 from harness import cli
 from harness.analysis import drift as drift_summary
 from harness.results.schema import (
     DriftCost,
-    DriftFigures,
     DriftSettings,
     DriftSummary,
     DriftVariant,
@@ -494,22 +493,6 @@ def test_against_an_unknown_variant_is_bad_input(tmp_path, capsys):
 
 GOOD_DRIFT = {"t_a": (0.012, 97.5), "t_b": (0.020, 96.0)}  # (mean KLD nats, top-1 agreement %)
 DAMAGED_DRIFT = {"t_a": (0.45, 71.0), "t_b": (0.03, 95.0)}
-
-
-def drift_figures(kld: float, top1: float) -> DriftFigures:
-    """Whole figures as kld.summarize gives them, around a mean KLD and a top-1 agreement."""
-    return DriftFigures(
-        positions=200,
-        kld_mean=kld,
-        kld_median=kld / 2,
-        kld_p99=kld * 5,
-        kld_max=kld * 10,
-        top1_agreement_pct=top1,
-        dp_actual_mean=-0.01,
-        dp_actual_rms=0.05,
-        ppl_ratio=1.02,
-        rest_mass_mean=0.1,
-    )
 
 
 def write_drift(store: RunStore, figures: dict[str, dict[str, tuple[float, float]] | str]) -> None:

@@ -4,7 +4,7 @@ import csv
 import io
 
 import pytest
-from runfixtures import alternating, write_run
+from runfixtures import alternating, drift_figures, write_run
 
 from harness import cli
 from harness.analysis.drift import write_drift
@@ -12,7 +12,6 @@ from harness.analysis.history import build_history, find_runs
 from harness.render.plots import history_figure
 from harness.results.schema import (
     DriftCost,
-    DriftFigures,
     DriftSettings,
     DriftSummary,
     DriftVariant,
@@ -133,20 +132,6 @@ def test_bad_input_is_one_line(tmp_path, capsys):
 def test_mean_kld_where_harness_drift_measured_it(runs):
     store = RunStore(runs / "week3")
 
-    def figures(kld: float) -> DriftFigures:
-        return DriftFigures(
-            positions=100,
-            kld_mean=kld,
-            kld_median=kld,
-            kld_p99=kld,
-            kld_max=kld,
-            top1_agreement_pct=90.0,
-            dp_actual_mean=0.0,
-            dp_actual_rms=0.1,
-            ppl_ratio=1.1,
-            rest_mass_mean=0.1,
-        )
-
     cost = DriftCost(status="complete")
     summary = DriftSummary(
         run_id=store.read_run().run_id,
@@ -155,7 +140,9 @@ def test_mean_kld_where_harness_drift_measured_it(runs):
         sequences=SequenceCounts(count=4, tokens=200, per_task={"t_a": 4}),
         variants={
             "bf16": DriftVariant(status="complete", cost=cost),
-            "int8": DriftVariant(status="complete", cost=cost, overall=figures(0.5), tasks={"t_a": figures(0.75)}),
+            "int8": DriftVariant(
+                status="complete", cost=cost, overall=drift_figures(0.5), tasks={"t_a": drift_figures(0.75)}
+            ),
         },
     )
     write_drift(store, summary)

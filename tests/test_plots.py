@@ -17,7 +17,7 @@ from matplotlib.container import ErrorbarContainer
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 from matplotlib.transforms import Bbox
-from runfixtures import alternating, write_run
+from runfixtures import alternating, drift_figures, write_run
 
 from harness.analysis.comparison import build_comparison
 from harness.errors import UsageError
@@ -73,17 +73,6 @@ def drift_summary(variants: list[str]) -> DriftSummary:
     """drift.json as `harness drift` writes it: the baseline first, with no drift of its own."""
     cost = {"status": "complete"}
 
-    def figures(kld: float) -> dict:
-        return {
-            "positions": 100,
-            **dict.fromkeys(("kld_mean", "kld_median", "kld_p99", "kld_max"), kld),
-            "top1_agreement_pct": 95.0,
-            "dp_actual_mean": 0.0,
-            "dp_actual_rms": 0.01,
-            "ppl_ratio": 1.01,
-            "rest_mass_mean": 0.1,
-        }
-
     return DriftSummary.model_validate(
         {
             "run_id": "run",
@@ -95,7 +84,10 @@ def drift_summary(variants: list[str]) -> DriftSummary:
                 name: {
                     "status": "complete",
                     "cost": cost,
-                    "tasks": {task: figures(0.01 * (i + 1) * (j + 1)) for j, (_, task, _) in enumerate(SUITE)},
+                    "tasks": {
+                        task: drift_figures(0.01 * (i + 1) * (j + 1)).model_dump()
+                        for j, (_, task, _) in enumerate(SUITE)
+                    },
                     "flips": {task: {metric: {"delta": -float(j % 5)}} for j, (_, task, metric) in enumerate(SUITE)},
                     "kld_histogram": {"counts": [5, 3, 1], "edges": [1e-6, 1e-4, 1e-2, 1.0]},
                 }
