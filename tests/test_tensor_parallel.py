@@ -198,7 +198,7 @@ def test_tensor_parallel_weights_and_answers_equal_one_rank(tp_run):
     assert len((tp3.engine.parallel.cpu_threads_bind or "").split("|")) == 3
     # Exact, not approximately: no shard is padded (vocabulary 49152 = 3 x 16384, 9 query and
     # 3 KV heads split evenly), and norms and the rotary cache, whole on every rank, count once.
-    q1, q3 = tp1.quantization, tp3.quantization
+    q1, q3 = tp1.engine.quantization, tp3.engine.quantization
     assert q1.weight_bytes and q1.weight_bytes > 500e6  # 135M float32 parameters
     assert (q3.weight_bytes, q3.repacked_weight_bytes, q3.elements_by_dtype) == (
         q1.weight_bytes,
