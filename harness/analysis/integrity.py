@@ -74,10 +74,11 @@ def check_run(store: RunStore) -> RunRecord:
             )
         if manifest.status != COMPLETE:
             continue
-        for task in store.sample_tasks(name):
-            store.read_samples(name, task)
         check_answer_store(store, run.run_id, name)
-        check_variant(load_variant(store, name))
+        variant = load_variant(store, name)
+        for task in store.sample_tasks(name):
+            variant.samples(task)  # every file read once, through its model; check_variant reuses them
+        check_variant(variant)
     drift = store.read_drift()
     if drift is not None and drift.run_id != run.run_id:
         raise StoreError(f"{store.root / DRIFT_JSON}: drift of run {drift.run_id}, not of this run ({run.run_id})")
