@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from harness.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, UsageError, one_line
+from harness.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, CheckFailed, UsageError, one_line
 from harness.logs import setup_logging
 from harness.results.io import StoreError
 
@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, StoreError) as e:
         print(f"harness {args.command}: error: {one_line(str(e), limit=2000)}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except CheckFailed as e:
+        print(f"harness {args.command}: {one_line(str(e), limit=2000)}", file=sys.stderr)
+        return EXIT_FAILED
     except BrokenPipeError:
         # `harness compare RUN | head`: the reader left; the files are written already. Point
         # stdout at /dev/null so the interpreter's own flush at exit does not complain.

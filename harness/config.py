@@ -8,8 +8,6 @@ instead of after an engine start.
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 from pathlib import Path
 from typing import Any, Literal
 
@@ -216,39 +214,4 @@ def load_config(path: Path | str | None, overrides: dict[str, Any] | None = None
     raw = read_yaml(path)
     if overrides and isinstance(raw, dict):
         raw = {**raw, **overrides}
-    config = validate_config(raw, path)
-    check_engine_args(config, path)
-    return config
-
-
-def check_engine_args(config: RunConfig, path: Path | str) -> None:
-    """Reject engine keys vLLM does not take and quantization methods it does not know.
-
-    Whether this machine can run a method is vLLM's kernels' answer (harness/engine/capability.py).
-    """
-    fields, methods = _vllm_engine_facts()
-    for label, engine in [("engine", config.engine)] + [
-        (f"variants.{i}.engine", v.engine) for i, v in enumerate(config.variants)
-    ]:
-        for key in engine:
-            if key == "model":
-                raise UsageError(f"{path}: {label}.model: set the model with `model`, not in engine")
-            if key not in fields:
-                raise UsageError(f"{path}: {label}.{key}: not a vLLM engine argument")
-    for i, v in enumerate(config.variants):
-        method = config.engine_args(v).get("quantization")
-        if method is None:
-            continue
-        where = f"{path}: variants.{i}.engine.quantization"
-        if method not in methods:
-            raise UsageError(f"{where}: {method!r} is not a vLLM quantization method")
-
-
-@functools.cache
-def _vllm_engine_facts() -> tuple[frozenset[str], frozenset[str]]:
-    """vLLM's own engine arguments and quantization methods."""
-    from vllm.engine.arg_utils import EngineArgs
-    from vllm.model_executor.layers.quantization import QUANTIZATION_METHODS
-
-    fields = frozenset(f.name for f in dataclasses.fields(EngineArgs))
-    return fields, frozenset(QUANTIZATION_METHODS)
+    return validate_config(raw, path)

@@ -8,6 +8,11 @@ class UsageError(Exception):
     """
 
 
+class CheckFailed(Exception):
+    """A check could not be done, through no fault of the input (a child process died): one
+    line, exit code 1."""
+
+
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 

@@ -90,12 +90,18 @@ def hardware() -> dict[str, object]:
 def cpu_features() -> list[str]:
     """The CPU flags vLLM's CPU kernels choose by: AMX (its fp8 and sgl int8 kernels), the AVX-512
     subsets (oneDNN's bf16 and int8 paths) and AVX2 (the floor)."""
+    return [f for f in cpu_flags() if f.startswith(("amx", "avx512")) or f in ("avx2", "avx_vnni")]
+
+
+def cpu_flags() -> list[str]:
+    """Every flag /proc/cpuinfo lists for the first CPU, sorted; [] where there is none."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
         return []
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    return sorted({f for f in flags if f.startswith(("amx", "avx512")) or f in ("avx2", "avx_vnni")})
+    return sorted(
+        set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+    )
 
 
 def _cpu_model() -> str | None:

@@ -66,7 +66,10 @@ CASES = [
 
 @pytest.fixture
 def run_harness(monkeypatch, capsys):
-    """The CLI in-process (imports are paid once), as a user would call it."""
+    """The CLI in-process (imports are paid once), as a user would call it. vLLM imported here
+    answers the pre-run questions in this process; tests/test_preflight.py asks a child."""
+    import vllm  # noqa: F401
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
 

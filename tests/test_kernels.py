@@ -247,6 +247,8 @@ def test_where_bf16_falls_back_the_run_computes_in_the_fallback_dtype_and_says_s
     from harness.resources import DEMO_CONFIG, DEMO_DATA_DIR
     from harness.run import runner
 
+    import vllm  # noqa: F401  (imported here, the pre-run questions are asked in this process, where the patch is)
+
     monkeypatch.setattr(kernels, "torch_fallback", lambda vllm_config: True)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     raw = yaml.safe_load(DEMO_CONFIG.read_text())

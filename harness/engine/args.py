@@ -34,9 +34,12 @@ import re
 import sys
 import warnings
 from pathlib import Path
-from typing import Annotated, Any, get_args
+from typing import TYPE_CHECKING, Annotated, Any, get_args
 
 from harness.errors import UsageError
+
+if TYPE_CHECKING:
+    from harness.engine.preflight import Questions
 
 # Set by the harness itself, so not engine arguments (LLM(model=..., seed=..., **engine)).
 HARNESS_OWNED = {
@@ -69,6 +72,27 @@ _OWNER_ORDER = (
 _MAX_MESSAGE = 300
 
 
+def check_engine_names(questions: Questions, where: str) -> None:
+    """Refuse engine keys vLLM does not take and quantization methods it does not know, named
+    where the config writes them (the run's `engine` or a variant's).
+
+    Whether this machine can run a method is vLLM's kernels' answer (harness/engine/capability.py).
+    """
+    fields, methods = _engine_fields(), _registries().get("quantization", frozenset())
+    for label, engine in [("engine", questions.engine)] + [
+        (f"variants.{i}.engine", v.engine) for i, v in enumerate(questions.variants)
+    ]:
+        for key in engine:
+            if key == "model":
+                raise UsageError(f"{where}: {label}.model: set the model with `model`, not in engine")
+            if key not in fields:
+                raise UsageError(f"{where}: {label}.{key}: not a vLLM engine argument")
+    for i, v in enumerate(questions.variants):
+        method = questions.engine_args(v).get("quantization")
+        if method is not None and method not in methods:
+            raise UsageError(f"{where}: variants.{i}.engine.quantization: {method!r} is not a vLLM quantization method")
+
+
 def check_engine_values(engine_args: dict, model_path: str | None, where: str) -> None:
     """Raise UsageError (one line: `{where}.{key}: what is wrong`) for a value vLLM would refuse.
 
@@ -95,7 +119,7 @@ def _check(engine_args: dict, model_path: str | None, where: str) -> None:
         problem = _check_value(key, value) or _registry_problem(key, value) or _harness_rules(key, value)
         if problem:
             raise UsageError(f"{where}.{key}: {problem}")
-    model_dir = _local_model_dir(model_path, engine_args.get("revision"))
+    model_dir = local_model_dir(model_path, engine_args.get("revision"))
     if model_dir is not None:
         _check_together(engine_args, model_dir, model_path or model_dir, where)
 
@@ -278,7 +302,7 @@ def _is_union_branch(part: Any) -> bool:
 # -- stage 2: all values together with the model ---------------------------------------------
 
 
-def _local_model_dir(model_path: str | None, revision: Any = None) -> str | None:
+def local_model_dir(model_path: str | None, revision: Any = None) -> str | None:
     """A folder with config.json for this model, without the network; None if there is none."""
     if not model_path:
         return None

@@ -22,11 +22,10 @@ from pathlib import Path
 
 from harness import provenance
 from harness.config import RunConfig, Variant, folder_name, load_config, validate_config
-from harness.engine import capability
-from harness.engine.args import check_engine_values
+from harness.engine import capability, preflight
 from harness.errors import UsageError
 from harness.models.checkpoint import tokenizer_identity
-from harness.models.demo import DEMO_FOLDERS, demo_checkpoint_path
+from harness.models.demo import DEMO_FOLDERS
 from harness.models.sources import check_model, resolve_model
 from harness.offline import go_offline
 from harness.pathlimits import NAME_MAX, shown, too_long
@@ -190,32 +189,38 @@ def _run_folder(config: RunConfig, output_dir: Path | None, run_id: str | None) 
 def _check_inputs(
     config: RunConfig, config_path: Path, dirs: list[Path], root: Path, ray_address: str | None = None
 ) -> RunRecord:
-    """Models, engine values, card, tasks and data, checked before a run folder or an engine exists."""
+    """Models, engine values, card, tasks and data, checked before a run folder or an engine exists.
+
+    What only vLLM can answer (engine values, the dtype's kernels, the 8-bit kernels) is asked
+    first and waited for last (harness/engine/preflight.py), so that its child process works
+    while the other checks run; its refusal of an engine value is reported first, as if it had
+    come first.
+    """
     where = str(config_path)
     check_model(config.model, f"{where}: model")
     for i, variant in enumerate(config.variants):
         if variant.model:
             check_model(variant.model, f"{where}: variants.{i}.model")
-    check_engine_values(config.engine, None, f"{where}: engine")  # named where it is written
-    _check_tokenizers(config, where)
-    for i, variant in enumerate(config.variants):
-        check_engine_values(
-            config.engine_args(variant), _checked_path(variant.model or config.model), f"{where}: variants.{i}.engine"
-        )
-    card = load_card(config.card, config_path, f"{where}: card") if config.card else None
-    names = [(f"tasks.{i}.name", t.name) for i, t in enumerate(config.tasks)] or [("suite", config.suite or "")]
-    for key, name in names:
-        if not registry.is_known(name):
-            raise UsageError(f"{where}: {key}: unknown task, group or suite {name!r}")
-    task_names = [name for _, name in names]
-    data.require(task_names, dirs)  # a missing or corrupt split costs seconds here, not a GPU
-    # Last: the kernel probes need the checkpoints (the demo's are made here, once).
     here = config.cluster is None or cluster.address_of(config.cluster, ray_address) == cluster.LOCAL
-    paths = _probe_paths(config)
-    dtype_note = capability.dtype_fallback(config, paths[config.baseline], engines_here=here)
-    if dtype_note is not None and config.fallback_dtype is not None:
+    questions = _questions(config, here)
+    with preflight.Pending(questions) as pending:
+        try:
+            _check_tokenizers(config, where)
+            card = load_card(config.card, config_path, f"{where}: card") if config.card else None
+            task_names = _task_names(config, where)
+            data.require(task_names, dirs)  # a missing or corrupt split costs seconds here, not a GPU
+            problem = None
+        except UsageError as e:
+            problem = e
+        answers = pending.result()
+    if answers.problem is not None:
+        raise UsageError(answers.problem.replace(preflight.CONFIG, where, 1))
+    if problem is not None:
+        raise problem
+    answers.replay_log()
+    if answers.dtype_note is not None and config.fallback_dtype is not None:
         config = config.with_dtype(config.fallback_dtype)
-    skipped = capability.check_variants(config, paths, where, engines_here=here)
+    skipped = capability.check_variants(questions, answers.refusals, where)
     return RunRecord(
         run_id=root.name,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -227,29 +232,35 @@ def _check_inputs(
         card=card,
         noise_floor=config.noise_floor,
         skipped=skipped,
-        dtype_note=dtype_note,
+        dtype_note=answers.dtype_note,
         data_dirs=[str(d) for d in dirs],
         data_source=describe_data(dirs),
         status=RUNNING,
     )
 
 
-def _probe_paths(config: RunConfig) -> dict[str, str | None]:
-    """Each variant's checkpoint for the kernel probe: the demo's made if need be; a hub id only
-    when its config is local (offline, or cached)."""
-    paths: dict[str, str | None] = {}
-    for variant in config.variants:
-        model = variant.model or config.model
-        paths[variant.name] = resolve_model(model) if model in DEMO_FOLDERS else _checked_path(model)
-    return paths
+def _task_names(config: RunConfig, where: str) -> list[str]:
+    names = [(f"tasks.{i}.name", t.name) for i, t in enumerate(config.tasks)] or [("suite", config.suite or "")]
+    for key, name in names:
+        if not registry.is_known(name):
+            raise UsageError(f"{where}: {key}: unknown task, group or suite {name!r}")
+    return [name for _, name in names]
 
 
-def _checked_path(model: str) -> str | None:
-    """The checkpoint the engine values are checked against: the demo's only once made."""
-    if model not in DEMO_FOLDERS:
-        return resolve_model(model)
-    made = demo_checkpoint_path(model)
-    return str(made) if (made / "config.json").is_file() else None
+def _questions(config: RunConfig, engines_here: bool) -> preflight.Questions:
+    """What the run asks vLLM, with each variant's checkpoint (the demo's are made here, once)."""
+    return preflight.Questions(
+        engine=config.engine,
+        variants=[
+            preflight.VariantQuestion(
+                name=v.name, engine=v.engine, optional=v.optional, checkpoint=resolve_model(v.model or config.model)
+            )
+            for v in config.variants
+        ],
+        baseline=config.baseline,
+        fallback_dtype=config.fallback_dtype,
+        engines_here=engines_here,
+    )
 
 
 def _check_tokenizers(config: RunConfig, where: str) -> None:
