@@ -109,7 +109,9 @@ def test_a_child_that_dies_is_one_line_exit_1_and_nothing_is_made(cache, tmp_pat
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(config))
     env = os.environ | {"PYTHONPATH": os.pathsep.join([str(broken.parent), str(ROOT)])}
-    done = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(path)], capture_output=True, text=True, env=env)
+    done = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "run", str(path)], capture_output=True, text=True, env=env
+    )
     assert done.returncode == 1, done.stderr
     assert done.stderr.strip().splitlines() == [
         "harness run: vLLM's pre-run checks ended without an answer (exit code 1): "
@@ -179,3 +181,11 @@ def test_a_damaged_cache_entry_is_a_miss_and_a_written_one_reads_back(cache):
     (cache / "k.json").write_text('{"dtype_note": ')
     assert preflight._read_cache("k") is None
     assert preflight._read_cache(None) is None
+
+
+def test_a_cache_that_cannot_be_written_is_skipped(tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("HARNESS_PREFLIGHT_CACHE", str(blocker / "preflight"))
+    preflight._write_cache("k", preflight.Answers())  # no error: the answers are used uncached
+    assert blocker.read_text() == "not a folder" and preflight._read_cache("k") is None

@@ -215,7 +215,8 @@ def cache_key(questions: Questions) -> str | None:
     checkpoints: dict[str, object] = {}
     for v in questions.variants:
         for path in _local_paths(questions.engine_args(v), v.checkpoint):
-            checkpoints[path] = _folder_digest(Path(path))
+            if path not in checkpoints:  # variants often share one
+                checkpoints[path] = _folder_digest(Path(path))
         if v.checkpoint is not None and not _pinned(v.checkpoint, questions.engine_args(v)):
             return None
     machine = _machine()
@@ -330,7 +331,6 @@ def _read_cache(key: str | None) -> Answers | None:
 def _write_cache(key: str, answers: Answers) -> None:
     """Whole or not at all (a killed process leaves no half entry); a cache that cannot be written is skipped."""
     try:
-        _cache_file(key).parent.mkdir(parents=True, exist_ok=True)
         write_bytes_atomic(_cache_file(key), answers.model_dump_json().encode())
     except OSError as e:
         log.debug("pre-run answers not cached: %s", e)

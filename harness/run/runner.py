@@ -268,13 +268,19 @@ def _check_tokenizers(config: RunConfig, where: str) -> None:
     prompt would be other token ids, so its per-sample answers could not be compared."""
     baseline = config.variant(config.baseline)
     ours = _tokenizer_source(config, baseline)
-    identity: dict[str, object] | None = None
+    read: dict[str, dict[str, object]] = {}  # each distinct tokenizer is read once
+
+    def identity_of(source: str, where: str) -> dict[str, object]:
+        if source not in read:
+            read[source] = _tokenizer_identity(source, where)
+        return read[source]
+
     for i, variant in enumerate(config.variants):
         theirs = _tokenizer_source(config, variant)
         if theirs == ours or {theirs, ours} <= DEMO_FOLDERS.keys():  # demo-w8a8 carries demo's files
             continue
-        identity = identity or _tokenizer_identity(ours, f"{where}: variants ({baseline.name})")
-        other = _tokenizer_identity(theirs, f"{where}: variants.{i} ({variant.name})")
+        identity = identity_of(ours, f"{where}: variants ({baseline.name})")
+        other = identity_of(theirs, f"{where}: variants.{i} ({variant.name})")
         differs = [k for k in identity if identity[k] != other.get(k)] + [k for k in other if k not in identity]
         if differs:
             what = ", ".join(f"{k} {other.get(k)} vs {identity.get(k)}" if k == "vocab_size" else k for k in differs)
