@@ -2,9 +2,12 @@
 checks and a worker's task loading, against the figures issue 25 was filed with.
 
 Every figure is the median of 3 fresh processes, warm (after one untimed run) and cold: before
-each cold run the task files (lm-eval's tree and tasks/, configs/) and every .py/.pyc file of the
-interpreter's packages are evicted from the page cache (posix_fadvise DONTNEED, no root needed);
-shared libraries stay cached, so "cold" is a lower bound of a first start after a reboot.
+each cold run the task files (lm-eval's tree and tasks/, configs/), what the harness keeps of
+lm-eval's task index in its cache folder, and every .py/.pyc file of the interpreter's packages
+are evicted from the page cache (posix_fadvise DONTNEED, no root needed); shared libraries stay
+cached, so "cold" is a lower bound of a first start after a reboot. "nothing kept": each process
+with an empty cache folder of its own (HARNESS_CACHE), as the first one after lm-eval or a task
+file changed.
 Commands run against a run folder made beforehand (the demo: `harness run --limit 2
 --output-dir DIR`); `--before CHECKOUT` times the same steps with another checkout's code (e.g.
 a worktree of the previous commit) in the same session.
@@ -70,6 +73,15 @@ with data.use_data_dirs([Path({samples!r})]):
     manager.load({names!r})
 print(time.perf_counter() - t)
 """
+# `harness tasks` as the first process after lm-eval or tasks/ changed: nothing kept to read back.
+TASKS_NOTHING_KEPT = """
+import os, sys, tempfile
+with tempfile.TemporaryDirectory() as cache:
+    os.environ["HARNESS_CACHE"] = cache
+    from harness.cli import main
+    code = main(["tasks"])
+sys.exit(code)
+"""
 # `harness run` from its start to the first worker: config, data and engine checks, kernel probe.
 PRERUN = """
 import time; t = time.perf_counter()
@@ -104,7 +116,8 @@ def evict(paths: list[Path]) -> None:
 
 
 def cold_paths(code: Path) -> list[Path]:
-    return [Path(sysconfig.get_paths()["purelib"]), code / "harness", ROOT / "tasks", ROOT / "configs"]
+    kept = Path(os.environ.get("HARNESS_CACHE", Path.home() / ".cache" / "harness")) / "lm-eval-tasks"
+    return [Path(sysconfig.get_paths()["purelib"]), code / "harness", ROOT / "tasks", ROOT / "configs", kept]
 
 
 def timed(argv: list[str], code: Path, *, inner: bool) -> float:
@@ -143,6 +156,7 @@ def steps(run: Path | None, out: Path) -> dict[str, tuple[list[str], bool]]:
             True,
         ),
         "harness tasks": (cli + ["tasks"], False),
+        "harness tasks, nothing kept": (py + [TASKS_NOTHING_KEPT], False),
         "demo pre-run checks": (py + [PRERUN.format(out=str(out))], False),
     }
     if run is not None:
@@ -151,6 +165,8 @@ def steps(run: Path | None, out: Path) -> dict[str, tuple[list[str], bool]]:
             "harness compare": (cli + ["compare", str(run)], False),
             "harness gate": (cli + ["gate", str(run), "--max-drop", "100"], False),
             "harness report": (cli + ["report", str(run), "--out", str(out / "report")], False),
+            "harness diff": (cli + ["diff", str(run)], False),
+            "harness history": (cli + ["history", str(run), "--out", str(out / "history")], False),
         }
     return found
 

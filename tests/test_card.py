@@ -7,6 +7,9 @@ lm-eval; tests/test_demo_run.py covers that path on a real run).
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 from huggingface_hub import ModelCard
@@ -346,6 +349,30 @@ def test_card_command_writes_the_files(store, tmp_path, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert f"wrote {tmp_path / 'out' / cards.SECTION_FILE}" in out
     assert (tmp_path / "out" / cards.PLOT_FILE).is_file()
+
+
+def test_card_command_reads_the_settings_back_from_the_cache_folder(tmp_path):
+    """The settings come from lm-eval's index of tasks/, which the first card keeps for the next:
+    that one imports neither lm_eval.tasks nor what it brings (datasets, pandas, jinja2), and
+    writes the same section."""
+    store = make_run(tmp_path / "run", card=None)
+    env = {**os.environ, "HARNESS_CACHE": str(tmp_path / "cache")}
+    heavy = ["jinja2", "lm_eval.tasks", "pandas"]
+
+    def card(out: str) -> str:
+        script = (
+            f"import sys; from harness import cli; code = cli.main(['card', {str(store.root)!r}, '--out', {out!r}]); "
+            f"print(code, [m for m in {heavy!r} if m in sys.modules])"
+        )
+        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.splitlines()[-1]
+
+    assert card(str(tmp_path / "cold")) == f"0 {heavy}"
+    assert card(str(tmp_path / "warm")) == "0 []"
+    section = [(tmp_path / out / cards.SECTION_FILE).read_text() for out in ("cold", "warm")]
+    assert section[0] == section[1]
+    assert "Meta's shot selection and separators are unpublished" in section[0]  # ARC's YAML's metadata
 
 
 @pytest.mark.parametrize(

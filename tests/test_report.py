@@ -190,6 +190,34 @@ def test_compare_gate_report_diff_history_run_without_vllm_or_torch(run_dir, tmp
     assert (tmp_path / "r" / "report.html").is_file()
 
 
+# Libraries a command has no use for, so it must not import them: each costs a noticeable part
+# of a second at every start (scipy.stats alone most of one).
+NOT_IMPORTED = {
+    "compare": ["jinja2", "matplotlib"],
+    "gate": ["jinja2", "matplotlib", "pandas"],
+    "report": ["pandas"],
+    "diff": ["jinja2", "matplotlib", "pandas", "scipy.stats"],
+    "history": ["jinja2"],
+}
+
+
+@pytest.mark.parametrize("command", NOT_IMPORTED)
+def test_a_command_imports_only_the_libraries_it_uses(run_dir, tmp_path, command):
+    args = {
+        "gate": ["--max-drop", "100"],
+        "report": ["--out", str(tmp_path / "r")],
+        "history": ["--out", str(tmp_path / "h")],
+    }.get(command, [])
+    script = (
+        f"import sys; from harness import cli; code = cli.main({[command, str(run_dir), *args]!r}); "
+        f"print(code, [m for m in {NOT_IMPORTED[command]!r} if m in sys.modules])"
+    )
+    result = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    # gate answers 1: int8 failed.
+    assert result.stdout.splitlines()[-1] == f"{1 if command == 'gate' else 0} []"
+
+
 # Records, once the page has loaded, what each image decoded to.
 PROBE = """<script>
 window.addEventListener('load', () => {

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -116,35 +118,48 @@ def test_the_demo_indexes_only_the_projects_tasks():
     assert suites.task_manager(["llama3_no_such_task"]).include_path == [str(suites.TASKS_DIR)]
 
 
-def test_the_narrow_index_holds_what_lm_evals_full_index_holds():
+def _forget():
+    """The registry's per-process memory cleared: what a new process starts from."""
+    for memo in (
+        suites._manager,
+        suites._narrow,
+        suites._own_index,
+        suites._folder_index,
+        suites._builtin_key,
+        suites._builtin_words,
+    ):
+        memo.cache_clear()
+
+
+def test_the_narrow_index_holds_what_lm_evals_full_index_holds(tmp_path, monkeypatch):
     """Every name the card suites and a few built-ins reach has the entry lm-eval's full index gives it."""
     from lm_eval.tasks import TaskManager
 
-    full = TaskManager(include_path=str(suites.TASKS_DIR)).task_index
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path))
+    full = suites._index_entries(TaskManager(include_path=str(suites.TASKS_DIR)).task_index)
     root = suites._builtin_root()
     for names in (["llama3_base", "llama3_instruct"], ["mmlu"], ["bbh_cot_fewshot", "llama3_arc_challenge"]):
         manager = suites.task_manager(names)
         assert str(root) not in manager.include_path, names  # only some of lm-eval's folders
-        reached, unresolved = suites._reach(manager.task_index, names)
+        narrow = suites._index_entries(manager.task_index)
+        reached, unresolved = suites._reach(narrow, names)
         assert not unresolved, names
-        assert _entries(manager.task_index, reached) == _entries(full, reached), names
+        assert _entries(narrow, reached) == _entries(full, reached), names
+        _forget()  # the listings' index, as a new process reads it back from the cache folder
         assert _entries(suites.task_index(names), reached) == _entries(full, reached), names
     assert {Path(p).name for p in suites.task_manager(["llama3_base"]).include_path} == {"mmlu", "bbh", "tasks"}
 
 
 @pytest.fixture
 def builtin_tree(tmp_path, monkeypatch):
-    """A stand-in for lm-eval's built-in task folders; the registry's per-process memory cleared around it."""
+    """A stand-in for lm-eval's built-in task folders, with a cache folder of its own; the registry's
+    per-process memory cleared around it."""
     root = tmp_path / "builtin"
-
-    def clear():
-        for memo in (suites._manager, suites._narrow, suites._folder_index, suites._builtin_words):
-            memo.cache_clear()
-
-    clear()
+    _forget()
     monkeypatch.setattr(suites, "_builtin_root", lambda: root)
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
     yield root
-    clear()
+    _forget()
 
 
 def _write(path: Path, text: str) -> None:
@@ -189,12 +204,110 @@ def test_built_in_folders_indexed_for_a_name(builtin_tree, tmp_path, files, want
     assert [Path(p).name for p in got] == folders
 
 
-def test_an_edited_task_is_seen_by_the_next_index(tmp_path):
+def test_an_edited_task_is_seen_by_the_next_index(tmp_path, monkeypatch):
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
     tasks = tmp_path / "tasks"
     shutil.copytree(suites.TASKS_DIR, tasks, ignore=shutil.ignore_patterns("samples", "__pycache__"))
     arc = tasks / "llama3_base" / "arc_challenge" / "llama3_arc_challenge.yaml"
+    original = arc.read_text()
     assert suites.benchmark_settings("llama3_arc_challenge", tasks)["shots"] == "25"
-    arc.write_text(arc.read_text().replace("num_fewshot: 25", "num_fewshot: 7"))
+    arc.write_text(original.replace("num_fewshot: 25", "num_fewshot: 7"))
     assert suites.benchmark_settings("llama3_arc_challenge", tasks)["shots"] == "7"
     entry = suites.task_manager(["llama3_arc_challenge"], tasks).task_index["llama3_arc_challenge"]
     assert entry.cfg["num_fewshot"] == 7
+    # A new process reads each content's index back from the cache folder: the edit, then its undoing.
+    _forget()
+    assert suites.benchmark_settings("llama3_arc_challenge", tasks)["shots"] == "7"
+    arc.write_text(original)
+    assert suites.benchmark_settings("llama3_arc_challenge", tasks)["shots"] == "25"
+
+
+# -- what the registry keeps between processes ------------------------------------------------
+
+
+@pytest.fixture
+def no_parsing(monkeypatch):
+    """Makes lm-eval's parse and the search for a name's folder fail: what is answered now is read back."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("parsed again instead of read back")
+
+    import lm_eval.tasks
+
+    def start():
+        monkeypatch.setattr(lm_eval.tasks, "TaskManager", refuse)
+        monkeypatch.setattr(suites, "_defined_in", refuse)
+
+    return start
+
+
+def _stand_in_suite(builtin_tree: Path, own: Path) -> None:
+    """Our group over a built-in task t1 (folder one); folder two defines t2 and mentions t1."""
+    _write(own / "ours.yaml", "group: ours\ntask: [t1]\n")
+    _write(builtin_tree / "one" / "t1.yaml", "task: t1\nnum_fewshot: 3\n" + TASK)
+    _write(builtin_tree / "two" / "t2.yaml", "task: t2\n" + TASK + "# not t1\n")
+
+
+def test_a_new_process_reads_the_index_back(builtin_tree, tmp_path, no_parsing):
+    own = tmp_path / "tasks"
+    _stand_in_suite(builtin_tree, own)
+    first = suites.task_configs(["ours"], own)
+    assert first["t1"]["num_fewshot"] == 3
+    _forget()
+    no_parsing()
+    assert suites.task_configs(["ours"], own) == first
+    paths, _ = suites._narrow(("ours",), own, suites._digest(own))  # what task_manager would index
+    assert [p.name for p in paths] == ["one", "tasks"]
+
+
+def test_an_edited_built_in_task_is_seen_by_the_next_process(builtin_tree, tmp_path):
+    own = tmp_path / "tasks"
+    _stand_in_suite(builtin_tree, own)
+    t1 = builtin_tree / "one" / "t1.yaml"
+    assert suites.task_configs(["ours"], own)["t1"]["num_fewshot"] == 3
+    _forget()
+    t1.write_text(t1.read_text().replace("num_fewshot: 3", "num_fewshot: 4"))  # the same size
+    assert suites.task_configs(["ours"], own)["t1"]["num_fewshot"] == 4
+    # A name that moves to another folder is looked for again.
+    _forget()
+    t1.unlink()
+    _write(builtin_tree / "two" / "t1.yaml", "task: t1\nnum_fewshot: 5\n" + TASK)
+    assert [Path(p).name for p in suites.task_manager(["ours"], own).include_path] == ["two", "tasks"]
+    assert suites.task_configs(["ours"], own)["t1"]["num_fewshot"] == 5
+
+
+def test_an_index_json_cannot_hold_is_not_kept(builtin_tree, tmp_path):
+    own = tmp_path / "tasks"
+    _write(
+        own / "t.yaml",
+        "task: t\ndataset_path: x/y\noutput_type: multiple_choice\ndoc_to_text: q\n"
+        "doc_to_target: 0\ndoc_to_choice: {0: a, 1: b}\n",
+    )  # keys JSON would turn into strings
+    assert suites.task_index(["t"], own)["t"].cfg["doc_to_choice"] == {0: "a", 1: "b"}
+    _forget()
+    assert suites.task_index(["t"], own)["t"].cfg["doc_to_choice"] == {0: "a", 1: "b"}
+    assert not list((tmp_path / "cache").rglob("index-*.json"))
+
+
+def test_a_cache_folder_that_cannot_be_written_costs_only_time(builtin_tree, tmp_path, monkeypatch):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    monkeypatch.setenv("HARNESS_CACHE", str(blocked))
+    own = tmp_path / "tasks"
+    _stand_in_suite(builtin_tree, own)
+    assert suites.task_configs(["ours"], own)["t1"]["num_fewshot"] == 3
+    _forget()
+    assert suites.task_configs(["ours"], own)["t1"]["num_fewshot"] == 3
+
+
+def test_tasks_command_from_the_cache_folder_lists_the_same_without_importing_lm_evals_tasks(tmp_path):
+    # lm_eval.tasks imports datasets and pandas (most of a second): a listing read back needs neither.
+    script = "import sys; from harness import cli; cli.main(['tasks']); print(sorted({'lm_eval.tasks', 'pandas'} & set(sys.modules)))"
+    env = {**os.environ, "HARNESS_CACHE": str(tmp_path)}
+    cold, warm = (
+        subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300, check=True)
+        for _ in range(2)
+    )
+    *listing, imported = cold.stdout.splitlines()
+    assert imported == "['lm_eval.tasks', 'pandas']"
+    assert warm.stdout.splitlines() == [*listing, "[]"]

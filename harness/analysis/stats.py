@@ -4,7 +4,8 @@ Both runs answered the same documents, so the right comparison is paired: per-do
 deltas, a bootstrap interval over documents, McNemar's exact test on the documents whose
 0/1 score changed, and the flips themselves (Dutta et al. 2024, "Accuracy is Not All You
 Need": equal accuracy can hide many answers that changed from right to wrong and back).
-Pure numpy/scipy; knows nothing about files.
+Pure numpy/scipy; knows nothing about files. scipy.stats is imported where an interval or a
+p-value is computed (most of a second to import): reading a run's results (`harness diff`) needs neither.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats as scipy_stats
 
 CONFIDENCE = 0.95
 N_RESAMPLES = 10_000
@@ -55,6 +55,8 @@ def paired_ci(
     deltas = np.asarray(deltas, dtype=float)
     if deltas.size < 2:
         return (np.nan, np.nan, np.nan)
+    from scipy import stats as scipy_stats
+
     options = {
         "vectorized": True,
         "n_resamples": n_resamples,
@@ -91,6 +93,8 @@ def mcnemar_exact(right_to_wrong: int, wrong_to_right: int) -> float:
     discordant = right_to_wrong + wrong_to_right
     if discordant == 0:
         return 1.0
+    from scipy import stats as scipy_stats
+
     return float(scipy_stats.binomtest(right_to_wrong, discordant, 0.5).pvalue)
 
 

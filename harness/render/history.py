@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
-
 from harness.analysis.history import History
 from harness.render import markdown, plots
 from harness.render.report import writable_folder
@@ -18,6 +16,8 @@ CSV_FILE, MD_FILE = "history.csv", "history.md"
 
 
 def history_csv(history: History) -> str:
+    import pandas as pd  # the card imports this module for delta_cell, and needs no CSV
+
     columns = ["run_id", "created", "variant", "task", "metric", "delta", "ci_low", "ci_high", "kld_mean"]
     frame = pd.DataFrame([p.model_dump() for p in history.points], columns=columns)
     return frame.to_csv(index=False, float_format="%.6g")

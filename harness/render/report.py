@@ -15,8 +15,7 @@ import base64
 import os
 from dataclasses import dataclass
 from pathlib import Path
-
-import jinja2
+from typing import TYPE_CHECKING
 
 from harness.analysis.changes import KINDS, Change, ChangeList, ChangesError, TaskChanges, find_changes
 from harness.analysis.comparison import build_comparison
@@ -27,6 +26,9 @@ from harness.render.tables import markdown_table, summary
 from harness.results.io import write_bytes_atomic
 from harness.results.schema import Comparison, Manifest, RunRecord
 from harness.results.store import RunStore
+
+if TYPE_CHECKING:
+    import jinja2
 
 REPORT_DIR = "report"
 TEMPLATE = "report.html.j2"  # in harness/render/templates/
@@ -237,6 +239,8 @@ def render_markdown(report: Report) -> str:
 
 
 def html_environment() -> jinja2.Environment:
+    import jinja2  # only the page needs it; `harness history` imports this module for writable_folder
+
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("harness.render", "templates"),
         # Every value is escaped unless marked safe: the page shows text from the results folder.

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 from tabulate import tabulate
 
 from harness.render import markdown
 from harness.results.schema import COMPLETE, Comparison, ComparisonRow, VariantCell
 from harness.results.store import RunStore
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # The CSV's columns per variant, in order, and the cell field each one holds.
 CSV_COLUMNS = [
@@ -143,6 +146,8 @@ def format_markdown(comparison: Comparison) -> str:
 
 def comparison_frame(comparison: Comparison) -> pd.DataFrame:
     """The wide table behind comparison.csv: one column per (variant, figure)."""
+    import pandas as pd  # only the CSV needs it; the terminal and markdown tables do not
+
     columns = ["task", "metric", "n"] + (["card"] if comparison.has_card else [])
     for name in comparison.variants():
         columns += variant_columns(comparison, name)

@@ -5,7 +5,9 @@ data), so this listing cannot drift from what runs. Only the card's benchmark na
 metric the card reports are written down, in ``harness.suites.benchmarks.BENCHMARKS``.
 
 Which task files lm-eval indexes is decided here, for every caller (the pre-run checks, the
-worker, ``harness tasks`` and ``harness card``): see ``task_manager``.
+worker, ``harness tasks`` and ``harness card``): see ``task_manager``. What lm-eval parsed of a
+folder, and where it defines a name, is kept in the harness's cache folder for the next process
+(``harness.suites.cachefile``), keyed by the files it came from: see ``_parsed_index``.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from copy import deepcopy
 from functools import cache, lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from harness.resources import TASKS_DIR
+from harness.suites import cachefile
 from harness.suites.benchmarks import BENCHMARKS  # the card's names, kept free of lm-eval
 
 if TYPE_CHECKING:
@@ -28,6 +32,16 @@ SUITES = {
     "llama3_base": "Llama 3 pretrained model card (11 benchmarks)",
     "llama3_instruct": "Llama 3 instruction-tuned model card (5 benchmarks)",
 }
+
+
+class IndexEntry(NamedTuple):
+    """One name of lm-eval's task index, as plain data: kept as JSON, it is read back without
+    importing lm-eval (lm_eval.tasks imports datasets and pandas: most of a second)."""
+
+    kind: str  # the name of lm-eval's Kind: TASK, PY_TASK, GROUP or TAG
+    yaml_path: str | None
+    cfg: dict | None  # the YAML as lm-eval parsed it: includes merged, !function left as a path
+    tags: frozenset[str]
 
 
 def task_manager(names: Iterable[str] = (), tasks_dir: Path = TASKS_DIR) -> TaskManager:
@@ -46,15 +60,15 @@ def task_manager(names: Iterable[str] = (), tasks_dir: Path = TASKS_DIR) -> Task
     return _manager(paths, digest)
 
 
-def task_index(names: Iterable[str] = (), tasks_dir: Path = TASKS_DIR) -> dict:
-    """{name: lm-eval index entry} for tasks/ and what `names` reach (YAML parsed, nothing loaded).
+def task_index(names: Iterable[str] = (), tasks_dir: Path = TASKS_DIR) -> dict[str, IndexEntry]:
+    """{name: index entry} for tasks/ and what `names` reach (YAML parsed, nothing loaded).
 
     Without building the TaskManager: the folders' own indexes merged, which for every name
     `names` reach holds the entry ``task_manager(names)`` holds (each comes from one folder).
     """
     digest = _digest(tasks_dir)
     paths, merged = _narrow(tuple(sorted(set(names))), tasks_dir, digest)
-    return merged if merged is not None else _manager(paths, digest).task_index
+    return merged if merged is not None else _index_entries(_manager(paths, digest).task_index)
 
 
 @lru_cache(maxsize=8)
@@ -89,10 +103,12 @@ def _files(root: str) -> Iterator[str]:
 
 
 @lru_cache(maxsize=16)
-def _narrow(names: tuple[str, ...], tasks_dir: Path, digest: str) -> tuple[tuple[Path, ...], dict | None]:
+def _narrow(
+    names: tuple[str, ...], tasks_dir: Path, digest: str
+) -> tuple[tuple[Path, ...], dict[str, IndexEntry] | None]:
     """The folders to index for `names` (built-in ones first, tasks/ last: it overrides, as in
     lm-eval), and their indexes merged (None when the folders are lm-eval's whole tree)."""
-    own = _manager((tasks_dir,), digest).task_index
+    own = _own_index(tasks_dir, digest)
     chosen: set[Path] = set()
     while True:
         # Each built-in name in play is checked to come from one folder, so merging the
@@ -100,7 +116,7 @@ def _narrow(names: tuple[str, ...], tasks_dir: Path, digest: str) -> tuple[tuple
         merged = {k: v for folder in sorted(chosen) for k, v in _folder_index(folder).items()} | own
         reached, unresolved = _reach(merged, names)
         # A name lm-eval defines nowhere adds no folder and stays unknown.
-        where = {name: _defined_in(name) for name in (reached - own.keys()) | unresolved}
+        where = _defined_in_each((reached - own.keys()) | unresolved)
         needed = set().union(*where.values())
         if any(len(folders) > 1 for folders in where.values()) or _builtin_root() in needed:
             return (_builtin_root(), tasks_dir), None
@@ -109,7 +125,7 @@ def _narrow(names: tuple[str, ...], tasks_dir: Path, digest: str) -> tuple[tuple
         chosen |= needed
 
 
-def _reach(index: dict, names: Iterable[str]) -> tuple[set[str], set[str]]:
+def _reach(index: dict[str, IndexEntry], names: Iterable[str]) -> tuple[set[str], set[str]]:
     """(names reached from `names` through groups and tags, those of them not in `index`)."""
     reached: set[str] = set()
     unresolved: set[str] = set()
@@ -122,9 +138,9 @@ def _reach(index: dict, names: Iterable[str]) -> tuple[set[str], set[str]]:
         entry = index.get(name)
         if entry is None:
             unresolved.add(name)
-        elif entry.kind.name == "TAG":
+        elif entry.kind == "TAG":
             todo += sorted(entry.tags)
-        elif entry.kind.name == "GROUP":
+        elif entry.kind == "GROUP":
             for member in (entry.cfg or {}).get("task") or []:
                 name_ = member.get("task") or member.get("group") if isinstance(member, dict) else member
                 if isinstance(name_, str):
@@ -133,9 +149,98 @@ def _reach(index: dict, names: Iterable[str]) -> tuple[set[str], set[str]]:
 
 
 def _builtin_root() -> Path:
-    import lm_eval.tasks
+    import lm_eval  # the package only: lm_eval.tasks imports datasets and pandas
 
-    return Path(lm_eval.tasks.__file__).parent
+    return Path(lm_eval.__file__).parent / "tasks"
+
+
+# -- kept between processes -------------------------------------------------------------------
+
+# Bumped when what is kept changes shape, so files an older harness kept are not misread.
+_KEPT_FORMAT = 1
+
+
+def _parser() -> str:
+    """What an index depends on besides the task files: the code that parses them."""
+    import lm_eval
+    import yaml
+
+    libyaml = " libyaml" if yaml.__with_libyaml__ else ""  # lm-eval parses with libyaml when it is there
+    return f"lm-eval {lm_eval.__version__}, PyYAML {yaml.__version__}{libyaml}, kept format {_KEPT_FORMAT}"
+
+
+def _tree_key(root: Path) -> str:
+    """sha256 over the parser and the path (under root), size, mtime and ctime of every file under
+    root. A write always moves ctime forward and nothing sets it back, so once a file changes, no
+    process computes the old key again: what was kept under it, even from a parse that read the
+    file mid-change, is never read back. Stats, not bytes: reading lm-eval's 15,000 files costs
+    five times as much."""
+    h = hashlib.sha256(_parser().encode() + b"\0")
+    start = len(str(root)) + 1  # _files yields paths under root, as root was given
+    for path in sorted(_files(str(root))):
+        st = os.stat(path)
+        h.update(f"{path[start:]}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0".encode())
+    return h.hexdigest()
+
+
+@lru_cache(maxsize=1)
+def _builtin_key() -> str:
+    # lm-eval's built-in folders are the installed package's, fixed for a process.
+    return _tree_key(_builtin_root())
+
+
+def _parsed_index(folder: Path, key: str, unchanged: Callable[[], bool]) -> dict[str, IndexEntry]:
+    """lm-eval's index of one folder (``include_defaults=False``): read back when kept under `key`,
+    else parsed by lm-eval, and kept if ``unchanged()`` says no file changed during the parse."""
+    name = cachefile.name_for("index", folder)
+    kept = cachefile.read(name, key)
+    if kept is None:
+        from lm_eval.tasks import TaskManager
+
+        parsed = _index_entries(TaskManager(include_path=str(folder), include_defaults=False).task_index)
+        kept = {n: [e.kind, e.yaml_path, e.cfg, sorted(e.tags)] for n, e in parsed.items()}
+        if unchanged():
+            cachefile.write(name, key, kept)
+    return {n: IndexEntry(kind, path, cfg, frozenset(tags)) for n, (kind, path, cfg, tags) in kept.items()}
+
+
+def _index_entries(index: dict) -> dict[str, IndexEntry]:
+    """lm-eval's index entries as IndexEntry."""
+    return {
+        name: IndexEntry(e.kind.name, None if e.yaml_path is None else str(e.yaml_path), e.cfg, frozenset(e.tags))
+        for name, e in index.items()
+    }
+
+
+@lru_cache(maxsize=8)
+def _own_index(tasks_dir: Path, digest: str) -> dict[str, IndexEntry]:
+    # Keyed by the content of tasks/ (`digest`), so an edited task file is never served from
+    # memory or from the cache folder. Content can come back (an edit undone), so a parse that
+    # may have read an edit is not kept under the content from before it.
+    return _parsed_index(tasks_dir, f"{digest} {_parser()}", lambda: _digest(tasks_dir) == digest)
+
+
+@cache
+def _folder_index(folder: Path) -> dict[str, IndexEntry]:
+    # Keyed by the stats of lm-eval's tree, which a change never gives back (see _tree_key).
+    return _parsed_index(folder, _builtin_key(), lambda: True)
+
+
+def _defined_in_each(names: set[str]) -> dict[str, frozenset[Path]]:
+    """{name: _defined_in(name)}, kept for the next process.
+
+    Finding where a name is defined reads every built-in task file and parses the folders that
+    mention it: most of a second, in every process that asks.
+    """
+    root = _builtin_root()
+    key = _builtin_key()
+    name = cachefile.name_for("defined-in", root)
+    folders: dict[str, list[str]] = cachefile.read(name, key) or {}  # {name: [folder under root]}
+    missing = names - folders.keys()
+    if missing:
+        folders |= {n: sorted(os.path.relpath(f, root) for f in _defined_in(n)) for n in sorted(missing)}
+        cachefile.write(name, key, dict(sorted(folders.items())))
+    return {n: frozenset(root / folder for folder in folders[n]) for n in names}
 
 
 def _defined_in(name: str) -> frozenset[Path]:
@@ -144,13 +249,6 @@ def _defined_in(name: str) -> frozenset[Path]:
         return frozenset({_builtin_root()})  # not one word of the scan (e.g. non-ASCII): the whole tree
     words, leaving = _builtin_words()
     return frozenset(f for f in words.get(name.encode(), set()) | leaving if name in _folder_index(f))
-
-
-@cache
-def _folder_index(folder: Path) -> dict:
-    from lm_eval.tasks import TaskManager
-
-    return TaskManager(include_path=str(folder), include_defaults=False).task_index
 
 
 _WORD = re.compile(rb"[\w.()-]+")
@@ -191,13 +289,8 @@ def _builtin_words() -> tuple[dict[bytes, set[Path]], set[Path]]:
     return words, {Path(top) for top in leaving}
 
 
-def _load(entry) -> dict:
-    from copy import deepcopy
-
-    from lm_eval.tasks._yaml_loader import load_yaml
-
-    if entry.yaml_path:
-        return dict(load_yaml(entry.yaml_path, resolve_func=False))
+def _load(entry: IndexEntry) -> dict:
+    # The index holds each YAML as lm-eval parses it, and is keyed by the task files' content.
     return deepcopy(entry.cfg or {})
 
 
@@ -210,17 +303,20 @@ def task_configs(names: list[str], tasks_dir: Path = TASKS_DIR) -> dict[str, dic
     Mirrors lm-eval's TaskFactory (group keys that are not group fields override member
     task keys) but never builds a task, so no dataset is loaded.
     """
-    index = task_index(names, tasks_dir)
+    return _configs(names, task_index(names, tasks_dir))
+
+
+def _configs(names: list[str], index: dict[str, IndexEntry]) -> dict[str, dict]:
     out: dict[str, dict] = {}
 
     def visit(name: str, overrides: dict) -> None:
         entry = index.get(name)
         if entry is None:
             raise KeyError(f"unknown task or group {name!r}")
-        kind = entry.kind.name
+        kind = entry.kind
         if kind == "TAG":
-            for member in sorted(entry.tags):
-                visit(member, overrides)
+            for tagged in sorted(entry.tags):
+                visit(tagged, overrides)
             return
         cfg = _load(entry)
         if kind == "GROUP":
@@ -250,11 +346,15 @@ def is_known(name: str, tasks_dir: Path = TASKS_DIR) -> bool:
 
 def benchmark_settings(member: str, tasks_dir: Path = TASKS_DIR) -> dict:
     """Shots, max gen tokens, subtask count and the difference from Meta of one card benchmark, from its YAMLs."""
-    cfgs = task_configs([member], tasks_dir)
+    return _settings(member, task_index([member], tasks_dir))
+
+
+def _settings(member: str, index: dict[str, IndexEntry]) -> dict:
+    cfgs = _configs([member], index)
     first = next(iter(cfgs.values()))
     shots = sorted({c.get("num_fewshot") or 0 for c in cfgs.values()})
     gen = first.get("generation_kwargs") or {}
-    own = _load(task_index([member], tasks_dir)[member])  # the benchmark's own YAML (a task's, or its group's)
+    own = _load(index[member])  # the benchmark's own YAML (a task's, or its group's)
     return {
         "subtasks": len(cfgs),
         "shots": f"{shots[0]}-{shots[-1]}" if len(shots) > 1 else str(shots[0]),
@@ -270,10 +370,13 @@ SUITE_COLUMNS = ["benchmark", "task", "shots", "max gen", "n", "metric"]
 
 def suite_rows(suite: str) -> list[list[str]]:
     """One row per card benchmark of the suite: its task and settings (SUITE_COLUMNS)."""
+    # One index for the whole suite: every name a member reaches has the entry the member's own
+    # index would give it (each comes from the one folder defining it).
+    index = task_index([member for _, member, _ in BENCHMARKS[suite]])
     rows = []
     for bench, member, metric in BENCHMARKS[suite]:
         try:
-            s = benchmark_settings(member)
+            s = _settings(member, index)
         except KeyError:
             rows.append([bench, member, "(task not installed)", "", "", ""])
             continue
