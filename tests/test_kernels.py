@@ -240,14 +240,13 @@ def test_bf16_has_a_packed_kernel_exactly_where_the_cpu_computes_bf16():
 
 def test_where_bf16_falls_back_the_run_computes_in_the_fallback_dtype_and_says_so(tmp_path, monkeypatch):
     # Whether oneDNN declines bf16 is this CPU's answer; here it is given, so the path runs everywhere.
+    import vllm  # noqa: F401  (imported here, the pre-run questions are asked in this process, where the patch is)
     import yaml
 
     from harness.config import load_config
     from harness.engine import kernels
     from harness.resources import DEMO_CONFIG, DEMO_DATA_DIR
     from harness.run import runner
-
-    import vllm  # noqa: F401  (imported here, the pre-run questions are asked in this process, where the patch is)
 
     monkeypatch.setattr(kernels, "torch_fallback", lambda vllm_config: True)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

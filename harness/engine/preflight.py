@@ -38,7 +38,7 @@ from typing import Any, BinaryIO
 from pydantic import BaseModel, ConfigDict
 
 from harness.errors import CheckFailed, UsageError, one_line
-from harness.models.demo import cache_root
+from harness.resources import cache_root
 from harness.provenance import cpu_flags
 from harness.resources import PACKAGE_DIR
 from harness.results.io import write_bytes_atomic
