@@ -46,6 +46,7 @@ BASELINE = {  # seconds, quiet machine where the issue gives one
     "harness compare": 2.3,
     "harness gate": 2.1,
     "demo pre-run checks": 17.1,
+    "demo pre-run checks, vLLM asked (nothing kept)": 17.1,
     "worker task loading (demo)": 6.0,
 }
 
@@ -83,19 +84,25 @@ with tempfile.TemporaryDirectory() as cache:
 sys.exit(code)
 """
 # `harness run` from its start to the first worker: config, data and engine checks, kernel probe.
+# fresh: with no vLLM answers kept (an empty HARNESS_PREFLIGHT_CACHE), as the first start of a
+# config after an install, an edit of the harness or of the checkpoint.
 PRERUN = """
 import time; t = time.perf_counter()
+import os, tempfile
 from pathlib import Path
+if {fresh!r}:
+    os.environ["HARNESS_PREFLIGHT_CACHE"] = tempfile.mkdtemp()
 from harness.config import load_config
 from harness.offline import go_offline
-from harness.resources import DEMO_CONFIG
 from harness.run import runner
-config = load_config(DEMO_CONFIG, {{"limit": 2}})
+path = Path({config!r})
+config = load_config(path, {{"limit": 2}})
 go_offline()
-dirs = runner._data_dirs(config, DEMO_CONFIG, None)
-runner._check_inputs(config, DEMO_CONFIG, dirs, Path({out!r}) / "prerun")
+dirs = runner._data_dirs(config, path, {dirs!r})
+runner._check_inputs(config, path, dirs, Path({out!r}) / "prerun")
 print(time.perf_counter() - t)
 """
+BENCHDATA = Path(os.environ.get("HARNESS_BENCHDATA", ROOT.parent / "shared" / "benchdata")) / "hub"
 
 
 def evict(paths: list[Path]) -> None:
@@ -142,8 +149,13 @@ def median3(argv: list[str], code: Path, *, inner: bool, cold: bool) -> float:
     return statistics.median(figures)
 
 
+def prerun(config: Path, data: Path | None, out: Path, *, fresh: bool = False) -> str:
+    return PRERUN.format(config=str(config), dirs=[str(data)] if data else None, out=str(out), fresh=fresh)
+
+
 def steps(run: Path | None, out: Path) -> dict[str, tuple[list[str], bool]]:
     """{figure name: (argv, whether the process prints its own figure)}."""
+    demo = ROOT / "configs" / "demo.yaml"
     py = [sys.executable, "-c"]
     tasks, samples = str(ROOT / "tasks"), str(ROOT / "tasks" / "samples")
     cli = [sys.executable, "-m", "harness.cli"]
@@ -157,8 +169,13 @@ def steps(run: Path | None, out: Path) -> dict[str, tuple[list[str], bool]]:
         ),
         "harness tasks": (cli + ["tasks"], False),
         "harness tasks, nothing kept": (py + [TASKS_NOTHING_KEPT], False),
-        "demo pre-run checks": (py + [PRERUN.format(out=str(out))], False),
+        "demo pre-run checks": (py + [prerun(demo, None, out, fresh=False)], False),
+        "demo pre-run checks, vLLM asked (nothing kept)": (py + [prerun(demo, None, out, fresh=True)], False),
     }
+    if BENCHDATA.is_dir():  # both card suites' benchmarks that a real-data mirror holds, on the demo model
+        for suite in ("base", "instruct"):
+            config = ROOT / "configs" / f"cpu-check-{suite}.yaml"
+            found[f"card suite pre-run checks ({config.name})"] = (py + [prerun(config, BENCHDATA, out)], False)
     if run is not None:
         found |= {
             "harness card": (cli + ["card", str(run), "--out", str(out / "card")], False),
