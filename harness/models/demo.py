@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from pathlib import Path
 
 from harness.errors import UsageError
 from harness.models.quantize import DEFAULT_IGNORE, build_into
+from harness.resources import cache_root
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +28,6 @@ DEMO_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEMO_NAME = "SmolLM2-135M-Instruct-bf16"
 DEMO_W8A8 = "demo-w8a8"
 DEMO_FOLDERS = {DEMO: DEMO_NAME, DEMO_W8A8: "SmolLM2-135M-Instruct-W8A8"}
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("HARNESS_CACHE", Path.home() / ".cache" / "harness"))
 
 
 def demo_gguf() -> Path:
