@@ -1,9 +1,9 @@
-"""Where the product's own files live: the suites (tasks/) and the run configs (configs/); and
-the cache folder for what it makes once and keeps (demo checkpoints, lm-eval's parsed task index).
+"""Where the product's own files live: the suites (tasks/) and the run configs (configs/), and
+the cache folder the harness writes for itself.
 
-Both sit at the top of the repository; a wheel carries them inside the package (see
-pyproject.toml), so an installed harness finds them beside its modules and a checkout finds
-them beside the package.
+The suites and configs sit at the top of the repository; a wheel carries them inside the
+package (see pyproject.toml), so an installed harness finds them beside its modules and a
+checkout finds them beside the package.
 """
 
 from __future__ import annotations
@@ -28,5 +28,9 @@ DEMO_CONFIG = CONFIG_DIR / "demo.yaml"
 
 
 def cache_root() -> Path:
-    # Read at call time: tests and callers may point it elsewhere after import.
+    """The harness's own cache (demo checkpoints, lm-eval's parsed task index, file digests, vLLM's
+    pre-run answers): $HARNESS_CACHE or ~/.cache/harness.
+
+    Read at call time: tests and callers may point it elsewhere after import.
+    """
     return Path(os.environ.get("HARNESS_CACHE", Path.home() / ".cache" / "harness"))

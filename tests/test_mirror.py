@@ -13,11 +13,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from benchdata import HUB, needs_mirror
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from harness.suites import mirror
+from harness.suites import digests, mirror
 from harness.suites.mirror import CorruptMirrorError, MirrorError
 
 SAMPLES = Path(__file__).resolve().parent.parent / "tasks" / "samples"
@@ -26,11 +27,12 @@ ARC, WINO = "allenai/ai2_arc", "allenai/winogrande"
 
 @pytest.fixture(autouse=True)
 def fresh_cache(tmp_path, monkeypatch):
-    """An empty datasets cache and HF home for each test (datasets reads the env at import, so
-    its config attribute is pointed there too)."""
+    """An empty datasets cache, HF home and digest cache for each test (datasets reads the env at
+    import, so its config attribute is pointed there too)."""
     import datasets
 
     cache = tmp_path / "hf" / "datasets"
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "harness"))
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_DATASETS_CACHE", str(cache))
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
@@ -257,3 +259,128 @@ def test_fingerprint_follows_the_bytes(tmp_path):
     changed = mirror.fingerprint(folder, "winogrande_l", "validation")
     assert changed.sha256 != fp.sha256 and changed.files[0][2] == fp.files[0][2]
     assert mirror.check_split(folder, "winogrande_l", "validation").sha256 == changed.sha256
+
+
+# --------------------------------------------------------------------------- what each check reads
+
+
+def builder_files(folder: Path, name: str | None, scratch: Path) -> dict[str, list[Path]]:
+    from datasets import load_dataset_builder
+
+    files = load_dataset_builder(str(folder), name, cache_dir=str(scratch)).config.data_files
+    return {split: [Path(f) for f in fs] for split, fs in files.items()}
+
+
+def configs_of(folder: Path) -> list[str | None]:
+    """The first and last config a sample's README names (None where it names none)."""
+    names = [c["config_name"] for c in mirror.front_matter(folder).get("configs") or []]
+    return sorted({names[0], names[-1]}) if names else [None]
+
+
+def datasets_in(mirror_dir: Path) -> list[str]:
+    return sorted(str(p.parent.relative_to(mirror_dir)) for p in mirror_dir.glob("*/*/README.md"))
+
+
+@pytest.mark.parametrize("dataset", datasets_in(SAMPLES))
+def test_split_files_are_the_files_load_dataset_builder_resolves(tmp_path, dataset):
+    folder = copy_sample(tmp_path, dataset)
+    for name in configs_of(folder):
+        assert mirror.split_files(folder, name) == builder_files(folder, name, tmp_path), name
+
+
+@pytest.mark.benchdata
+@needs_mirror
+@pytest.mark.parametrize("dataset", datasets_in(HUB) or ["(no mirror)"])
+def test_split_files_of_the_real_mirror_are_the_files_load_dataset_builder_resolves(tmp_path, dataset):
+    for name in configs_of(HUB / dataset):
+        assert mirror.split_files(HUB / dataset, name) == builder_files(HUB / dataset, name, tmp_path), name
+
+
+def test_split_files_follow_default_configs_data_dirs_and_globs(tmp_path):
+    folder = tmp_path / "mirror" / "org" / "set"
+    for path in ("a/train-0.jsonl", "a/train-1.jsonl", "a/test.jsonl", "bdir/part/test.jsonl"):
+        (folder / path).parent.mkdir(parents=True, exist_ok=True)
+        (folder / path).write_text('{"q": 1}\n')
+    (folder / "README.md").write_text(
+        "---\nconfigs:\n"
+        "- config_name: a\n  default: true\n  data_files:\n"
+        "  - split: train\n    path: a/train-*.jsonl\n  - split: test\n    path: a/test.jsonl\n"
+        "- config_name: b\n  data_dir: bdir\n  data_files:\n  - split: test\n    path: '**/*.jsonl'\n"
+        "---\n"
+    )
+    for name in (None, "a", "b"):
+        assert mirror.split_files(folder, name) == builder_files(folder, name, tmp_path / "scratch"), name
+    assert mirror.split_files(folder)["train"] == [folder / "a" / "train-0.jsonl", folder / "a" / "train-1.jsonl"]
+    with pytest.raises(MirrorError, match="config c: "):
+        mirror.split_files(folder, "c")
+
+
+@pytest.fixture
+def settled(monkeypatch):
+    """Files a test has just written count as settled, so their digests are remembered."""
+    monkeypatch.setattr(digests, "RACY_NS", 0)
+
+
+def test_the_check_before_a_run_reads_digests_not_data(tmp_path, monkeypatch, settled):
+    folder = copy_sample(tmp_path, ARC)
+    to_parquet(folder, "ARC-Challenge")
+    mirror.verify_split(folder, "ARC-Challenge", "test")
+
+    def refuse(path, *args):
+        raise AssertionError(f"{path} was read")
+
+    monkeypatch.setattr(digests, "sha256", refuse)
+    monkeypatch.setattr(mirror, "_parse_rows", refuse)
+    mirror.verify_split(folder, "ARC-Challenge", "test")
+    mirror.verify_split(folder, "ARC-Challenge", "train")  # same config: its files were all counted
+
+
+@pytest.mark.parametrize("damage", ["truncated", "same size, mtime put back"])
+def test_a_checked_file_damaged_later_is_refused_before_a_run(tmp_path, settled, damage):
+    folder = copy_sample(tmp_path, ARC)
+    to_parquet(folder, "ARC-Challenge")
+    bad = folder / "ARC-Challenge" / "test.parquet"
+    mirror.verify_split(folder, "ARC-Challenge", "test")
+    st, data = bad.stat(), bad.read_bytes()
+    if damage == "truncated":
+        bad.write_bytes(data[: len(data) // 2])
+    else:  # the footer's magic bytes overwritten: same size, and the old mtime put back
+        bad.write_bytes(data[:-4] + b"XXXX")
+        os.utime(bad, ns=(st.st_atime_ns, st.st_mtime_ns))
+    with pytest.raises(CorruptMirrorError) as exc:
+        mirror.verify_split(folder, "ARC-Challenge", "test")
+    assert one_line(exc).startswith(f"{bad}: unreadable parquet")
+
+
+def test_what_a_run_reads_is_hashed_in_full_whatever_the_cache_says(tmp_path, settled):
+    """The hole a stat leaves (a same-size rewrite inside one clock tick) made by hand: the cache
+    is told the old digest for the new bytes. The check before a run may believe it; the load key,
+    the fingerprint a run records and the re-check after the run must not."""
+    folder = copy_sample(tmp_path, WINO)
+    val = folder / "winogrande_l" / "validation.jsonl"
+    old = mirror.fingerprint(folder, "winogrande_l", "validation").files[0][1]
+    val.write_bytes(val.read_bytes().replace(b"bread", b"bagel", 1))
+    new = digests.sha256(val).sha256  # remembered with the new stat ...
+    record = digests._file_record(val)
+    record.write_text(record.read_text().replace(new, old))  # ... and then told the old digest
+    assert digests.recall(val).sha256 == old  # believed where it may be
+
+    assert mirror.fingerprint(folder, "winogrande_l", "validation").files[0][1] == new
+    loaded = mirror.load_mirror(folder, "winogrande_l")["validation"]
+    assert loaded["sentence"][0].startswith("The bagel")
+    assert loaded._fingerprint == mirror.fingerprint(folder, "winogrande_l", "validation").sha256
+
+
+def test_checking_two_splits_of_a_config_loads_it_once(tmp_path, monkeypatch):
+    folder = copy_sample(tmp_path, WINO)
+    loads = []
+    load = mirror.load_mirror
+    monkeypatch.setattr(mirror, "load_mirror", lambda *a, **kw: loads.append(a) or load(*a, **kw))
+    train = mirror.check_split(folder, "winogrande_l", "train")
+    val = mirror.check_split(folder, "winogrande_l", "validation")
+    assert len(loads) == 1
+    assert (train.num_rows, val.num_rows) == (len(rows(folder / "winogrande_l" / "train.jsonl")), 2)
+
+    (folder / "winogrande_l" / "train.jsonl").write_text(json.dumps(rows(folder / "winogrande_l" / "train.jsonl")[0]))
+    assert mirror.check_split(folder, "winogrande_l", "validation").num_rows == 2
+    assert len(loads) == 2  # other bytes: loaded again

@@ -38,9 +38,8 @@ from typing import Any, BinaryIO
 from pydantic import BaseModel, ConfigDict
 
 from harness.errors import CheckFailed, UsageError, one_line
-from harness.resources import cache_root
 from harness.provenance import cpu_flags
-from harness.resources import PACKAGE_DIR
+from harness.resources import PACKAGE_DIR, cache_root
 from harness.results.io import write_bytes_atomic
 
 log = logging.getLogger("harness.run")

@@ -161,7 +161,8 @@ def hf_cache_dir() -> str:
 def locate(need: Need, dirs: Iterable[Path], thorough: bool = False) -> Need:
     """``need`` with status/where filled in. Never downloads data.
 
-    A mirror split's files are always parsed; ``thorough`` also loads it the way a run will.
+    Every file of a mirror split's config is parsed, or known by its digest to have parsed before
+    (:func:`mirror.verify_split`); ``thorough`` also loads the split the way a run will.
     """
     from dataclasses import replace
 
