@@ -6,6 +6,7 @@ the system when the variant ends, whatever happened inside vLLM.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -42,10 +43,13 @@ from harness.results.schema import (
     VariantSpec,
 )
 from harness.results.store import RunStore
+from harness.run.background import Background
 from harness.run.children import progress_channel
 from harness.suites import data, registry
 
 if TYPE_CHECKING:
+    from lm_eval.tasks import TaskManager
+
     from harness.run.answers import RecordedLM
 
 log = logging.getLogger("harness.run.worker")
@@ -94,8 +98,10 @@ def _run_tasks(store: RunStore, config: RunConfig, manifest: Manifest, engine_ar
     name, model_path = manifest.variant, manifest.spec.model_path or ""
     progress = progress_channel()
     progress(Event("engine", Path(model_path).name))
+    # Nothing in loading the tasks needs the engine: it runs while the engine starts.
+    loading = Background("task-loading", functools.partial(_prepare_tasks, config, manifest.spec.data_dirs), progress)
     t0 = time.perf_counter()
-    engine = _start_engine(config, name, model_path, engine_args)
+    engine = _start_engine(config, name, model_path, engine_args, loading.start)
     try:
         manifest.statistics.timings.engine_start_s = round(time.perf_counter() - t0, 2)
         manifest.spec.engine_args = engine.engine_args
@@ -126,7 +132,7 @@ def _run_tasks(store: RunStore, config: RunConfig, manifest: Manifest, engine_ar
             identity=(run_id, name),
         )
         try:
-            _evaluate(store, config, manifest, engine, recorded, progress)
+            _evaluate(store, config, manifest, engine, recorded, loading, progress)
         finally:
             if (cluster := manifest.engine.cluster) is not None:
                 cluster.chunks = recorded.served()
@@ -136,27 +142,48 @@ def _run_tasks(store: RunStore, config: RunConfig, manifest: Manifest, engine_ar
         engine.close()
 
 
-def _start_engine(config: RunConfig, name: str, model_path: str, engine_args: dict) -> Engine:
-    """One engine in this process, or, with a cluster, the variant's replicas on it."""
+def _start_engine(
+    config: RunConfig, name: str, model_path: str, engine_args: dict, meanwhile: Callable[[], None]
+) -> Engine:
+    """One engine in this process, or, with a cluster, the variant's replicas on it.
+
+    `meanwhile` starts the work done beside the engine's start once the engine's imports are
+    done. Imports hold the GIL throughout, so nothing is won beside them, and they share modules
+    with task loading: started during vLLM's import, task loading read a half-imported
+    `transformers` ("has no attribute 'PreTrainedTokenizerBase'"). What vLLM imports once it
+    starts and what loading the card suites imports are disjoint (seen for llama3_base); Ray's
+    imports, like vLLM's, share many with it.
+    """
     order_seed = config.seed + 1 if name.endswith(REPEAT_SUFFIX) else None
     if config.cluster is not None:
+        import ray  # noqa: F401
+
         from harness.scaleout.replicas import start_pool
 
+        meanwhile()
         return start_pool(config, config.variant(name.removesuffix(REPEAT_SUFFIX)), model_path, engine_args, order_seed)
-    from harness.engine.lm import VLLMEngine
+    from harness.engine.lm import VLLMEngine, import_vllm
 
     try:
+        import_vllm(engine_args)
+        meanwhile()
         return VLLMEngine(model_path, engine_args, seed=config.seed, order_seed=order_seed)
     except Exception as e:  # vLLM's own message rarely names the checkpoint it could not load
         raise RuntimeError(f"engine start failed for {model_path}: {type(e).__name__}: {e}") from e
 
 
 def _evaluate(
-    store: RunStore, config: RunConfig, manifest: Manifest, engine: Engine, recorded: RecordedLM, progress
+    store: RunStore,
+    config: RunConfig,
+    manifest: Manifest,
+    engine: Engine,
+    recorded: RecordedLM,
+    loading: Background[LoadedTasks],
+    progress,
 ) -> None:
     name = manifest.variant
     manifest.environment.sandbox = allow_code_execution(config)
-    evaluation = evaluate_tasks(recorded, config, manifest.spec.data_dirs, progress=progress)
+    evaluation = evaluate_loaded(recorded, config, manifest.spec.data_dirs, loading.result(), progress)
     manifest.data = DataProvenance(datasets=evaluation.datasets, task_versions=evaluation.results.get("versions", {}))
     statistics = manifest.statistics
     statistics.timings.evaluate_s = evaluation.seconds
@@ -203,20 +230,48 @@ def evaluate_tasks(
     requests.sqlite. Datasets come from the run's mirrors, as when the run was made. `progress`
     hears of each task loaded, built and scored.
     """
-    from lm_eval import simple_evaluate
-
     progress = progress or (lambda event: None)
+    return evaluate_loaded(model, config, data_dirs, load_tasks(config, data_dirs, only, progress), progress)
 
+
+@dataclass
+class LoadedTasks:
+    """What lm-eval evaluates, ready before any model is: the task index, task objects, datasets read."""
+
+    manager: TaskManager
+    tasks: list  # the top-level tasks and groups
+    leaves: dict  # every leaf task by name
+    datasets: dict[str, DatasetFingerprint]
+
+
+def load_tasks(
+    config: RunConfig, data_dirs: list[str], only: list[str] | None, progress: Callable[[Event], None]
+) -> LoadedTasks:
+    """The config's tasks (or only those named) with their datasets, from the run's mirrors."""
     manager = registry.task_manager([s.name for s in config.tasks] or [config.suite or ""])
     with data.use_data_dirs([Path(d) for d in data_dirs]):
         tasks, leaves = _load_tasks(manager, config, only, progress)
-        _announce_steps(leaves, progress)
+        datasets = {task: DatasetFingerprint(**entry) for task, entry in data.fingerprints(leaves).items()}
+    return LoadedTasks(manager, tasks, leaves, datasets)
+
+
+def evaluate_loaded(
+    model, config: RunConfig, data_dirs: list[str], loaded: LoadedTasks, progress: Callable[[Event], None]
+) -> Evaluation:
+    """`evaluate_tasks` over tasks loaded beforehand.
+
+    The mirrors are in use again: task helpers read files while lm-eval builds requests (AGIEval's few-shot CSV).
+    """
+    from lm_eval import simple_evaluate
+
+    with data.use_data_dirs([Path(d) for d in data_dirs]):
+        _announce_steps(loaded.leaves, progress)
         t1 = time.perf_counter()
         results = simple_evaluate(
             model=model,
-            tasks=tasks,
+            tasks=loaded.tasks,
             limit=config.limit,
-            task_manager=manager,
+            task_manager=loaded.manager,
             log_samples=True,
             apply_chat_template=config.apply_chat_template,
             fewshot_as_multiturn=config.fewshot_as_multiturn,
@@ -228,12 +283,18 @@ def evaluate_tasks(
             fewshot_random_seed=config.seed,
             confirm_run_unsafe_code=config.allow_code_execution,
         )
-        datasets = {task: DatasetFingerprint(**entry) for task, entry in data.fingerprints(leaves).items()}
     seconds = round(time.perf_counter() - t1, 2)
     samples = results.pop("samples", {})
     records = {task: _sample_records(task, logged) for task, logged in samples.items()}
     results.pop("configs", None)  # the task configs hold callables; versions carry the identity
-    return Evaluation(results, records, datasets, seconds)
+    return Evaluation(results, records, loaded.datasets, seconds)
+
+
+def _prepare_tasks(config: RunConfig, data_dirs: list[str], progress: Callable[[Event], None]) -> LoadedTasks:
+    """All of the worker's tasks loaded, and lm-eval's evaluator imported, while the engine starts."""
+    import lm_eval.evaluator  # noqa: F401
+
+    return load_tasks(config, data_dirs, None, progress)
 
 
 def _load_tasks(
