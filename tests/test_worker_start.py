@@ -1,7 +1,9 @@
-"""A worker loads its tasks while its engine starts (harness/run/worker.py, harness/run/background.py).
+"""A worker loads its tasks beside its engine's start (harness/run/worker.py, harness/run/background.py),
+as it does while a variant's Ray replicas start.
 
-A stand-in takes the engine's place; the tasks and data are the demo's. The real engine's side
-is in tests/test_demo_run.py.
+A stand-in takes the engine's place, and starts the loading as `_start_engine` does; the tasks
+and data are the demo's. The real engine's side is in tests/test_demo_run.py and
+tests/test_cluster_run.py.
 """
 
 from __future__ import annotations

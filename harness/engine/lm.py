@@ -58,19 +58,11 @@ def start_llm(model: str, seed: int, engine_args: dict):
     On CPU the model then computes with torch's own thread pool (all cores unless
     OMP_NUM_THREADS says otherwise) instead of vLLM's one bound worker process.
     """
-    return import_vllm(engine_args)(model=model, seed=seed, **engine_args)
-
-
-def import_vllm(engine_args: dict) -> type:
-    """`vllm.LLM`, imported in the environment an engine with these arguments runs in.
-
-    Seconds of imports before any engine exists; `import vllm` alone defers them to this name.
-    """
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     bind_cpu_ranks(engine_args)
     from vllm import LLM
 
-    return LLM
+    return LLM(model=model, seed=seed, **engine_args)
 
 
 class VLLMEngine(TemplateLM):

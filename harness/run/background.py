@@ -1,12 +1,10 @@
 """Work that needs no engine, done in a thread of its own while this process starts one.
 
-Starting an engine keeps the worker's main thread for seconds to minutes, but not all of that
-time holds the GIL: reading weights, allocating the KV cache and the model's warm-up computations
-release it, and a variant on replicas (harness/scaleout) only waits for them. Another thread
-gets that time. On CPU vLLM's engine core runs in the worker's process (harness/engine/lm.py),
-and its Python holds the GIL for most of a start: there the thread wins a few seconds where
-loading is long (a card suite) and loses a fraction of one to GIL hand-overs where it is short
-(the demo's two tasks).
+A variant on replicas (harness/scaleout) only waits while its Ray actors start their engines:
+its tasks load meanwhile. An engine in the worker's own process is different: vLLM's engine core
+runs there, and its Python holds the GIL for most of its start, so a thread beside it won a few
+seconds where loading is long (a card suite) and lost more than one where it is short (the
+demo's two tasks); there the work starts once the engine is up (harness/run/worker.py).
 """
 
 from __future__ import annotations

@@ -147,12 +147,14 @@ def _start_engine(
 ) -> Engine:
     """One engine in this process, or, with a cluster, the variant's replicas on it.
 
-    `meanwhile` starts the work done beside the engine's start once the engine's imports are
-    done. Imports hold the GIL throughout, so nothing is won beside them, and they share modules
-    with task loading: started during vLLM's import, task loading read a half-imported
-    `transformers` ("has no attribute 'PreTrainedTokenizerBase'"). What vLLM imports once it
-    starts and what loading the card suites imports are disjoint (seen for llama3_base); Ray's
-    imports, like vLLM's, share many with it.
+    `meanwhile` starts the work that needs no engine (task loading). With replicas it starts
+    once Ray is imported and runs while this process only waits for the replicas to start.
+    Imports hold the GIL throughout, so nothing is won beside them, and they share modules with
+    task loading: started during vLLM's import, task loading read a half-imported `transformers`
+    ("has no attribute 'PreTrainedTokenizerBase'"). In this process it starts once the engine is
+    up: vLLM's engine core runs here and its Python holds the GIL for most of its start, so beside
+    it task loading made the demo's workers slower (bf16 14.1 to 15.4 s from start to the first
+    request, median of 6 pairs; BENCHMARKS.md "Start-up").
     """
     order_seed = config.seed + 1 if name.endswith(REPEAT_SUFFIX) else None
     if config.cluster is not None:
@@ -162,14 +164,14 @@ def _start_engine(
 
         meanwhile()
         return start_pool(config, config.variant(name.removesuffix(REPEAT_SUFFIX)), model_path, engine_args, order_seed)
-    from harness.engine.lm import VLLMEngine, import_vllm
+    from harness.engine.lm import VLLMEngine
 
     try:
-        import_vllm(engine_args)
-        meanwhile()
-        return VLLMEngine(model_path, engine_args, seed=config.seed, order_seed=order_seed)
+        engine = VLLMEngine(model_path, engine_args, seed=config.seed, order_seed=order_seed)
     except Exception as e:  # vLLM's own message rarely names the checkpoint it could not load
         raise RuntimeError(f"engine start failed for {model_path}: {type(e).__name__}: {e}") from e
+    meanwhile()
+    return engine
 
 
 def _evaluate(
