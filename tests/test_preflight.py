@@ -164,6 +164,20 @@ def test_the_key_changes_with_vllms_environment_and_the_questions(tmp_path, monk
     assert preflight.cache_key(with_checkpoint(folder)) == key
 
 
+def test_a_folder_an_engine_argument_names_is_read_by_its_own_files_only(tmp_path):
+    folder = copy_of_demo(tmp_path / "ckpt")
+    downloads = tmp_path / "downloads"
+    (downloads / "deep" / "deeper").mkdir(parents=True)
+    (downloads / "deep" / "deeper" / "big.json").write_text("{}")
+    (downloads / "top.json").write_text("{}")
+    questions = with_checkpoint(folder).model_copy(update={"engine": {"download_dir": str(downloads)}})
+    key = preflight.cache_key(questions)
+    (downloads / "deep" / "deeper" / "big.json").write_text('{"a": 1}')  # not read: the same key
+    assert preflight.cache_key(questions) == key
+    (downloads / "top.json").write_text('{"a": 1}')
+    assert preflight.cache_key(questions) != key
+
+
 def test_a_hub_id_is_cached_only_offline_and_in_the_hugging_face_cache(monkeypatch):
     questions = Questions(
         engine={}, variants=[VariantQuestion(name="a", engine={}, checkpoint="org/not-cached")], baseline="a"

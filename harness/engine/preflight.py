@@ -213,9 +213,9 @@ def cache_key(questions: Questions) -> str | None:
     """A digest of everything the answers can depend on; None when something cannot be pinned."""
     checkpoints: dict[str, object] = {}
     for v in questions.variants:
-        for path in _local_paths(questions.engine_args(v), v.checkpoint):
+        for path, deep in _local_paths(questions.engine_args(v), v.checkpoint):
             if path not in checkpoints:  # variants often share one
-                checkpoints[path] = _folder_digest(Path(path))
+                checkpoints[path] = _folder_digest(Path(path), deep)
         if v.checkpoint is not None and not _pinned(v.checkpoint, questions.engine_args(v)):
             return None
     machine = _machine()
@@ -243,18 +243,28 @@ def _pinned(checkpoint: str, engine_args: dict) -> bool:
     )
 
 
-def _local_paths(engine_args: dict, checkpoint: str | None) -> list[str]:
-    """The checkpoint's folder (a cached hub id's snapshot) and any file or folder an argument names."""
+def _local_paths(engine_args: dict, checkpoint: str | None) -> list[tuple[str, bool]]:
+    """(path, whether to read below it): the checkpoint's folder (a cached hub id's snapshot),
+    whole; and any file or folder an engine argument names, a folder by its own files only (an
+    argument such as download_dir may name a large tree that vLLM does not read before a start)."""
     from harness.engine.args import local_model_dir
 
-    found = [local_model_dir(checkpoint, engine_args.get("revision"))] if checkpoint else []
-    found += [v for v in engine_args.values() if isinstance(v, str) and v and Path(v).expanduser().exists()]
-    return sorted({str(Path(p).expanduser().resolve()) for p in found if p})
+    found = {}
+    for value in engine_args.values():
+        if isinstance(value, str) and value and Path(value).expanduser().exists():
+            found[str(Path(value).expanduser().resolve())] = False
+    folder = local_model_dir(checkpoint, engine_args.get("revision")) if checkpoint else None
+    if folder is not None:
+        found[str(Path(folder).resolve())] = True
+    return sorted(found.items())
 
 
-def _folder_digest(path: Path) -> list[list[object]]:
-    """(name, size, mtime_ns, sha256 of the bytes unless weights) of every file below path."""
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+def _folder_digest(path: Path, deep: bool) -> list[list[object]]:
+    """(name, size, mtime_ns, sha256 of the bytes unless weights) of each file of path (below it too when deep)."""
+    if not path.is_dir():
+        files = [path]
+    else:
+        files = sorted(p for p in (path.rglob("*") if deep else path.iterdir()) if p.is_file())
     out: list[list[object]] = []
     for f in files:
         stat = f.stat()
