@@ -6,12 +6,12 @@ whether each 8-bit variant's kernels run here (harness/engine/capability.py). Im
 takes 6-15 s on 2 cores, longer than every other pre-run check together, and each worker imports
 it again for its engine. So the process that starts a run never imports it:
 
-- The questions go to one child process (`main` below), started before
-  the parent's own checks (tokenizers, card, tasks, data) and waited for after them.
-- Its answers are kept in the cache (`cache_dir`) under a key made of everything
-  they can depend on: the questions (engine arguments, variants, checkpoints), each checkpoint's
-  files (the bytes of the small ones, the size and mtime of the weights, of which vLLM reads only
-  the headers here), the installed packages (every distribution's name and version; vLLM's and
+- The questions go to one child process (`main` below), started before the parent's own checks
+  (tokenizers, card, tasks, data) and waited for after them.
+- Its answers are kept in the cache (`cache_dir`) under a key made of everything they can
+  depend on: the questions (engine arguments, variants, checkpoints), each checkpoint's files
+  (the bytes of the small ones, the size and mtime of the weights, of which vLLM reads only the
+  headers here) and the files an engine argument names, the installed packages (every distribution's name and version; vLLM's and
   torch's RECORD, which lists each installed file's digest), this harness's own code, the CPU's
   flags and the GPUs, and the environment variables vLLM, torch and Hugging Face read. A
   checkpoint that is not on this machine (a hub id, online) is never cached: vLLM would read
